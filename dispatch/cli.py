@@ -1,0 +1,248 @@
+"""The ``dispatchd`` command: run the daemon and administer it.
+
+Exit codes: 0 success; 1 the daemon (or a command) failed at run time;
+2 a usage or configuration mistake (each problem printed on its own line,
+naming the file and key) - never a traceback for a user's mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dispatch.config import ConfigError, Settings, effective_settings, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
+
+
+class UsageError(Exception):
+    """A mistake in how the command was called; exit code 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dispatchd", description="Emergency command centre communications daemon."
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("-c", "--config", metavar="FILE",
+                        help="configuration file (default: embedded defaults)")
+
+    sub.add_parser("run", parents=[config], help="run the daemon in the foreground")
+    check = sub.add_parser("check-config", parents=[config],
+                           help="validate a configuration and print the effective settings")
+    check.add_argument("file", nargs="?", help="the file to check (or -c FILE)")
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command",
+                                                                     metavar="ACTION")
+    db.add_parser("upgrade", parents=[config], help="apply every pending migration")
+    db.add_parser("current", parents=[config], help="show the schema revision")
+
+    user = sub.add_parser("user", help="users and tokens").add_subparsers(dest="user_command",
+                                                                          metavar="ACTION")
+    add = user.add_parser("add", parents=[config], help="create a user (asks for a password)")
+    add.add_argument("name")
+    add.add_argument("--role", required=True,
+                     choices=["call_taker", "dispatcher", "supervisor", "commander", "admin"])
+    add.add_argument("--display-name", default="")
+    add.add_argument("--password-file", metavar="FILE",
+                     help="read the password from FILE instead of prompting")
+    user.add_parser("list", parents=[config], help="list users")
+    passwd = user.add_parser("passwd", parents=[config], help="set a user's password")
+    passwd.add_argument("name")
+    passwd.add_argument("--password-file", metavar="FILE")
+    for action in ("disable", "enable"):
+        p = user.add_parser(action, parents=[config], help=f"{action} a user")
+        p.add_argument("name")
+    token = user.add_parser("token", parents=[config], help="issue an API token for a program")
+    token.add_argument("name")
+    token.add_argument("--label", required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dispatchd`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from dispatch.daemon import dispatchd_version
+
+        print(f"dispatchd {dispatchd_version()}")
+        return EXIT_OK
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        if args.command == "run":
+            return _run(_settings(args.config), args.config)
+        if args.command == "check-config":
+            return _check_config(args)
+        if args.command == "db":
+            return _db(args)
+        if args.command == "user":
+            return _user(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"dispatchd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    parser.print_help()
+    return EXIT_USAGE
+
+
+def _settings(path: str | None) -> Settings:
+    return load_settings(path)
+
+
+def _run(settings: Settings, config_path: str | None) -> int:
+    from dispatch import logs
+
+    logs.configure(settings.log.level, settings.log.format)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    from dispatch.daemon import install_reactor
+
+    # Twisted's reactor must be the asyncio one before anything imports it.
+    reactor = install_reactor(loop)
+    from dispatch.daemon import Daemon
+
+    try:
+        daemon = Daemon(settings, config_path, reactor=reactor)
+        return loop.run_until_complete(daemon.serve())
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    path = args.file or args.config
+    if path is None:
+        raise UsageError("check-config needs a FILE (or -c FILE)")
+    settings = load_settings(path)
+    print(json.dumps(effective_settings(settings), indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+def _async(coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(coro())
+
+
+def _db(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from dispatch.storage import Database
+
+    if args.db_command is None:
+        raise UsageError("db needs an action: upgrade or current")
+    settings = _settings(args.config)
+
+    async def go() -> int:
+        db = Database(settings.database_url())
+        try:
+            if args.db_command == "upgrade":
+                before = await db.schema_status()
+                after = await db.upgrade()
+                print(f"schema {before.current or 'empty'} -> {after.current}")
+            else:
+                status = await db.schema_status()
+                state = "up to date" if status.up_to_date else "needs `dispatchd db upgrade`"
+                print(f"current {status.current or 'empty'}, head {status.head}: {state}")
+            return EXIT_OK
+        except (SQLAlchemyError, OSError) as exc:
+            print(f"dispatchd: database error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        finally:
+            await db.close()
+
+    return _async(go)
+
+
+def _read_password(path: str | None) -> str:
+    if path is not None:
+        try:
+            return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise UsageError(f"cannot read password file {path}: {exc.strerror}") from None
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise UsageError("passwords do not match")
+    return first
+
+
+def _user(args: argparse.Namespace) -> int:
+    from dispatch.daemon import Daemon
+
+    if args.user_command is None:
+        raise UsageError("user needs an action: add, list, passwd, disable, enable or token")
+    settings = _settings(args.config)
+    password = None
+    if args.user_command in ("add", "passwd"):
+        password = _read_password(args.password_file)
+
+    async def go() -> int:
+        from dispatch.storage import SchemaOutOfDate
+
+        # A daemon that is composed but not started: its database and user
+        # store, with the same schema rules as `run`.
+        daemon = Daemon(settings, args.config)
+        try:
+            url = settings.database_url()
+            await daemon.db.ensure_schema(settings.auto_migrate(url))
+            return await _user_action(daemon, args, password)
+        except SchemaOutOfDate as exc:
+            raise UsageError(str(exc)) from None
+        finally:
+            await daemon.db.close()
+
+    return _async(go)
+
+
+async def _user_action(daemon: Any, args: argparse.Namespace, password: str | None) -> int:
+    from dispatch.auth import Role, UserExists
+
+    users = daemon.users
+    actor = f"cli:{getpass.getuser()}"
+    try:
+        if args.user_command == "add":
+            assert password is not None
+            await users.add_user(args.name, Role(args.role), password, actor=actor,
+                                 display_name=args.display_name)
+            print(f"user {args.name} added with role {args.role}")
+        elif args.user_command == "list":
+            for u in await users.list():
+                flag = " (disabled)" if u.disabled else ""
+                print(f"{u.name:<24} {u.role:<12} {u.display_name}{flag}")
+        elif args.user_command == "passwd":
+            await users.update(args.name, actor=actor, password=password)
+            print(f"password of {args.name} changed")
+        elif args.user_command in ("disable", "enable"):
+            await users.update(args.name, actor=actor, disabled=args.user_command == "disable")
+            print(f"user {args.name} {args.user_command}d")
+        elif args.user_command == "token":
+            issued = await users.issue_api_token(args.name, args.label, actor=actor)
+            print(issued.token)
+    except UserExists as exc:
+        print(f"dispatchd: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyError:
+        print(f"dispatchd: no user {args.name!r}", file=sys.stderr)
+        return EXIT_FAILED
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

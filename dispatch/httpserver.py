@@ -1,0 +1,92 @@
+"""The HTTP listener: uvicorn serving the API on the daemon's own loop.
+
+The socket is bound in :meth:`HttpService.start`, so a port already in use
+fails the start (and, the HTTP service being required, stops the daemon with
+a clear message) instead of failing later in the background.  uvicorn's own
+signal handling is switched off: the daemon owns SIGTERM/SIGINT/SIGHUP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable, Generator
+from typing import Any
+
+import uvicorn
+
+log = logging.getLogger(__name__)
+
+GRACEFUL_S = 2
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class HttpService:
+    """A required service: the API, WebSocket events, health and metrics."""
+
+    name = "http"
+
+    def __init__(self, app_factory: Callable[[], Any], host: str, port: int) -> None:
+        """``app_factory`` builds the ASGI app when the service starts."""
+        self._app_factory = app_factory
+        self.host = host
+        self.port = port
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._socket: socket.socket | None = None
+        self.bound: tuple[str, int] | None = None
+
+    async def start(self) -> None:
+        """Bind the socket and serve; raise ``OSError`` if the address is taken."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        try:
+            sock = socket.create_server((self.host, self.port), family=family, backlog=512)
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise OSError(f"cannot listen on {self.host}:{self.port}: {reason}") from None
+        sock.setblocking(False)
+        self._socket = sock
+        self.bound = sock.getsockname()[:2]
+        config = uvicorn.Config(
+            self._app_factory(),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            loop="none",
+            ws="websockets-sansio",
+            timeout_graceful_shutdown=GRACEFUL_S,
+            server_header=False,
+        )
+        self._server = _Server(config)
+        self._task = asyncio.get_running_loop().create_task(
+            self._server.serve(sockets=[sock]), name="http"
+        )
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise RuntimeError("HTTP server stopped during start")
+            await asyncio.sleep(0.01)
+        log.info("http listening", extra={"host": self.bound[0], "port": self.bound[1]})
+
+    async def stop(self) -> None:
+        """Stop accepting, let requests finish for a moment, then close."""
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            try:
+                await asyncio.wait_for(self._task, GRACEFUL_S + 1)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+        if self._socket is not None:
+            self._socket.close()
+
+    def health(self) -> dict[str, Any]:
+        """Where we listen."""
+        return {"listen": f"{self.bound[0]}:{self.bound[1]}" if self.bound else None}

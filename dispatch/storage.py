@@ -1,0 +1,181 @@
+"""The database: engine, sessions, schema version and migrations.
+
+SQLite (WAL) under ``var/`` is the embedded default; PostgreSQL is used by
+URL.  Both go through SQLAlchemy's asyncio engine (aiosqlite, asyncpg), so the
+event loop never blocks on a query.  The schema is versioned by Alembic:
+SQLite upgrades itself at start by default, while on PostgreSQL the daemon
+refuses an out-of-date schema and names the command to run, because several
+nodes may share that database and an upgrade is an administrator's decision.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import Session
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+_HOOKS = "dispatchd.after_commit"
+
+
+def after_commit(session: AsyncSession, hook: Callable[[], object]) -> None:
+    """Run ``hook`` once the session's transaction has committed (never on rollback).
+
+    Events about a change are published this way, so a console never sees a
+    change that the database then rolled back.
+    """
+    session.sync_session.info.setdefault(_HOOKS, []).append(hook)
+
+
+def _run_hooks(session: Session) -> None:
+    for hook in session.info.pop(_HOOKS, []):
+        try:
+            hook()
+        except Exception:  # the data is committed; a failing hook must not hide that
+            log.exception("after-commit hook failed")
+
+
+def _drop_hooks(session: Session, *_args: Any) -> None:
+    session.info.pop(_HOOKS, None)
+
+
+class SchemaOutOfDate(RuntimeError):
+    """The database schema is older (or newer) than this code expects."""
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """Where the database's schema is, against where the code wants it."""
+
+    current: str | None
+    head: str
+
+    @property
+    def up_to_date(self) -> bool:
+        """True when the database is at the code's newest migration."""
+        return self.current == self.head
+
+
+def async_url(url: str) -> str:
+    """Pick the asyncio driver for a plain ``sqlite://`` or ``postgresql://`` URL."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    elif backend in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers (consoles, API) run while the writer commits; NORMAL
+    # sync is durable across process crashes, which is what SIGKILL tests need.
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=NORMAL",
+        "foreign_keys=ON",
+        "busy_timeout=5000",
+    ):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+class Database:
+    """An async engine and session factory for one database URL."""
+
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
+        """Create the engine (no connection is made until first use)."""
+        self.url = url
+        self.dialect = make_url(url).get_backend_name()
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.dialect == "sqlite":
+            database = make_url(url).database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            kwargs.update(pool_size=pool_size, pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(async_url(url), **kwargs)
+        if self.dialect == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        session_class = type("DispatchdSession", (Session,), {})
+        event.listen(session_class, "after_commit", _run_hooks)
+        event.listen(session_class, "after_soft_rollback", _drop_hooks)
+        self.sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=session_class
+        )
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session whose transaction commits on success, rolls back on error."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def schema_status(self) -> SchemaStatus:
+        """The current and wanted schema revisions."""
+        head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+        assert head is not None, "no migrations shipped"
+
+        def current(conn: Connection) -> str | None:
+            return MigrationContext.configure(conn).get_current_revision()
+
+        async with self.engine.connect() as conn:
+            return SchemaStatus(current=await conn.run_sync(current), head=head)
+
+    async def upgrade(self, revision: str = "head") -> SchemaStatus:
+        """Apply every migration up to ``revision``."""
+        cfg = _alembic_config()
+
+        def run(conn: Connection) -> None:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+
+        async with self.engine.begin() as conn:
+            await conn.run_sync(run)
+        return await self.schema_status()
+
+    async def ensure_schema(self, auto_migrate: bool) -> SchemaStatus:
+        """Upgrade if allowed, else refuse an out-of-date schema by raising."""
+        status = await self.schema_status()
+        if status.up_to_date:
+            return status
+        if auto_migrate:
+            log.info(
+                "upgrading database schema",
+                extra={"from_rev": status.current, "to_rev": status.head},
+            )
+            return await self.upgrade()
+        raise SchemaOutOfDate(
+            f"database schema is at {status.current or 'nothing'}, this dispatchd needs "
+            f"{status.head}: run `dispatchd db upgrade -c CONFIG` (or set "
+            "database.auto_migrate = true)"
+        )
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
