@@ -92,3 +92,21 @@ async def daemon(db_url: str, tmp_path: Path, reactor: Any) -> AsyncIterator[Any
         yield d
     finally:
         await d.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say how many tests ran on each database backend, so a skipped one is visible."""
+    counts: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            test = getattr(report, "nodeid", "").rsplit("::", 1)[-1]
+            for backend in ("sqlite", "postgresql"):
+                if backend in test:
+                    per = counts.setdefault(backend, {})
+                    if report.when == "call" or outcome in ("error", "skipped"):
+                        per[outcome] = per.get(outcome, 0) + 1
+    if counts:
+        terminalreporter.section("database backends")
+        for backend, per in sorted(counts.items()):
+            summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(per.items()))
+            terminalreporter.write_line(f"{backend}: {summary}")

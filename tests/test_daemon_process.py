@@ -180,3 +180,33 @@ def test_db_commands(tmp_path: Path) -> None:
     assert json.loads(subprocess.run(
         [sys.executable, "-m", "dispatch.cli", "check-config", str(config)],
         capture_output=True, text=True, timeout=60).stdout)["http"]["port"] == 8080
+
+
+def test_postgresql_schema_must_be_upgraded_deliberately_then_data_survives(
+        tmp_path: Path, procs: list[DaemonProcess], pg_server: object) -> None:
+    from conftest import fresh_pg_url
+
+    url = fresh_pg_url(pg_server)  # type: ignore[arg-type]
+    config = write_config(tmp_path / "pg.toml", f'[database]\nurl = "{url}"\n')
+    refused = start(procs, tmp_path, config)
+    assert refused.proc.wait(30) == 1
+    refused.read_until(lambda e: False)
+    assert any("run `dispatchd db upgrade -c CONFIG`" in e.get("msg", "") for e in refused.lines)
+
+    upgrade = subprocess.run([sys.executable, "-m", "dispatch.cli", "db", "upgrade", "-c",
+                              str(config)], capture_output=True, text=True, timeout=60)
+    assert upgrade.returncode == 0, upgrade.stderr
+    token = admin_token(tmp_path, config)
+    headers = {"Authorization": f"Bearer {token}"}
+    first = start(procs, tmp_path, config)
+    first.wait_ready()
+    assert httpx.get(first.url + "/health").json()["services"]["database"]["detail"] == {
+        "dialect": "postgresql", "schema": "0001"}
+    assert httpx.post(first.url + "/api/v1/duty-log", headers=headers,
+                      json={"text": "PostgreSQL row"}).status_code == 201
+    assert first.stop()[0] == 0
+    second = start(procs, tmp_path, config)
+    second.wait_ready()
+    rows = httpx.get(second.url + "/api/v1/duty-log", headers=headers).json()
+    assert [row["text"] for row in rows] == ["PostgreSQL row"]
+    assert second.stop()[0] == 0
