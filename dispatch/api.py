@@ -13,12 +13,14 @@ import asyncio
 import datetime as dt
 import re
 import time
+from pathlib import Path
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, WebSocket
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,6 +35,7 @@ from dispatch.models import DutyLogEntry
 from dispatch.storage import Database, after_commit
 
 API = "/api/v1"
+WEB = Path(__file__).with_name("web")
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 # Text typed by an operator may hold newlines and tabs, never other controls.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -283,6 +286,11 @@ def create_app(ctx: AppContext) -> FastAPI:
         return {"name": principal.name, "role": principal.role.value,
                 "permissions": sorted(p.value for p in GRANTS[principal.role])}
 
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/console/")
+
+    app.mount("/console", StaticFiles(directory=WEB, html=True), name="console")
     _mount_users(app, ctx, needs)
     _mount_records(app, ctx, needs)
     _mount_events(app, ctx)

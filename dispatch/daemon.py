@@ -63,6 +63,13 @@ def install_reactor(loop: asyncio.AbstractEventLoop) -> Any:
     return reactor
 
 
+def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    # A bug in a callback or task must be seen (as a bug) but never stop the loop.
+    exc = context.get("exception")
+    log.error("unhandled error in the event loop (a bug): %s", context.get("message", ""),
+              exc_info=exc if isinstance(exc, BaseException) else None)
+
+
 class DatabaseService:
     """The database as a service: checks (or upgrades) the schema at start."""
 
@@ -184,6 +191,7 @@ class Daemon:
                    signal.SIGHUP: self.request_reload}
         for sig, handler in handled.items():
             loop.add_signal_handler(sig, handler)
+        loop.set_exception_handler(_log_loop_exception)
         try:
             try:
                 await self.start()

@@ -1,0 +1,185 @@
+// dispatchd web console: plain JavaScript served by the daemon, no build step.
+//
+// Log-in gives a session token (kept in sessionStorage, so closing the tab logs
+// out); every view is then fed by the REST API and kept live by the /events
+// WebSocket, which reconnects with back-off and reloads state after a gap.
+"use strict";
+
+const I18N = {
+  zh: {
+    offline: "未连接", online: "实时", logout: "退出", login_title: "登录", username: "用户名",
+    password: "密码", login: "登录", services: "服务状态", service: "服务", state: "状态",
+    required: "必需", last_error: "最近错误", duty_log: "值班记录", duty_placeholder: "记录内容…",
+    add_entry: "添加记录", events: "实时事件", yes: "是", no: "否",
+    running: "运行中", failed: "故障", starting: "启动中", stopping: "停止中", stopped: "已停止",
+    pending: "等待",
+  },
+  en: {
+    offline: "offline", online: "live", logout: "Log out", login_title: "Log in", username: "User name",
+    password: "Password", login: "Log in", services: "Services", service: "Service", state: "State",
+    required: "Required", last_error: "Last error", duty_log: "Duty log", duty_placeholder: "Entry…",
+    add_entry: "Add entry", events: "Live events", yes: "yes", no: "no",
+    running: "running", failed: "failed", starting: "starting", stopping: "stopping", stopped: "stopped",
+    pending: "pending",
+  },
+};
+
+const $ = (sel) => document.querySelector(sel);
+let lang = localStorage.getItem("dispatchd.lang") || (navigator.language.startsWith("zh") ? "zh" : "en");
+let token = sessionStorage.getItem("dispatchd.token");
+let socket = null;
+let retryMs = 500;
+const MAX_EVENTS = 200;
+
+function t(key) { return (I18N[lang] && I18N[lang][key]) || key; }
+
+function applyLanguage() {
+  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+  document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+  document.querySelectorAll("[data-i18n-placeholder]").forEach((el) => {
+    el.placeholder = t(el.dataset.i18nPlaceholder);
+  });
+  $("#lang").textContent = lang === "zh" ? "EN" : "中文";
+  setLive(socket && socket.readyState === WebSocket.OPEN);
+}
+
+async function api(path, options = {}) {
+  const headers = { "Content-Type": "application/json", ...(options.headers || {}) };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const response = await fetch(path, { ...options, headers });
+  if (response.status === 401 && token) { logout(); throw new Error("session expired"); }
+  const body = response.status === 204 ? null : await response.json();
+  if (!response.ok) {
+    const detail = Array.isArray(body.detail)
+      ? body.detail.map((d) => `${d.loc.slice(1).join(".")}: ${d.msg}`).join("; ")
+      : body.detail;
+    throw new Error(detail || response.statusText);
+  }
+  return body;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  Object.entries(attrs).forEach(([k, v]) => { if (k === "class") node.className = v; else node.setAttribute(k, v); });
+  children.forEach((c) => node.append(c));
+  return node;
+}
+
+function when(iso) { return new Date(iso).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB"); }
+
+async function loadHealth() {
+  const health = await api("/health");
+  $("#node").textContent = `${health.node} ${health.version}`;
+  const rows = Object.entries(health.services).map(([name, s]) => el("tr", { "data-service": name },
+    el("td", {}, name),
+    el("td", { class: `state-${s.state}` }, t(s.state)),
+    el("td", {}, s.required ? t("yes") : t("no")),
+    el("td", {}, s.last_error || "")));
+  $("#services tbody").replaceChildren(...rows);
+}
+
+function dutyItem(entry) {
+  return el("li", { "data-id": entry.id }, el("time", {}, when(entry.at)),
+            el("span", { class: "by" }, entry.author), entry.text);
+}
+
+async function loadDutyLog() {
+  const rows = await api("/api/v1/duty-log?limit=100");
+  $("#duty-log").replaceChildren(...rows.map(dutyItem));
+}
+
+function showEvent(envelope) {
+  const line = el("li", {}, el("time", {}, new Date(envelope.at * 1000).toLocaleTimeString()),
+                  `${envelope.topic} ${JSON.stringify(envelope.data)}`);
+  const list = $("#events");
+  list.prepend(line);
+  while (list.children.length > MAX_EVENTS) list.lastChild.remove();
+}
+
+function onEvent(envelope) {
+  if (envelope.topic === "hello") return;
+  showEvent(envelope);
+  if (envelope.topic === "service.state") loadHealth().catch(() => {});
+  if (envelope.topic === "duty_log.added" && !document.querySelector(`#duty-log [data-id="${envelope.data.id}"]`)) {
+    $("#duty-log").prepend(dutyItem(envelope.data));
+  }
+}
+
+function setLive(on) {
+  const pill = $("#live");
+  pill.className = `pill ${on ? "on" : "off"}`;
+  pill.textContent = t(on ? "online" : "offline");
+}
+
+function connect() {
+  if (!token) return;
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  socket = new WebSocket(`${scheme}://${location.host}/events?token=${encodeURIComponent(token)}`);
+  socket.onopen = () => {
+    retryMs = 500; setLive(true);
+    // Anything may have changed while we were away: reload the views.
+    loadHealth().catch(() => {}); loadDutyLog().catch(() => {});
+  };
+  socket.onmessage = (msg) => onEvent(JSON.parse(msg.data));
+  socket.onclose = (ev) => {
+    setLive(false); socket = null;
+    if (ev.code === 4401) { logout(); return; }
+    if (token) setTimeout(connect, retryMs);
+    retryMs = Math.min(retryMs * 2, 10000);
+  };
+}
+
+function showApp(user) {
+  $("#login").hidden = true;
+  $("#app").hidden = false;
+  $("#logout").hidden = false;
+  $("#who").textContent = `${user.name} (${user.role})`;
+  connect();
+}
+
+function logout() {
+  if (token) api("/api/v1/auth/logout", { method: "POST" }).catch(() => {});
+  token = null;
+  sessionStorage.removeItem("dispatchd.token");
+  if (socket) socket.close();
+  $("#app").hidden = true;
+  $("#logout").hidden = true;
+  $("#login").hidden = false;
+  $("#who").textContent = "";
+}
+
+$("#login").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const form = new FormData(ev.target);
+  $("#login-error").textContent = "";
+  try {
+    const session = await api("/api/v1/auth/login", {
+      method: "POST", body: JSON.stringify({ username: form.get("username"), password: form.get("password") }),
+    });
+    token = session.token;
+    sessionStorage.setItem("dispatchd.token", token);
+    ev.target.reset();
+    showApp(session.user);
+  } catch (err) { $("#login-error").textContent = err.message; }
+});
+
+$("#duty-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const text = ev.target.elements.text.value.trim();
+  $("#duty-error").textContent = "";
+  try {
+    await api("/api/v1/duty-log", { method: "POST", body: JSON.stringify({ text }) });
+    ev.target.reset();
+  } catch (err) { $("#duty-error").textContent = err.message; }
+});
+
+$("#lang").addEventListener("click", () => {
+  lang = lang === "zh" ? "en" : "zh";
+  localStorage.setItem("dispatchd.lang", lang);
+  applyLanguage();
+  if (token) { loadHealth().catch(() => {}); loadDutyLog().catch(() => {}); }
+});
+$("#logout").addEventListener("click", logout);
+
+applyLanguage();
+if (token) api("/api/v1/me").then(showApp).catch(() => logout());

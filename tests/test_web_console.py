@@ -1,0 +1,93 @@
+"""The web console in a real browser (Debian's Chromium driven by Playwright).
+
+Screenshots are kept in ``test-artefacts/`` for people to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatch.auth import Role
+
+ARTEFACTS = Path(__file__).resolve().parent.parent / "test-artefacts"
+CANDIDATES = ("/usr/lib/chromium/chromium", "/usr/bin/chromium", "/usr/bin/chromium-browser")
+
+
+def chromium_path() -> str:
+    """Debian's Chromium, installed by scripts/test."""
+    for candidate in CANDIDATES:
+        if Path(candidate).exists():
+            return candidate
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if os.environ.get("DISPATCHD_TEST_SKIP_BROWSER") == "1":
+        pytest.skip("DISPATCHD_TEST_SKIP_BROWSER=1: browser tests skipped on request")
+    raise RuntimeError("Chromium is not installed: run scripts/test, which installs it")
+
+
+@pytest.fixture
+async def page(daemon: Any) -> Any:
+    """A fresh browser page (its console errors are collected on ``page.errors``)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=chromium_path(),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-dev-shm-usage", "--disable-component-update", "--no-first-run"],
+        )
+        try:
+            context = await browser.new_context(locale="en-GB", viewport={"width": 1280,
+                                                                          "height": 800})
+            pg = await context.new_page()
+            pg.errors = []
+            pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
+            yield pg
+        finally:
+            await browser.close()
+
+
+# The console is the same on both backends: one browser run (on SQLite) is enough.
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_login_health_duty_log_live_and_language(daemon: Any, page: Any) -> None:
+    await daemon.users.add_user("lead", Role.SUPERVISOR, "lead-password", actor="test")
+    ARTEFACTS.mkdir(exist_ok=True)
+    await page.goto(daemon.base_url + "/")
+    assert page.url.endswith("/console/")
+
+    await page.fill("input[name=username]", "lead")
+    await page.fill("input[name=password]", "wrong-password")
+    await page.click("#login button[type=submit]")
+    await page.wait_for_selector("#login-error:has-text('invalid user name or password')")
+
+    await page.fill("input[name=password]", "lead-password")
+    await page.click("#login button[type=submit]")
+    await page.wait_for_selector("#app:not([hidden])")
+    await page.wait_for_selector("#live.on")
+    await page.wait_for_selector("tr[data-service=database] td.state-running")
+    assert await page.text_content("#who") == "lead (supervisor)"
+
+    await page.fill("#duty-form textarea", "19:05 三号台话机已修复")
+    await page.click("#duty-form button[type=submit]")
+    await page.wait_for_selector("#duty-log li:has-text('19:05 三号台话机已修复')")
+    await page.wait_for_selector("#events li:has-text('duty_log.added')")
+    await page.screenshot(path=str(ARTEFACTS / "console-en.png"), full_page=True)
+
+    await page.click("#lang")
+    await page.wait_for_selector("h2:has-text('值班记录')")
+    assert await page.text_content("tr[data-service=database] td.state-running") == "运行中"
+    await page.screenshot(path=str(ARTEFACTS / "console-zh.png"), full_page=True)
+
+    await page.fill("#duty-form textarea", "   ")
+    await page.click("#duty-form button[type=submit]")
+    await page.wait_for_selector("#duty-error:has-text('text')")
+    assert page.errors == []
+
+    await page.click("#logout")
+    await page.wait_for_selector("#login:not([hidden])")
