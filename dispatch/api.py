@@ -13,9 +13,9 @@ import asyncio
 import datetime as dt
 import re
 import time
-from pathlib import Path
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, WebSocket
