@@ -303,7 +303,7 @@ def _mount_users(app: FastAPI, ctx: AppContext, needs: Any) -> None:
         _: Annotated[Principal, Depends(needs(Permission.USERS_READ))],
     ) -> list[UserOut]:
         """Every user."""
-        return [_user_out(u) for u in await ctx.users.list()]
+        return [_user_out(u) for u in await ctx.users.all_users()]
 
     @app.post(f"{API}/users", tags=["users"], status_code=201,
               responses={409: {"description": "exists"}})

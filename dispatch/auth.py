@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dispatch.audit import AuditTrail
-from dispatch.models import ApiToken, User
+from dispatch.models import ApiToken, User, UserKey
 from dispatch.storage import Database
 
 
@@ -195,7 +195,7 @@ class UserStore:
         async with self.db.session() as s:
             return await s.scalar(select(User).where(User.name == name))
 
-    async def list(self) -> Sequence[User]:
+    async def all_users(self) -> Sequence[User]:
         """Every user, by name."""
         async with self.db.session() as s:
             return (await s.scalars(select(User).order_by(User.name))).all()
@@ -240,11 +240,12 @@ class UserStore:
         for token in await s.scalars(select(ApiToken).where(ApiToken.user_id == user_id)):
             token.revoked = True
 
-    async def login(self, name: str, password: str, *, ttl_s: int, source: str) -> IssuedToken:
-        """Check a password and issue a console session token.
+    async def check_password(self, name: str, password: str, *, source: str, via: str) -> Principal:
+        """Check a user's password (console log-in, SSH); audit the attempt.
 
         Raises :class:`AuthError` with the same message whether the user is
-        unknown, disabled, locked or the password wrong.
+        unknown, disabled, locked or the password wrong.  Repeated failures
+        lock the account for ``lockout_s``.
         """
         refused = AuthError("invalid user name or password, or account locked")
         async with self.db.session() as s:
@@ -256,31 +257,33 @@ class UserStore:
             locked = user.locked_until is not None and user.locked_until > now
             # scrypt is deliberately slow: keep it off the event loop.
             good = await asyncio.to_thread(verify_password, password, user.password_hash)
-            ok = good and not user.disabled
-            if locked or not ok:
-                if not locked:
-                    user.failed_logins += 1
-                    if user.failed_logins >= self.max_failures:
-                        user.locked_until = now + dt.timedelta(seconds=self.lockout_s)
-                        user.failed_logins = 0
-                self.audit.record(
-                    s, actor=name, action="auth.login_failed", subject=f"user:{name}",
-                    details={"source": source, "locked": user.locked_until is not None
-                             and user.locked_until > now},
-                )
-                failed = True
-            else:
+            ok = good and not user.disabled and not locked
+            if ok:
                 user.failed_logins, user.locked_until = 0, None
-                issued = await self._issue(s, user, "session", "console", ttl_s)
-                self.audit.record(
-                    s, actor=name, action="auth.login", subject=f"user:{name}",
-                    details={"source": source},
-                )
-                failed = False
+            elif not locked:
+                user.failed_logins += 1
+                if user.failed_logins >= self.max_failures:
+                    user.locked_until = now + dt.timedelta(seconds=self.lockout_s)
+                    user.failed_logins = 0
+            self.audit.record(
+                s, actor=name, action="auth.login" if ok else "auth.login_failed",
+                subject=f"user:{name}",
+                details={"source": source, "via": via,
+                         "locked": user.locked_until is not None and user.locked_until > now},
+            )
+            principal = Principal(user.id, user.name, Role(user.role))
         # Raised outside the block so the failure count and audit row commit.
-        if failed:
+        if not ok:
             raise refused
-        return issued
+        return principal
+
+    async def login(self, name: str, password: str, *, ttl_s: int, source: str) -> IssuedToken:
+        """Check a password and issue a console session token (see :meth:`check_password`)."""
+        principal = await self.check_password(name, password, source=source, via="http")
+        async with self.db.session() as s:
+            user = await s.get(User, principal.user_id)
+            assert user is not None
+            return await self._issue(s, user, "session", "console", ttl_s)
 
     async def issue_api_token(self, name: str, label: str, *, actor: str) -> IssuedToken:
         """A long-lived token for a program acting as user ``name``."""
@@ -325,6 +328,41 @@ class UserStore:
             if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
                 row.last_used_at = now
             return Principal(user.id, user.name, Role(user.role), row.id)
+
+    async def add_key(self, name: str, key: str, fingerprint: str, *, actor: str,
+                      label: str = "") -> None:
+        """Let ``name`` log in to the SSH console with an OpenSSH public key.
+
+        The caller parses the key (``fingerprint`` is its SHA-256 fingerprint);
+        a key can belong to one user only.
+        """
+        try:
+            async with self.db.session() as s:
+                user = await s.scalar(select(User).where(User.name == name))
+                if user is None:
+                    raise KeyError(name)
+                s.add(UserKey(user_id=user.id, key=key, fingerprint=fingerprint,
+                              label=label[:128], created_at=self._now()))
+                self.audit.record(s, actor=actor, action="user.key_added",
+                                  subject=f"user:{name}", details={"fingerprint": fingerprint})
+        except IntegrityError:
+            raise UserExists(f"key {fingerprint} is already registered") from None
+
+    async def keys(self, name: str) -> list[str]:
+        """The OpenSSH public keys of an enabled user (none for unknown or disabled)."""
+        async with self.db.session() as s:
+            rows = await s.scalars(
+                select(UserKey.key).join(User, User.id == UserKey.user_id)
+                .where(User.name == name, User.disabled.is_(False))
+            )
+            return list(rows)
+
+    async def principal(self, name: str) -> Principal | None:
+        """The principal of an enabled user, or ``None``."""
+        user = await self.get(name)
+        if user is None or user.disabled:
+            return None
+        return Principal(user.id, user.name, Role(user.role))
 
     async def revoke(self, token_id: int, *, actor: str) -> None:
         """Revoke one token (log-out, or an administrator's decision)."""

@@ -62,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     for action in ("disable", "enable"):
         p = user.add_parser(action, parents=[config], help=f"{action} a user")
         p.add_argument("name")
+    key = user.add_parser("key", parents=[config],
+                          help="let a user log in to the SSH console with a public key")
+    key.add_argument("name")
+    key.add_argument("keyfile", help="an OpenSSH public key file (id_ed25519.pub)")
+    key.add_argument("--label", default="")
     token = user.add_parser("token", parents=[config], help="issue an API token for a program")
     token.add_argument("name")
     token.add_argument("--label", required=True)
@@ -221,7 +226,7 @@ async def _user_action(daemon: Any, args: argparse.Namespace, password: str | No
                                  display_name=args.display_name)
             print(f"user {args.name} added with role {args.role}")
         elif args.user_command == "list":
-            for u in await users.list():
+            for u in await users.all_users():
                 flag = " (disabled)" if u.disabled else ""
                 print(f"{u.name:<24} {u.role:<12} {u.display_name}{flag}")
         elif args.user_command == "passwd":
@@ -230,6 +235,20 @@ async def _user_action(daemon: Any, args: argparse.Namespace, password: str | No
         elif args.user_command in ("disable", "enable"):
             await users.update(args.name, actor=actor, disabled=args.user_command == "disable")
             print(f"user {args.name} {args.user_command}d")
+        elif args.user_command == "key":
+            import asyncssh
+
+            try:
+                text = Path(args.keyfile).read_text(encoding="utf-8").strip()
+                if "PRIVATE KEY" in text:
+                    raise ValueError("that is a private key; give the .pub file")
+                parsed = asyncssh.import_public_key(text)
+            except (OSError, asyncssh.KeyImportError, ValueError) as exc:
+                raise UsageError(f"cannot use {args.keyfile} as a public key: {exc}") from None
+            await users.add_key(args.name, parsed.export_public_key("openssh").decode().strip(),
+                                parsed.get_fingerprint("sha256"), actor=actor,
+                                label=args.label or parsed.get_comment() or "")
+            print(f"key {parsed.get_fingerprint('sha256')} added for {args.name}")
         elif args.user_command == "token":
             issued = await users.issue_api_token(args.name, args.label, actor=actor)
             print(issued.token)

@@ -96,6 +96,17 @@ class AuthSettings(_Section):
     lockout_s: Annotated[int, Field(ge=1, le=86400)] = 300
 
 
+class SshSettings(_Section):
+    """The SSH console for operators and administrators."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Port = 2222
+    host_key: str | None = None
+    idle_timeout_s: Annotated[int, Field(ge=10, le=86400)] = 1800
+    max_sessions: Annotated[int, Field(ge=1, le=1000)] = 32
+
+
 class DeviceSettings(_Section):
     """A serial device the daemon keeps open (a radio, satphone or modem port)."""
 
@@ -114,6 +125,7 @@ class Settings(_Section):
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
     auth: AuthSettings = AuthSettings()
+    ssh: SshSettings = SshSettings()
     # TOML arrays are lists; accept them (non-strict) into an immutable tuple.
     devices: Annotated[tuple[DeviceSettings, ...], Field(strict=False)] = ()
 

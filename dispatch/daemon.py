@@ -27,6 +27,7 @@ from dispatch import logs
 from dispatch.api import AppContext, create_app
 from dispatch.audit import AuditTrail
 from dispatch.auth import UserStore
+from dispatch.commands import ConsoleContext, builtin_commands
 from dispatch.config import RELOADABLE, ConfigError, Settings, changed_keys, load_settings
 from dispatch.events import ConfigReloaded, EventHub
 from dispatch.httpserver import HttpService
@@ -127,6 +128,11 @@ class Daemon:
 
         self.services.add(DatabaseService(self.db, settings.auto_migrate(url)), required=True)
         self._add_devices()
+        self.commands = builtin_commands(ConsoleContext(
+            db=self.db, users=self.users, audit=self.audit, publish=self.hub.publish,
+            health=self.services.health, clock=clock))
+        if settings.ssh.enabled:
+            self._add_ssh()
         self.services.add(self.http, required=True)
 
     def _add_devices(self) -> None:
@@ -143,6 +149,17 @@ class Daemon:
                 on_up=functools.partial(self.services.mark_running, name),
             )
             self.services.add(link, required=device.required, retry_s=device.retry_s)
+
+    def _add_ssh(self) -> None:
+        from dispatch.sshconsole import SshConsole
+
+        ssh = self.settings.ssh
+        host_key = Path(ssh.host_key or Path(self.settings.node.data_dir) / "ssh_host_ed25519_key")
+        self.ssh = SshConsole(self.commands, self.users, host=ssh.host, port=ssh.port,
+                              host_key=host_key, idle_timeout_s=ssh.idle_timeout_s,
+                              max_sessions=ssh.max_sessions)
+        # Optional: a console that cannot listen must not take the hotlines down.
+        self.services.add(self.ssh, required=False, retry_s=30.0)
 
     def _snapshot(self) -> dict[str, Any]:
         return {**self.services.health(), "subscribers": self.hub.subscriber_count,

@@ -106,6 +106,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def schema_head() -> str:
+    """The newest migration this code ships."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None, "no migrations shipped"
+    return head
+
+
 class Database:
     """An async engine and session factory for one database URL."""
 
@@ -138,8 +145,7 @@ class Database:
 
     async def schema_status(self) -> SchemaStatus:
         """The current and wanted schema revisions."""
-        head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
-        assert head is not None, "no migrations shipped"
+        head = schema_head()
 
         def current(conn: Connection) -> str | None:
             return MigrationContext.configure(conn).get_current_revision()

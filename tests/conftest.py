@@ -82,6 +82,7 @@ async def daemon(db_url: str, tmp_path: Path, reactor: Any) -> AsyncIterator[Any
         "node": {"data_dir": str(tmp_path / "var")},
         "database": {"url": db_url, "auto_migrate": True},
         "http": {"port": 0},
+        "ssh": {"port": 0},
         "auth": {"max_failures": 3},
     }, "test")
     d = Daemon(settings, reactor=reactor)

@@ -12,6 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from dispatch.auth import Role
+from dispatch.storage import schema_head
 
 
 async def login(client: httpx.AsyncClient, daemon: Any, name: str, role: Role) -> dict[str, str]:
@@ -29,7 +30,7 @@ async def test_health_metrics_and_openapi(daemon: Any) -> None:
         health = (await client.get("/health")).json()
         assert health["status"] == "ok" and health["ready"] is True
         assert {"database", "http"} <= set(health["services"])
-        assert health["services"]["database"]["detail"]["schema"] == "0001"
+        assert health["services"]["database"]["detail"]["schema"] == schema_head()
         assert (await client.get("/ready")).status_code == 200
         metrics = (await client.get("/metrics")).text
         assert 'dispatchd_service_up{required="true",service="database"} 1.0' in metrics

@@ -17,9 +17,11 @@ import httpx
 import pytest
 from daemonproc import DaemonProcess
 
+from dispatch.storage import schema_head
+
 
 def write_config(path: Path, extra: str = "", port: int = 0) -> Path:
-    path.write_text(f'[http]\nport = {port}\n[log]\nlevel = "info"\n{extra}')
+    path.write_text(f'[http]\nport = {port}\n[ssh]\nport = 0\n[log]\nlevel = "info"\n{extra}')
     return path
 
 
@@ -150,13 +152,13 @@ def test_sighup_reloads_what_it_can_and_names_what_needs_restart(
     config = write_config(tmp_path / "d.toml")
     p = start(procs, tmp_path, config)
     p.wait_ready()
-    config.write_text('[http]\nport = 9\n[log]\nlevel = "debug"\n')
+    config.write_text('[http]\nport = 9\n[ssh]\nport = 0\n[log]\nlevel = "debug"\n')
     p.signal(signal.SIGHUP)
     line = p.read_until(lambda e: e.get("msg") == "changed settings need a restart to take effect")
     assert line is not None and line["needs_restart"] == ["http.port"]
     assert any(e.get("msg") == "configuration reloaded" and e["applied"] == ["log.level"]
                for e in p.lines)
-    config.write_text("[http]\nport = 70000\n")
+    config.write_text("[http]\nport = 70000\n[ssh]\nport = 0\n")
     p.signal(signal.SIGHUP)
     line = p.read_until(lambda e: "reload refused" in e.get("msg", ""))
     assert line is not None and "http.port" in line["msg"]
@@ -173,7 +175,7 @@ def test_db_commands(tmp_path: Path) -> None:
     assert run.returncode == 0 and "needs `dispatchd db upgrade`" in run.stdout
     run = subprocess.run(cli + ["upgrade", "-c", str(config)], capture_output=True, text=True,
                          timeout=60)
-    assert run.returncode == 0 and run.stdout.strip() == "schema empty -> 0001"
+    assert run.returncode == 0 and run.stdout.strip() == f"schema empty -> {schema_head()}"
     run = subprocess.run(cli + ["current", "-c", str(config)], capture_output=True, text=True,
                          timeout=60)
     assert "up to date" in run.stdout
@@ -201,7 +203,7 @@ def test_postgresql_schema_must_be_upgraded_deliberately_then_data_survives(
     first = start(procs, tmp_path, config)
     first.wait_ready()
     assert httpx.get(first.url + "/health").json()["services"]["database"]["detail"] == {
-        "dialect": "postgresql", "schema": "0001"}
+        "dialect": "postgresql", "schema": schema_head()}
     assert httpx.post(first.url + "/api/v1/duty-log", headers=headers,
                       json={"text": "PostgreSQL row"}).status_code == 201
     assert first.stop()[0] == 0
@@ -210,3 +212,27 @@ def test_postgresql_schema_must_be_upgraded_deliberately_then_data_survives(
     rows = httpx.get(second.url + "/api/v1/duty-log", headers=headers).json()
     assert [row["text"] for row in rows] == ["PostgreSQL row"]
     assert second.stop()[0] == 0
+
+
+def test_user_key_cli(tmp_path: Path) -> None:
+    config = tmp_path / "d.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/x.db"\n')
+    cli = [sys.executable, "-m", "dispatch.cli", "user"]
+    run = subprocess.run(cli + ["add", "lead", "--role", "supervisor", "-c", str(config)],
+                         input="lead-password\n", capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")],
+                   check=True, timeout=60)
+    run = subprocess.run(cli + ["key", "lead", str(tmp_path / "k.pub"), "-c", str(config)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.startswith("key SHA256:"), run.stderr
+    run = subprocess.run(cli + ["key", "lead", str(tmp_path / "k"), "-c", str(config)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "that is a private key" in run.stderr
+    (tmp_path / "junk.pub").write_text("ssh-ed25519 not-base64!!")
+    run = subprocess.run(cli + ["key", "lead", str(tmp_path / "junk.pub"), "-c", str(config)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "cannot use" in run.stderr
+    run = subprocess.run(cli + ["add", "x", "--role", "admin", "-c", str(config)],
+                         input="short\n", capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "password must be 8 to 1024 characters" in run.stderr
