@@ -62,12 +62,13 @@ class SmppError(SmsError):
     command_status: int = _ESME_RSYSERR
 
     def __init__(self, message: str, *, command_status: int | None = None,
-                 sequence_number: int | None = None) -> None:
-        """Build the error; ``sequence_number`` is the offending PDU's, when known."""
+                 sequence_number: int | None = None, command_id: int | None = None) -> None:
+        """Build the error; sequence number and command id are the offending PDU's, if known."""
         super().__init__(message)
         if command_status is not None:
             self.command_status = command_status
         self.sequence_number = sequence_number
+        self.command_id = command_id
 
 
 class SmppDecodeError(SmppError, ValueError):

@@ -135,8 +135,8 @@ def _semi_octets(digits: str) -> bytes:
         digits += "F"
     out = bytearray()
     for i in range(0, len(digits), 2):
-        lo = _DIGIT_TO_SEMI.get(digits[i], None)
-        hi = 0xF if digits[i + 1] == "F" else _DIGIT_TO_SEMI.get(digits[i + 1], None)
+        lo = _DIGIT_TO_SEMI.get(digits[i])
+        hi = 0xF if digits[i + 1] == "F" else _DIGIT_TO_SEMI.get(digits[i + 1])
         if lo is None or hi is None:
             raise PduEncodeError(f"address {digits!r} has a character that is not a digit")
         out.append(lo | (hi << 4))
