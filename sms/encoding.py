@@ -15,6 +15,7 @@ boundaries only, so an ESC pair or a surrogate pair is never split.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,8 +36,9 @@ IEI_CONCAT_16BIT = 0x08
 RefBits = Literal[8, 16]
 
 # C0 controls other than LF and CR have no place in a broadcast text and would
-# be dangerous on a command channel (STYLE habit 8); DEL likewise.
-_ALLOWED_CONTROLS = frozenset("\n\r")
+# be dangerous on a command channel (STYLE habit 8); DEL likewise.  Lone
+# surrogates cannot be encoded as UTF-16 at all.
+_FORBIDDEN = re.compile("[\x00-\x09\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 class Encoding(enum.Enum):
@@ -53,12 +55,13 @@ class Encoding(enum.Enum):
 
 def check_text(text: str) -> None:
     """Raise :class:`EncodingError` for control characters or lone surrogates in ``text``."""
-    for ch in text:
-        code = ord(ch)
-        if (code < 0x20 or code == 0x7F) and ch not in _ALLOWED_CONTROLS:
-            raise EncodingError(f"control character U+{code:04X} is not allowed in SMS text")
-        if 0xD800 <= code <= 0xDFFF:
-            raise EncodingError(f"lone surrogate U+{code:04X} cannot be sent")
+    bad = _FORBIDDEN.search(text)
+    if bad is None:
+        return
+    code = ord(bad.group())
+    if 0xD800 <= code <= 0xDFFF:
+        raise EncodingError(f"lone surrogate U+{code:04X} cannot be sent")
+    raise EncodingError(f"control character U+{code:04X} is not allowed in SMS text")
 
 
 def choose_encoding(text: str) -> Encoding:
@@ -168,21 +171,19 @@ def segment(text: str, *, encoding: Encoding | None = None, max_parts: int = DEF
     if not 1 <= max_parts <= SPEC_MAX_PARTS:
         raise EncodingError(f"max_parts must be 1..{SPEC_MAX_PARTS}, got {max_parts}")
     enc = choose_encoding(text) if encoding is None else encoding
-    if enc is Encoding.GSM7:
-        costs = [gsm7.char_septets(ch) for ch in text]
-        if 0 in costs:
-            bad = text[costs.index(0)]
-            raise EncodingError(f"character {bad!r} is not in the GSM 7-bit alphabet")
-        single = MAX_SINGLE_GSM7_SEPTETS
-    else:
-        costs = [2 if ord(ch) > 0xFFFF else 1 for ch in text]
-        single = MAX_SINGLE_UCS2_UNITS
-    total_units = sum(costs)
+    costs = _costs(text, enc)
+    total_units = len(text) if costs is None else sum(costs)
+    single = MAX_SINGLE_GSM7_SEPTETS if enc is Encoding.GSM7 else MAX_SINGLE_UCS2_UNITS
     if total_units <= single:
         spans = [(0, len(text), total_units)]
         msg_ref: int | None = None
     else:
-        spans = _cut(text, costs, part_capacity(enc, udh_length(ref_bits)))
+        capacity = part_capacity(enc, udh_length(ref_bits))
+        if costs is None:  # every character costs one unit: plain slicing
+            spans = [(i, min(i + capacity, len(text)), min(capacity, len(text) - i))
+                     for i in range(0, len(text), capacity)]
+        else:
+            spans = _cut(text, costs, capacity)
         msg_ref = ref
         if len(spans) > max_parts:
             raise TooManyParts(len(spans), max_parts)
@@ -190,6 +191,19 @@ def segment(text: str, *, encoding: Encoding | None = None, max_parts: int = DEF
     encode = gsm7.encode_septets if enc is Encoding.GSM7 else _utf16be
     segments = tuple(Segment(text[a:b], encode(text[a:b]), units) for a, b, units in spans)
     return SegmentedMessage(enc, segments, msg_ref, ref_bits)
+
+
+def _costs(text: str, enc: Encoding) -> list[int] | None:
+    """Units per character, or None when every character costs exactly one."""
+    if enc is Encoding.GSM7:
+        costs = gsm7.septet_costs(text)
+        if 0 in costs:
+            bad = text[costs.index(0)]
+            raise EncodingError(f"character {bad!r} is not in the GSM 7-bit alphabet")
+        return None if len(costs) == sum(costs) else costs
+    if len(text.encode("utf-16-be")) == 2 * len(text):
+        return None
+    return [2 if ord(ch) > 0xFFFF else 1 for ch in text]
 
 
 def _utf16be(text: str) -> bytes:

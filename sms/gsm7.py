@@ -55,6 +55,12 @@ def char_septets(ch: str) -> int:
     return _COST.get(ch, 0)
 
 
+def septet_costs(text: str) -> list[int]:
+    """Septets each character costs (1 or 2), 0 for characters outside the alphabet."""
+    get = _COST.get
+    return [get(ch, 0) for ch in text]
+
+
 def septet_length(text: str) -> int:
     """Number of septets ``text`` needs; raises :class:`EncodingError` if not encodable."""
     cost = _COST
