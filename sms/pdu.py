@@ -241,12 +241,14 @@ def encode_scts(when: datetime) -> bytes:
     if rest:
         raise PduEncodeError("time zone offset must be whole quarter hours")
 
-    def swap(v: int) -> int:
-        return (v // 10) | ((v % 10) << 4)
-
     fields = (when.year - 2000, when.month, when.day, when.hour, when.minute, when.second)
-    tz = swap(quarters) | (0x08 if offset < timedelta(0) else 0)
-    return bytes(swap(v) for v in fields) + bytes((tz,))
+    tz = _swap(quarters) | (0x08 if offset < timedelta(0) else 0)
+    return bytes(_swap(v) for v in fields) + bytes((tz,))
+
+
+def _swap(value: int) -> int:
+    """Two decimal digits as a swapped BCD octet (tens in the low nibble)."""
+    return (value // 10) | ((value % 10) << 4)
 
 
 # ---------------------------------------------------------------- DCS and UDH
@@ -334,7 +336,7 @@ def decode_pdu(pdu: str | bytes, *, with_smsc: bool = True
             raise PduDecodeError("PDU is not a hex string") from None
     else:
         data = bytes(pdu)
-    if len(data) > MAX_TPDU_OCTETS + 12:
+    if len(data) > MAX_TPDU_OCTETS + 13:  # plus a full SMSC address field
         raise PduDecodeError(f"PDU of {len(data)} octets is longer than any SMS")
     cur = Cursor(data, PduDecodeError)
     smsc = _read_smsc(cur) if with_smsc else None

@@ -10,6 +10,7 @@ or data_sm into a :class:`DeliveryReceipt` or a :class:`MessageReceived`.
 from __future__ import annotations
 
 import enum
+from datetime import timedelta
 from typing import Any
 
 from ..encoding import DEFAULT_MAX_PARTS, Encoding, RefBits, SegmentedMessage, segment
@@ -52,16 +53,32 @@ def address(addr: str) -> tuple[int, int, str]:
     return TON_ALPHANUMERIC, NPI_UNKNOWN, addr
 
 
+def relative_time(period: timedelta) -> str:
+    """SMPP 3.4 §7.1.1 relative time ``YYMMDDhhmmss000R`` (for validity_period)."""
+    seconds = int(period.total_seconds())
+    if seconds <= 0:
+        raise SmppEncodeError("a relative validity period must be positive")
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    years, days = divmod(days, 365)
+    months, days = divmod(days, 30)
+    if years > 99:
+        raise SmppEncodeError("relative time longer than 99 years")
+    return f"{years:02d}{months:02d}{days:02d}{hours:02d}{minutes:02d}{secs:02d}000R"
+
+
 def build_submits(destination: str, message: SegmentedMessage | str, *, source: str = "",
                   concat: ConcatMode = ConcatMode.UDH, registered_delivery: bool = True,
-                  validity_period: str = "", service_type: str = "", priority: int = 0,
+                  validity: timedelta | None = None, service_type: str = "", priority: int = 0,
                   flash: bool = False, ref: int = 0, ref_bits: RefBits = 8,
                   max_parts: int = DEFAULT_MAX_PARTS) -> list[SubmitSm]:
     """submit_sm PDUs (sequence numbers unset) that carry ``message`` to ``destination``.
 
     GSM-7 text is sent unpacked (one septet per octet) with data_coding 0, as
     SMSCs expect; UCS-2 as UTF-16BE with data_coding 8.  ``flash`` sets message
-    class 0.  A text is segmented here with ``ref``/``ref_bits``/``max_parts``.
+    class 0.  ``validity`` becomes a relative validity_period.  A text is
+    segmented here with ``ref``/``ref_bits``/``max_parts``.
     """
     if isinstance(message, str):
         if concat is ConcatMode.PAYLOAD:
@@ -75,7 +92,8 @@ def build_submits(destination: str, message: SegmentedMessage | str, *, source: 
         "service_type": service_type, "source_addr_ton": src_ton, "source_addr_npi": src_npi,
         "source_addr": src, "dest_addr_ton": dst_ton, "dest_addr_npi": dst_npi,
         "destination_addr": dst, "priority_flag": priority,
-        "validity_period": validity_period, "data_coding": coding,
+        "validity_period": "" if validity is None else relative_time(validity),
+        "data_coding": coding,
         "registered_delivery": 1 if registered_delivery else 0,
     }
     if concat is ConcatMode.PAYLOAD:
@@ -197,4 +215,5 @@ def _receipt(pdu: DeliverSm | DataSm, body: bytes) -> DeliveryReceipt:
     )
 
 
-__all__ = ["ConcatMode", "Encoding", "address", "build_submits", "classify", "decode_text"]
+__all__ = ["ConcatMode", "Encoding", "address", "build_submits", "classify", "decode_text",
+           "relative_time"]

@@ -233,3 +233,22 @@ def test_decode_any_bytes(data: bytes) -> None:
 def test_decode_any_bytes_without_smsc(data: bytes) -> None:
     with contextlib.suppress(PduDecodeError):
         decode_pdu(data, with_smsc=False)
+
+
+_texts = st.text(max_size=400).filter(lambda t: "\x00" not in t).map(
+    lambda t: "".join(c for c in t if (ord(c) >= 0x20 and ord(c) != 0x7F
+                                       and not 0xD800 <= ord(c) <= 0xDFFF) or c in "\r\n"))
+
+
+@given(_texts, st.integers(0, 255), st.sampled_from([8, 16]))
+def test_deliver_round_trip_property(text: str, ref: int, ref_bits: int) -> None:
+    msg = segment(text, ref=ref, ref_bits=ref_bits, max_parts=255)  # type: ignore[arg-type]
+    when = datetime(2026, 11, 21, 16, 30, 5, tzinfo=CST)
+    parts = [decode_pdu(encode_deliver("+8613800138000", msg, when, index=i))
+             for i in range(msg.total)]
+    delivered = [p for p in parts if isinstance(p, SmsDeliver)]
+    assert len(delivered) == msg.total
+    if msg.encoding is Encoding.UCS2:
+        assert b"".join(p.user_data for p in delivered).decode("utf-16-be") == text
+    else:
+        assert "".join(p.text for p in delivered) == text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -10,7 +10,14 @@ from sms.encoding import Encoding, segment
 from sms.errors import EncodingError, SmppDecodeError, SmppEncodeError, TooManyParts
 from sms.smpp.codec import DeliverSm, Tag, Tlv
 from sms.smpp.events import DeliveryReceipt, MessageReceived
-from sms.smpp.messages import ConcatMode, address, build_submits, classify, decode_text
+from sms.smpp.messages import (
+    ConcatMode,
+    address,
+    build_submits,
+    classify,
+    decode_text,
+    relative_time,
+)
 from sms.smpp.receipt import MessageState, parse_receipt_text
 
 LONG_ZH = "【应急管理局】山洪预警：请沿河低洼地带居民立即撤离至镇中心学校安置点。" * 4
@@ -149,3 +156,25 @@ def test_receipt_text_table(text: str, mid: str, state: MessageState | None, err
 def test_receipt_without_id(text: str) -> None:
     with pytest.raises(SmppDecodeError):
         parse_receipt_text(text)
+
+
+@pytest.mark.parametrize(("period", "text"), [
+    (timedelta(hours=2), "000000020000000R"),
+    (timedelta(days=1, minutes=30, seconds=5), "000001003005000R"),
+    (timedelta(days=400), "010105000000000R"),
+])
+def test_relative_validity(period: timedelta, text: str) -> None:
+    assert relative_time(period) == text
+    [pdu] = build_submits("+1", "x", validity=period)
+    assert pdu.validity_period == text
+
+
+@pytest.mark.parametrize("period", [timedelta(0), timedelta(days=365 * 100)])
+def test_relative_validity_errors(period: timedelta) -> None:
+    with pytest.raises(SmppEncodeError):
+        relative_time(period)
+
+
+def test_package_exports() -> None:
+    import sms.smpp as api
+    assert all(hasattr(api, name) for name in api.__all__)
