@@ -233,9 +233,9 @@ def _read_scts(cur: Cursor) -> datetime:
 
 
 def encode_scts(when: datetime) -> bytes:
-    """Encode an aware datetime as a 7-octet TP-SCTS (years 2000-2099)."""
-    if when.tzinfo is None or not 2000 <= when.year <= 2099:
-        raise PduEncodeError("timestamp must be timezone-aware and in 2000-2099")
+    """Encode an aware datetime as a 7-octet TP-SCTS (years 2000-2079, see the decoder's pivot)."""
+    if when.tzinfo is None or not 2000 <= when.year <= 2079:
+        raise PduEncodeError("timestamp must be timezone-aware and in 2000-2079")
     offset = when.utcoffset() or timedelta(0)
     quarters, rest = divmod(abs(int(offset.total_seconds())), 900)
     if rest:

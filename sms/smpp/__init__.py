@@ -46,7 +46,7 @@ from .events import (
     WindowOpen,
 )
 from .messages import ConcatMode, address, build_submits, classify, decode_text, relative_time
-from .receipt import MessageState, ReceiptText, parse_receipt_text
+from .receipt import MessageState, ReceiptText, message_id_variants, parse_receipt_text
 from .session import SessionSettings, SessionState, SmppSession
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "ProtocolWarning", "ReceiptText", "SessionClosed", "SessionSettings", "SessionState",
     "SmppEvent", "SmppSession", "SubmitAccepted", "SubmitOutcomeUnknown", "SubmitRejected",
     "SubmitSm", "SubmitSmResp", "Tag", "Tlv", "Unbind", "UnbindResp", "WindowOpen", "address",
-    "build_submits", "classify", "decode_pdu", "decode_text", "encode_pdu", "parse_receipt_text",
+    "build_submits", "classify", "decode_pdu", "decode_text", "encode_pdu", "message_id_variants",
+    "parse_receipt_text",
     "relative_time", "status_name",
 ]

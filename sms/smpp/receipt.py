@@ -108,3 +108,26 @@ def parse_receipt_text(text: str) -> ReceiptText:
         done_date=_date(fields.get("done date")),
         text=body,
     )
+
+
+def message_id_variants(message_id: str) -> frozenset[str]:
+    """Forms under which one SMSC message id may come back, for matching receipts.
+
+    SMPP 3.4 leaves the id format to the SMSC, and many answer submit_sm with a
+    hexadecimal id but write the receipt's ``id:`` in decimal (or the other way
+    round), with or without leading zeros.  Index a submission under every
+    variant and look a receipt up by its id as given.
+    """
+    mid = message_id.strip()
+    variants = {mid, mid.lower(), mid.lstrip("0") or "0"}
+    if mid and len(mid) <= 32:
+        try:
+            as_hex = int(mid, 16)
+            variants.add(str(as_hex))
+            variants.add(f"{as_hex:x}")
+        except ValueError:
+            pass
+        if mid.isdigit():
+            variants.add(f"{int(mid):x}")
+            variants.add(f"{int(mid):X}")
+    return frozenset(variants)

@@ -18,7 +18,7 @@ from sms.smpp.messages import (
     decode_text,
     relative_time,
 )
-from sms.smpp.receipt import MessageState, parse_receipt_text
+from sms.smpp.receipt import MessageState, message_id_variants, parse_receipt_text
 
 LONG_ZH = "【应急管理局】山洪预警：请沿河低洼地带居民立即撤离至镇中心学校安置点。" * 4
 
@@ -178,3 +178,12 @@ def test_relative_validity_errors(period: timedelta) -> None:
 def test_package_exports() -> None:
     import sms.smpp as api
     assert all(hasattr(api, name) for name in api.__all__)
+
+
+def test_message_id_variants_match_hex_and_decimal() -> None:
+    submitted = message_id_variants("0A1B")       # submit_sm_resp said hex
+    assert "2587" in submitted and "a1b" in submitted
+    assert "A1B" in message_id_variants("2587")   # receipt said decimal
+    assert message_id_variants("000123") >= {"000123", "123"}
+    assert message_id_variants("msg-xyz") == {"msg-xyz"}
+    assert message_id_variants("") == {"", "0"}
