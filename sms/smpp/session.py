@@ -13,8 +13,9 @@ States (table ``_ALLOWED_REQUESTS`` says which MC requests each accepts)::
 Every request we send is *outstanding* until its response (matched by
 sequence number) or its response timeout.  Outstanding submit_sm count
 against a window of ``settings.window``; a submit beyond it, or during a
-pause after ESME_RTHROTTLED / ESME_RMSGQFUL, raises :class:`WindowFull`
-(queueing is the caller's policy).  When the link has been quiet for
+pause after ESME_RTHROTTLED / ESME_RMSGQFUL (doubling while they repeat, up
+to ``throttle_pause_max``), raises :class:`WindowFull` (queueing is the
+caller's policy).  When the link has been quiet for
 ``enquire_link_interval`` we send enquire_link; if that goes unanswered the
 link is declared dead.  A submit that times out is reported as
 :class:`SubmitOutcomeUnknown` (the SMSC may have taken it) and the session
@@ -23,6 +24,7 @@ stays up: a late submit_sm_resp is then reported as a warning.
 
 from __future__ import annotations
 
+import codecs
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -93,6 +95,7 @@ class SessionSettings:
     response_timeout: float = 10.0
     enquire_link_interval: float = 30.0
     throttle_pause: float = 1.0
+    throttle_pause_max: float = 30.0
     max_command_length: int = DEFAULT_MAX_COMMAND_LENGTH
     auto_ack: bool = True
     default_alphabet: str = "gsm7"
@@ -100,8 +103,11 @@ class SessionSettings:
     def __post_init__(self) -> None:
         """Reject settings that would make the session misbehave."""
         if self.window < 1 or self.response_timeout <= 0 or self.enquire_link_interval <= 0 \
-                or self.throttle_pause < 0 or self.max_command_length < 16:
+                or self.throttle_pause < 0 or self.throttle_pause_max < self.throttle_pause \
+                or self.max_command_length < 16:
             raise ValueError(f"invalid SMPP session settings: {self}")
+        if self.default_alphabet != "gsm7":
+            codecs.lookup(self.default_alphabet)  # LookupError now, not mid-session
 
 
 @dataclass(slots=True)
@@ -146,6 +152,7 @@ class SmppSession:
         self._submits = 0
         self._paused_until = 0.0
         self._window_was_closed = False
+        self._throttle_streak = 0
         self._last_rx = 0.0
         self._unacked: dict[int, int] = {}
         self.bind_mode = BindMode.TRANSCEIVER
@@ -380,10 +387,15 @@ class SmppSession:
 
     def _submit_answered(self, seq: int, status: int, pdu: Pdu, now: float) -> list[SmppEvent]:
         if status == CommandStatus.ESME_ROK and isinstance(pdu, SubmitSmResp):
+            self._throttle_streak = 0
             return [SubmitAccepted(seq, pdu.message_id)]
         temporary = status in TEMPORARY_STATUSES
         if temporary:
-            self._paused_until = max(self._paused_until, now + self.settings.throttle_pause)
+            # Back off harder while the SMSC keeps pushing back; one success resets it.
+            self._throttle_streak += 1
+            pause = min(self.settings.throttle_pause * 2 ** (self._throttle_streak - 1),
+                        self.settings.throttle_pause_max)
+            self._paused_until = max(self._paused_until, now + pause)
             self._window_was_closed = True
         return [SubmitRejected(seq, status, temporary)]
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sms.errors import SmppStateError, WindowFull
+from sms.errors import SmppEncodeError, SmppStateError, WindowFull
 from sms.inbound import ConcatInfo, Reassembler
 from sms.smpp.codec import (
     Bind,
@@ -413,6 +413,9 @@ def test_sequence_numbers_wrap_and_skip_outstanding() -> None:
 def test_settings_validated() -> None:
     with pytest.raises(ValueError):
         SessionSettings(window=0)
+    with pytest.raises(LookupError):
+        SessionSettings(default_alphabet="no-such-codec")
+    assert SessionSettings(default_alphabet="latin-1").default_alphabet == "latin-1"
 
 
 @settings(max_examples=150)
@@ -444,3 +447,34 @@ def test_valid_traffic_any_chunking_gives_same_events(frames: list[bytes], step:
         got += chunked.receive_data(data[i:i + step], 1.0)
     assert got == expected
     assert chunked.data_to_send() == whole.data_to_send()
+
+
+def test_repeated_throttling_backs_off_exponentially() -> None:
+    s = bound(SessionSettings(window=5, throttle_pause=1.0, throttle_pause_max=3.0),
+              now=0.0)
+    now = 1.0
+    pauses = []
+    for _ in range(4):
+        seq = s.submit(sm(), now)
+        s.receive_data(encode_pdu(SubmitSmResp(sequence_number=seq,
+                                               command_status=CommandStatus.ESME_RTHROTTLED)),
+                       now)
+        timer = s.get_timer()
+        assert timer is not None
+        pauses.append(timer - now)
+        now = timer
+        assert s.handle_timer(now) == [WindowOpen(5)]
+    assert pauses == [1.0, 2.0, 3.0, 3.0]
+    seq = s.submit(sm(), now)
+    s.receive_data(encode_pdu(SubmitSmResp(sequence_number=seq, message_id="ok")), now)
+    seq = s.submit(sm(), now)
+    s.receive_data(encode_pdu(SubmitSmResp(sequence_number=seq,
+                                           command_status=CommandStatus.ESME_RMSGQFUL)), now)
+    assert s.get_timer() == now + 1.0  # success reset the streak
+
+
+def test_unencodable_submit_does_not_use_a_slot() -> None:
+    s = bound()
+    with pytest.raises(SmppEncodeError):
+        s.submit(SubmitSm(short_message=b"x" * 255), 1.0)
+    assert s.window_free(1.0) == 3 and s.data_to_send() == b""
