@@ -12,15 +12,17 @@ from sms.smpp.codec import (
     BindMode,
     BindResp,
     DeliverSm,
+    PduReader,
     SubmitSm,
     SubmitSmResp,
     Tag,
     decode_pdu,
     encode_pdu,
 )
-from sms.smpp.events import DeliveryReceipt
+from sms.smpp.events import BindSucceeded, DeliveryReceipt, SessionClosed, SubmitAccepted
 from sms.smpp.messages import ConcatMode, build_submits, classify
 from sms.smpp.receipt import MessageState
+from sms.smpp.session import SessionSettings, SmppSession
 
 smpp = pytest.importorskip("smpplib.smpp")
 
@@ -109,3 +111,43 @@ def test_smpplib_receipt_decodes_here() -> None:
 def test_smpplib_responses_decode_here(name: str, expected: object) -> None:
     field = "message_id" if name == "submit_sm_resp" else "system_id"
     assert decode_pdu(_theirs(name, 3, **{field: "xyz"})) == expected
+
+
+def _frames(data: bytes) -> list[Any]:
+    reader = PduReader()
+    reader.feed(data)
+    out = []
+    while (frame := reader.next_frame()) is not None:
+        out.append(_parse(frame))
+    return out
+
+
+def test_session_against_smpplib_as_the_smsc() -> None:
+    s = SmppSession(SessionSettings(window=4))
+    s.bind("esme", "pw", "DISP", now=0.0)
+    [bind] = _frames(s.data_to_send())
+    assert bind.command == "bind_transceiver" and bind.system_id == b"esme"
+    assert s.receive_data(_theirs("bind_transceiver_resp", bind.sequence, system_id="SMSC"),
+                          0.1) == [BindSucceeded("SMSC")]
+
+    seqs = [s.submit(p, 1.0) for p in build_submits("+8613800138000", "请撤离" * 30, ref=1)]
+    requests = _frames(s.data_to_send())
+    assert [r.sequence for r in requests] == seqs
+    answers = b"".join(_theirs("submit_sm_resp", r.sequence, message_id=f"M{r.sequence}")
+                       for r in requests)
+    events = s.receive_data(answers, 1.5)
+    assert [e for e in events if isinstance(e, SubmitAccepted)] == \
+        [SubmitAccepted(q, f"M{q}") for q in seqs]
+
+    receipt = _theirs("deliver_sm", 77, source_addr_ton=1, source_addr="8613800138000",
+                      esm_class=4, short_message=f"id:M{seqs[0]} stat:DELIVRD".encode(),
+                      receipted_message_id=f"M{seqs[0]}", message_state=2)
+    [event] = s.receive_data(receipt, 2.0)
+    assert isinstance(event, DeliveryReceipt) and event.message_id == f"M{seqs[0]}"
+    [ack] = _frames(s.data_to_send())
+    assert ack.command == "deliver_sm_resp" and ack.sequence == 77 and ack.status == 0
+
+    seq = s.unbind(3.0)
+    [unbind] = _frames(s.data_to_send())
+    assert unbind.command == "unbind" and unbind.sequence == seq
+    assert s.receive_data(_theirs("unbind_resp", seq), 3.1) == [SessionClosed("unbound")]

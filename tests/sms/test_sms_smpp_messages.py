@@ -8,7 +8,7 @@ import pytest
 
 from sms.encoding import Encoding, segment
 from sms.errors import EncodingError, SmppDecodeError, SmppEncodeError, TooManyParts
-from sms.smpp.codec import DeliverSm, Tag, Tlv
+from sms.smpp.codec import DeliverSm, Tag, Tlv, decode_pdu, encode_pdu
 from sms.smpp.events import DeliveryReceipt, MessageReceived
 from sms.smpp.messages import (
     ConcatMode,
@@ -187,3 +187,29 @@ def test_message_id_variants_match_hex_and_decimal() -> None:
     assert message_id_variants("000123") >= {"000123", "123"}
     assert message_id_variants("msg-xyz") == {"msg-xyz"}
     assert message_id_variants("") == {"", "0"}
+
+
+# A real deliver_sm receipt kept as a regression case (from python-smpplib's
+# tests/test_command.py): the receipt text rides in message_payload, the TLV id is
+# hexadecimal while the text's id is the same number in decimal with a leading zero.
+CAPTURED_RECEIPT = (
+    b"\x00\x00\x00\xcb\x00\x00\x00\x05\x00\x00\x00\x00\x00\x00\x00\x01\x00"
+    b"\x01\x0131600000000\x00\x05\x00XXX YYYY\x00\x04\x00\x00\x00\x00\x00"
+    b"\x00\x00\x00\x00\x00\x0e\x00\x01\x01\x00\x06\x00\x01\x01\x00\x1e\x00"
+    b"\t1d305b4c\x00\x04'\x00\x01\x02\x04$\x00rid:0489708364 sub:001"
+    b" dlvrd:001 submit date:1810151907 done date:1810151907 stat:DELIVRD"
+    b" err:000 text:\x04\x1f\x04@\x048\x042\x045\x04B\x04&\x00\x01\x01"
+)
+
+
+def test_captured_receipt() -> None:
+    pdu = decode_pdu(CAPTURED_RECEIPT)
+    assert isinstance(pdu, DeliverSm) and encode_pdu(pdu) == CAPTURED_RECEIPT
+    event = classify(pdu)
+    assert isinstance(event, DeliveryReceipt)
+    assert (event.message_id, event.state, event.error, event.recipient) == \
+        ("1d305b4c", MessageState.DELIVERED, "000", "+31600000000")
+    assert event.done_date == datetime(2018, 10, 15, 19, 7)
+    text_id = parse_receipt_text((pdu.tlv(Tag.MESSAGE_PAYLOAD) or b"").decode("latin-1"))
+    assert text_id.message_id == "0489708364"
+    assert message_id_variants("1d305b4c") & message_id_variants(text_id.message_id)
