@@ -167,9 +167,13 @@ def segment(text: str, *, encoding: Encoding | None = None, max_parts: int = DEF
     reference used when more than one part is needed.  Raises
     :class:`TooManyParts` when more than ``max_parts`` (at most 255) are needed.
     """
-    check_text(text)
     if not 1 <= max_parts <= SPEC_MAX_PARTS:
         raise EncodingError(f"max_parts must be 1..{SPEC_MAX_PARTS}, got {max_parts}")
+    if len(text) > MAX_SINGLE_GSM7_SEPTETS and len(text) > max_parts * 153:
+        # Every character costs at least one unit and no part holds more than
+        # 153 of them: refuse huge input before scanning it.
+        raise TooManyParts(-(-len(text) // 153), max_parts)
+    check_text(text)
     enc = choose_encoding(text) if encoding is None else encoding
     costs = _costs(text, enc)
     total_units = len(text) if costs is None else sum(costs)

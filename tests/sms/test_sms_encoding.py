@@ -212,3 +212,10 @@ def test_reference_allocator_wraps() -> None:
     alloc16 = ReferenceAllocator(seed=0xFFFF)
     assert alloc16.next(16) == 0xFFFF
     assert alloc16.next(16) == 0
+
+
+def test_huge_text_refused_early() -> None:
+    with pytest.raises(TooManyParts) as info:
+        segment("a" * 1_000_000, max_parts=255)
+    assert info.value.parts_needed >= 256
+    assert segment("a" * 153 * 2, max_parts=2).total == 2
