@@ -9,10 +9,12 @@ or data_sm into a :class:`DeliveryReceipt` or a :class:`MessageReceived`.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from datetime import timedelta
 from typing import Any
 
+from .._cursor import Cursor
 from ..encoding import DEFAULT_MAX_PARTS, Encoding, RefBits, SegmentedMessage, segment
 from ..errors import PduDecodeError, SmppDecodeError, SmppEncodeError
 from ..gsm7 import decode_septets
@@ -145,14 +147,13 @@ def decode_text(data_coding: int, payload: bytes, default_alphabet: str = "gsm7"
 def _split_udh(esm_class: int, body: bytes) -> tuple[bytes, ConcatInfo | None]:
     if not esm_class & ESM_UDHI or not body:
         return body, None
-    udhl = body[0]
-    if udhl + 1 > len(body):
-        raise SmppDecodeError("UDH longer than the short message")
+    cur = Cursor(body, SmppDecodeError)
+    udh = cur.take(cur.u8("UDH length"), "user data header")
     try:
-        _, concat = parse_udh(body[1:udhl + 1])
+        _, concat = parse_udh(udh)
     except PduDecodeError as exc:
         raise SmppDecodeError(f"bad UDH: {exc}") from None
-    return body[udhl + 1:], concat
+    return cur.rest(), concat
 
 
 def _sar(pdu: DeliverSm | DataSm) -> ConcatInfo | None:
@@ -200,8 +201,9 @@ def _receipt(pdu: DeliverSm | DataSm, body: bytes) -> DeliveryReceipt:
         if not tlv_id:
             raise
     state: MessageState | None = parsed.state if parsed else None
-    if tlv_state is not None and tlv_state in MessageState._value2member_map_:
-        state = MessageState(tlv_state)
+    if tlv_state is not None:
+        with contextlib.suppress(ValueError):  # a vendor state: keep what the text said
+            state = MessageState(tlv_state)
     return DeliveryReceipt(
         seq=pdu.sequence_number,
         message_id=tlv_id or (parsed.message_id if parsed else ""),
