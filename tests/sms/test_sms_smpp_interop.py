@@ -7,6 +7,9 @@ from typing import Any
 
 import pytest
 
+# smpplib is in the test extra: its absence is a broken install, not a skip.
+from smpplib import smpp  # noqa: E402
+
 from sms.smpp.codec import (
     Bind,
     BindMode,
@@ -23,8 +26,6 @@ from sms.smpp.events import BindSucceeded, DeliveryReceipt, SessionClosed, Submi
 from sms.smpp.messages import ConcatMode, build_submits, classify
 from sms.smpp.receipt import MessageState
 from sms.smpp.session import SessionSettings, SmppSession
-
-smpp = pytest.importorskip("smpplib.smpp")
 
 
 class _SeqStub:
