@@ -44,12 +44,13 @@ class Figure:
 
 
 _N = rf"(?P<n>{ZH_NUM})"
-_WHO = r"(?:名|位|个)?(?:人|群众|村民|居民|工人|矿工|游客|学生|乘客|患者|病人|儿童|师生|人员|旅客|船员)?"
+_WHO = r"(?:名|位|个)?(?:人|群众|村民|居民|工人|矿工|游客|学生|乘客|患者|病人|儿童|师生|人员|旅客|船员|员工|宾客|观众|老人|遇难者)?"
 _TO = r"(?:已|共|累计|人数)?(?:升至|上升至|增至|增加到|达到|达|为|有|约|超过|共)?"
 _ZH_PATTERNS: tuple[tuple[FigureKind, str], ...] = (
     (FigureKind.DEATHS, rf"{_N}{_WHO}(?:不幸|当场|经抢救无效)?(?:死亡|遇难|罹难|身亡|丧生|殉职|溺亡)"),
     (FigureKind.DEATHS, rf"(?:死亡|遇难|罹难)(?:人数)?{_TO}{_N}(?:名|位)?人"),
     (FigureKind.DEATHS, rf"(?:致|造成|导致){_N}(?:人)?死"),
+    (FigureKind.DEATHS, rf"{_N}具(?:遗体|尸体)"),
     (FigureKind.DEATHS, rf"{_N}死(?:亡)?[、，,]?{ZH_NUM}伤"),
     (FigureKind.INJURED, rf"{_N}{_WHO}(?:不同程度)?(?:受伤|受轻伤|轻伤|负伤|擦伤)"),
     (FigureKind.INJURED, rf"(?:受伤|伤者|伤员)(?:人数)?{_TO}{_N}(?:名|位)?人"),
@@ -77,14 +78,15 @@ _BE = r"\s+(?:were\s+|was\s+|have\s+been\s+|had\s+been\s+|are\s+|remain\s+|repor
 _EN_PATTERNS: tuple[tuple[FigureKind, str], ...] = (
     (FigureKind.DEATHS, rf"\b{_EN_N}{_NOUNS}{_BE}(?:killed|dead|died|perished|drowned|confirmed dead)\b"),
     (FigureKind.DEATHS, rf"\b(?:killing|killed|kills|claimed)\s+{_EN_N}\b"),
-    (FigureKind.DEATHS, rf"\bdeath toll\s+(?:\w+\s+){{0,3}}?{_EN_N}\b"),
+    (FigureKind.DEATHS, rf"\bdeath toll\s+(?:\w+\s+){{0,6}}?{_EN_N}\b"),
     (FigureKind.DEATHS, rf"\b{_EN_N}\s+(?:deaths|fatalities|dead)\b"),
+    (FigureKind.DEATHS, rf"\bbodies\s+of\s+{_EN_N}\b"),
     (FigureKind.INJURED, rf"\b{_EN_N}{_NOUNS}{_BE}(?:\w+ly\s+)?(?:injured|hurt|wounded)\b"),
     (FigureKind.INJURED, rf"\b(?:injuring|injured|wounding|wounded|hurting)\s+{_EN_N}\b"),
     (FigureKind.INJURED, rf"\b{_EN_N}\s+(?:injuries|injured)\b"),
     (FigureKind.SERIOUS_INJURIES, rf"\b{_EN_N}{_NOUNS}{_BE}(?:seriously|critically|severely|gravely|badly)\s+(?:injured|hurt|wounded|burned)\b"),
     (FigureKind.SERIOUS_INJURIES, rf"\b{_EN_N}{_NOUNS}{_BE}in\s+(?:a\s+)?(?:critical|serious)\s+condition\b"),
-    (FigureKind.ILL, rf"\b{_EN_N}{_NOUNS}{_BE}(?:poisoned|infected|sickened|hospitali[sz]ed|fell ill|taken ill)\b"),
+    (FigureKind.ILL, rf"\b{_EN_N}{_NOUNS}{_BE}(?:poisoned|infected|sickened|hospitali[sz]ed|fell ill|taken ill|developed|suffered)\b"),
     (FigureKind.ILL, rf"\b{_EN_N}\s+(?:confirmed\s+|suspected\s+|new\s+)*(?:cases|infections)\b"),
     (FigureKind.ILL, rf"\b(?:sickening|sickened|poisoning|infecting)\s+(?:at least\s+)?{_EN_N}\b"),
     (FigureKind.MISSING, rf"\b{_EN_N}{_NOUNS}{_BE}(?:missing|unaccounted for)\b"),

@@ -52,9 +52,11 @@ class Grader:
                 f"III ≥ {scale.grade_iii:,.0f}) → {scale_grade.name}",
                 "; ".join(f.matched for f in present),
             ))
-        stated = bool(reasons)
-        if not stated:
-            reasons.append(GradeReason("default", Grade.IV, "no figures stated → IV"))
+        # Any stated figure (even one no scale uses, even "no casualties") means the report
+        # states its figures: the thresholds decide and modifiers are only noted.
+        stated = bool(best)
+        if not reasons:
+            reasons.append(GradeReason("default", Grade.IV, "no graded figure stated → IV"))
         folded = fold(text)
         apply = not stated or self._rules.modifiers_when_figures
         for group, pattern in self._groups:
