@@ -95,7 +95,7 @@ _EN_PREFIX = (
 #: Regex fragment for an English number (digits, words or vague plural), group-free.
 EN_NUM_CORE = (
     r"(?:tens of thousands|hundreds of thousands|a dozen|dozens|scores|hundreds|thousands|"
-    r"millions|\d[\d,]*(?:\.\d+)?(?:\s?(?:million|billion|thousand|mn|bn|m|k)\b)?|"
+    r"millions|(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?(?:million|billion|thousand|mn|bn|m|k)\b)?|"
     rf"{_EN_WORD}(?:[\s-]+(?:and[\s-]+)?{_EN_WORD})*)"
 )
 EN_NUM = rf"(?:{_EN_PREFIX}\s+)?{EN_NUM_CORE}(?:\s+or more)?"
@@ -207,7 +207,7 @@ def _en_core_value(core: str) -> tuple[float, bool] | None:
     low = core.lower()
     if low in _EN_VAGUE:
         return float(_EN_VAGUE[low]), low != "a dozen"
-    digits = re.fullmatch(r"(\d[\d,]*(?:\.\d+)?)\s?(million|billion|thousand|mn|bn|m|k)?", low)
+    digits = re.fullmatch(r"((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)\s?(million|billion|thousand|mn|bn|m|k)?", low)
     if digits:
         value = float(digits.group(1).replace(",", ""))
         if digits.group(2):
