@@ -49,7 +49,11 @@ def main() -> int:
     parser.add_argument("--show-errors", action="store_true")
     args = parser.parse_args()
     intake = Intake.from_dir(args.rules)
-    rows = [json.loads(line) for line in args.data.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [
+        json.loads(line)
+        for line in args.data.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
     results = []
     for row in rows:
         _, cls, grade = intake.assess_text(row["text"], (), row.get("lang"))
@@ -58,7 +62,10 @@ def main() -> int:
         if args.show_errors and predicted != row["category"]:
             print(f"  MISS {row['id']}: gold={row['category']} got={predicted} {row['text'][:70]}")
         if args.show_errors and "grade" in row and row["grade"] != grade.grade.name:
-            print(f"  GRADE {row['id']}: gold={row['grade']} got={grade.grade.name} {row['text'][:70]}")
+            print(
+                f"  GRADE {row['id']}: gold={row['grade']} got={grade.grade.name} "
+                f"{row['text'][:70]}"
+            )
     pairs = [(r["category"], p) for r, p, _ in results]
     print(f"rows: {len(rows)}")
     for lang in sorted({r.get("lang", "?") for r in rows}):
@@ -68,7 +75,10 @@ def main() -> int:
         for cat in CATS:
             cat_rows = [(g, p) for g, p in sub if g == cat]
             if cat_rows:
-                print(f"  {cat:17s} n={len(cat_rows):3d} accuracy={sum(g == p for g, p in cat_rows) / len(cat_rows):.3f}")
+                print(
+                    f"  {cat:17s} n={len(cat_rows):3d} "
+                    f"accuracy={sum(g == p for g, p in cat_rows) / len(cat_rows):.3f}"
+                )
     print("confusion matrix (rows gold, columns predicted):")
     cols = [*CATS, "none"]
     counts = Counter(pairs)

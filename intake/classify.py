@@ -167,8 +167,7 @@ class Classifier:
         self._corrections: dict[str, Correction] = dict(corrections or {})
         self._agency_order = {code: i for i, code in enumerate(rules.agencies)}
         self._triggers = [
-            (code, compile_terms(terms))
-            for code, terms in rules.agency_triggers.items()
+            (code, compile_terms(terms)) for code, terms in rules.agency_triggers.items()
         ]
         self._cjk = re.compile(r"[\u4e00-\u9fff]")
         self._latin = re.compile(r"[a-z]")
@@ -183,7 +182,9 @@ class Classifier:
         if correction.subtype is not None:
             sub = self._rules.subtypes.get(correction.subtype)
             if sub is None or sub.category is not correction.category:
-                raise ValueError(f"subtype {correction.subtype!r} is not in {correction.category.value}")
+                raise ValueError(
+                    f"subtype {correction.subtype!r} is not in {correction.category.value}"
+                )
         key = fingerprint(text)
         self._corrections[key] = correction
         return key
@@ -210,20 +211,32 @@ class Classifier:
         hits = self._hits(folded, lang)
         scores = _subtype_scores(hits)
         evidence = [
-            Evidence("term", hit.matched, ", ".join(f"{e.subtype}{e.weight:+g}" for e in hit.entries),
-                     hit.start, hit.end)
+            Evidence(
+                "term",
+                hit.matched,
+                ", ".join(f"{e.subtype}{e.weight:+g}" for e in hit.entries),
+                hit.start,
+                hit.end,
+            )
             for hit in hits
         ]
         category, subtype, forced = self._decide(text, fields, scores, evidence)
         total = sum(v for v in scores.values() if v > 0)
         cat_score = sum(
-            v for s, v in scores.items() if category is not None and self._rules.subtypes[s].category is category
+            v
+            for s, v in scores.items()
+            if category is not None and self._rules.subtypes[s].category is category
         )
         confidence = 1.0 if forced else (cat_score / total if total > 0 else 0.0)
         agencies = self._agencies(subtype, folded, figures, evidence)
         ranked = tuple(sorted(((s, round(v, 3)) for s, v in scores.items()), key=lambda p: -p[1]))
         return Classification(
-            category, subtype, agencies, round(confidence, 3), tuple(evidence), ranked,
+            category,
+            subtype,
+            agencies,
+            round(confidence, 3),
+            tuple(evidence),
+            ranked,
             corrected=forced == "correction",
         )
 
@@ -246,13 +259,22 @@ class Classifier:
         """Pick category and subtype: correction, then fields, then lexicon scores."""
         correction = self._corrections.get(fingerprint(text))
         if correction is not None:
-            evidence.insert(0, Evidence("correction", correction.category.value,
-                                        f"operator {correction.operator or '?'}: {correction.note}".strip()))
+            evidence.insert(
+                0,
+                Evidence(
+                    "correction",
+                    correction.category.value,
+                    f"operator {correction.operator or '?'}: {correction.note}".strip(),
+                ),
+            )
             return correction.category, correction.subtype, "correction"
         given = {k.lower(): v.strip() for k, v in fields}
         category = _parse_category(given.get("category", ""))
         sub_given = given.get("subtype", "")
-        if sub_given in self._rules.subtypes and category in (None, self._rules.subtypes[sub_given].category):
+        if sub_given in self._rules.subtypes and category in (
+            None,
+            self._rules.subtypes[sub_given].category,
+        ):
             evidence.insert(0, Evidence("field", f"subtype={sub_given}"))
             return self._rules.subtypes[sub_given].category, sub_given, "field"
         if category is not None:
@@ -292,7 +314,9 @@ class Classifier:
             match = pattern.search(folded)
             if match and code not in codes:
                 codes.add(code)
-                evidence.append(Evidence("agency", match.group(0), f"adds {code}", match.start(), match.end()))
+                evidence.append(
+                    Evidence("agency", match.group(0), f"adds {code}", match.start(), match.end())
+                )
         for figure in figures:
             if figure.value <= 0:
                 continue

@@ -40,25 +40,40 @@ def classify_line(intake: Intake, data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "id" in data:
         out["id"] = data["id"]
-    out.update({
-        "category": cls.category.value if cls.category else None,
-        "subtype": cls.subtype,
-        "agencies": list(cls.agencies),
-        "grade": grade.grade.name,
-        "grade_zh": grade.grade.zh,
-        "colour": grade.grade.colour,
-        "reasons": [r.detail for r in grade.reasons if r.applied]
-        + [f"(noted) {r.detail}" for r in grade.reasons if not r.applied],
-        "confidence": cls.confidence,
-        "evidence": [{"kind": e.kind, "matched": e.matched, "detail": e.detail} for e in cls.evidence],
-        "figures": [{"kind": f.kind.value, "value": f.value, "qualifier": f.qualifier.value,
-                     "matched": f.matched} for f in figures],
-    })
+    out.update(
+        {
+            "category": cls.category.value if cls.category else None,
+            "subtype": cls.subtype,
+            "agencies": list(cls.agencies),
+            "grade": grade.grade.name,
+            "grade_zh": grade.grade.zh,
+            "colour": grade.grade.colour,
+            "reasons": [r.detail for r in grade.reasons if r.applied]
+            + [f"(noted) {r.detail}" for r in grade.reasons if not r.applied],
+            "confidence": cls.confidence,
+            "evidence": [
+                {"kind": e.kind, "matched": e.matched, "detail": e.detail} for e in cls.evidence
+            ],
+            "figures": [
+                {
+                    "kind": f.kind.value,
+                    "value": f.value,
+                    "qualifier": f.qualifier.value,
+                    "matched": f.matched,
+                }
+                for f in figures
+            ],
+        }
+    )
     return out
 
 
-def run_classify(in_stream: TextIO, out_stream: TextIO, rules_dir: Path | str | None = None,
-                 err_stream: TextIO | None = None) -> int:
+def run_classify(
+    in_stream: TextIO,
+    out_stream: TextIO,
+    rules_dir: Path | str | None = None,
+    err_stream: TextIO | None = None,
+) -> int:
     """Classify JSON lines from ``in_stream`` to ``out_stream``; returns an exit status.
 
     0 when every line was classified, 1 when some lines were bad (each answered with an

@@ -171,8 +171,11 @@ def load_rules(rules_dir: Path | str | None = None) -> IntakeRules:
     categories = _parse_categories(*_read(directory, CATEGORIES_FILE))
     lexicon = _parse_lexicon(*_read(directory, LEXICON_FILE), categories.subtypes)
     categories = CategoryRules(
-        categories.agencies, categories.subtypes, lexicon,
-        categories.agency_triggers, categories.figure_agencies,
+        categories.agencies,
+        categories.subtypes,
+        lexicon,
+        categories.agency_triggers,
+        categories.figure_agencies,
     )
     return IntakeRules(
         categories=categories,
@@ -214,16 +217,25 @@ def _toml(file: str, text: str) -> dict[str, Any]:
         raise IntakeConfigError(file, "-", f"not valid TOML: {exc}") from exc
 
 
-def _get(file: str, table: dict[str, Any], key: str, path: str, kind: type | tuple[type, ...]) -> Any:
+def _get(
+    file: str, table: dict[str, Any], key: str, path: str, kind: type | tuple[type, ...]
+) -> Any:
     """``table[key]`` checked for presence and type; ``path`` names the key in errors."""
     if key not in table:
         raise IntakeConfigError(file, f"{path}.{key}" if path else key, "missing")
     value = table[key]
-    if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise IntakeConfigError(file, f"{path}.{key}", f"expected {_kind_name(kind)}, got a boolean")
+    if (
+        isinstance(value, bool)
+        and kind is not bool
+        and bool not in (kind if isinstance(kind, tuple) else (kind,))
+    ):
+        raise IntakeConfigError(
+            file, f"{path}.{key}", f"expected {_kind_name(kind)}, got a boolean"
+        )
     if not isinstance(value, kind):
         raise IntakeConfigError(
-            file, f"{path}.{key}" if path else key,
+            file,
+            f"{path}.{key}" if path else key,
             f"expected {_kind_name(kind)}, got {type(value).__name__}",
         )
     return value
@@ -231,8 +243,14 @@ def _get(file: str, table: dict[str, Any], key: str, path: str, kind: type | tup
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     """Human name of an expected type."""
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true/false",
-             list: "a list", dict: "a table"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true/false",
+        list: "a list",
+        dict: "a table",
+    }
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
@@ -252,7 +270,9 @@ def _category(file: str, key: str, value: str) -> Category:
         return Category(value)
     except ValueError:
         allowed = ", ".join(c.value for c in Category)
-        raise IntakeConfigError(file, key, f"unknown category {value!r}; use one of {allowed}") from None
+        raise IntakeConfigError(
+            file, key, f"unknown category {value!r}; use one of {allowed}"
+        ) from None
 
 
 def _grade(file: str, key: str, value: Any) -> Grade:
@@ -269,8 +289,9 @@ def _parse_categories(file: str, text: str) -> CategoryRules:
     agencies: dict[str, AgencyDef] = {}
     for code, table in _get(file, data, "agencies", "", dict).items():
         path = f"agencies.{code}"
-        agencies[code] = AgencyDef(code, _get(file, table, "name_zh", path, str),
-                                   _get(file, table, "name_en", path, str))
+        agencies[code] = AgencyDef(
+            code, _get(file, table, "name_zh", path, str), _get(file, table, "name_en", path, str)
+        )
     subtypes: dict[str, SubtypeDef] = {}
     for sub_id, table in _get(file, data, "subtypes", "", dict).items():
         path = f"subtypes.{sub_id}"
@@ -280,8 +301,11 @@ def _parse_categories(file: str, text: str) -> CategoryRules:
             if code not in agencies:
                 raise IntakeConfigError(file, f"{path}.agencies", f"unknown agency {code!r}")
         subtypes[sub_id] = SubtypeDef(
-            sub_id, category, _get(file, table, "name_zh", path, str),
-            _get(file, table, "name_en", path, str), codes,
+            sub_id,
+            category,
+            _get(file, table, "name_zh", path, str),
+            _get(file, table, "name_en", path, str),
+            codes,
             _get(file, table, "priority", path, int) if "priority" in table else 0,
         )
     triggers: dict[str, tuple[str, ...]] = {}
@@ -294,26 +318,38 @@ def _parse_categories(file: str, text: str) -> CategoryRules:
         try:
             kind = FigureKind(kind_name)
         except ValueError:
-            raise IntakeConfigError(file, f"figure_agencies.{kind_name}", "unknown figure kind") from None
+            raise IntakeConfigError(
+                file, f"figure_agencies.{kind_name}", "unknown figure kind"
+            ) from None
         codes = _str_list(file, data["figure_agencies"], kind_name, "figure_agencies")
         for code in codes:
             if code not in agencies:
-                raise IntakeConfigError(file, f"figure_agencies.{kind_name}", f"unknown agency {code!r}")
+                raise IntakeConfigError(
+                    file, f"figure_agencies.{kind_name}", f"unknown agency {code!r}"
+                )
         figure_agencies[kind] = codes
     return CategoryRules(agencies, subtypes, (), triggers, figure_agencies)
 
 
-def _parse_lexicon(file: str, text: str, subtypes: dict[str, SubtypeDef]) -> tuple[LexiconEntry, ...]:
+def _parse_lexicon(
+    file: str, text: str, subtypes: dict[str, SubtypeDef]
+) -> tuple[LexiconEntry, ...]:
     """Validate lexicon.csv: lang,term,subtype,weight with # comments and a header row."""
     entries: list[LexiconEntry] = []
     lines = [ln for ln in text.splitlines()]
     rows = csv.reader(io.StringIO("\n".join(lines)))
     for line_no, row in enumerate(rows, start=1):
-        if not row or row[0].lstrip().startswith("#") or row == ["lang", "term", "subtype", "weight"]:
+        if (
+            not row
+            or row[0].lstrip().startswith("#")
+            or row == ["lang", "term", "subtype", "weight"]
+        ):
             continue
         key = f"line {line_no}"
         if len(row) != 4:
-            raise IntakeConfigError(file, key, f"expected 4 columns lang,term,subtype,weight, got {len(row)}")
+            raise IntakeConfigError(
+                file, key, f"expected 4 columns lang,term,subtype,weight, got {len(row)}"
+            )
         lang, term, subtype, weight_text = (cell.strip() for cell in row)
         if lang not in ("zh", "en"):
             raise IntakeConfigError(file, key, f"lang must be zh or en, got {lang!r}")
@@ -343,15 +379,22 @@ def _parse_grading(file: str, text: str) -> GradingRules:
                 kinds.append(FigureKind(kind_name))
             except ValueError:
                 allowed = ", ".join(k.value for k in FigureKind)
-                raise IntakeConfigError(file, f"{path}.figures", f"unknown figure {kind_name!r}; use {allowed}") from None
+                raise IntakeConfigError(
+                    file, f"{path}.figures", f"unknown figure {kind_name!r}; use {allowed}"
+                ) from None
         bounds = [float(_get(file, table, key, path, (int, float))) for key in ("I", "II", "III")]
         if not bounds[0] > bounds[1] > bounds[2] > 0:
             raise IntakeConfigError(file, path, "thresholds must satisfy I > II > III > 0")
         scales.append(Scale(name, str(table.get("label", name)), tuple(kinds), *bounds))
     mods = _get(file, data, "modifiers", "", dict)
     groups = tuple(
-        ModifierGroup(name, str(table.get("label", name)), _str_list(file, table, "terms", f"modifiers.{name}"))
-        for name, table in mods.items() if isinstance(table, dict)
+        ModifierGroup(
+            name,
+            str(table.get("label", name)),
+            _str_list(file, table, "terms", f"modifiers.{name}"),
+        )
+        for name, table in mods.items()
+        if isinstance(table, dict)
     )
     surge = _get(file, data, "surge", "", dict)
     reports = _get(file, surge, "reports", "surge", int)
@@ -383,12 +426,20 @@ def _parse_correlation(file: str, text: str) -> CorrelationRules:
     compatible: dict[Category, frozenset[Category]] = {c: frozenset({c}) for c in Category}
     for name in data.get("compatible", {}):
         category = _category(file, f"compatible.{name}", name)
-        others = _str_list(file, data["compatible"], name, "compatible") if data["compatible"][name] else ()
+        others = (
+            _str_list(file, data["compatible"], name, "compatible")
+            if data["compatible"][name]
+            else ()
+        )
         compatible[category] = frozenset(
             {category, *(_category(file, f"compatible.{name}", other) for other in others)}
         )
     return CorrelationRules(
-        distance, window, bool(_get(file, data, "unlocated_joins", "", bool)), by_category, compatible
+        distance,
+        window,
+        bool(_get(file, data, "unlocated_joins", "", bool)),
+        by_category,
+        compatible,
     )
 
 
@@ -402,13 +453,19 @@ def _parse_gazetteer(file: str, text: str) -> tuple[Place, ...]:
             continue
         key = f"line {line_no}"
         if len(row) != 7:
-            raise IntakeConfigError(file, key, f"expected 7 columns id,kind,name_zh,name_en,aliases,lat,lon, got {len(row)}")
+            raise IntakeConfigError(
+                file,
+                key,
+                f"expected 7 columns id,kind,name_zh,name_en,aliases,lat,lon, got {len(row)}",
+            )
         place_id, kind, name_zh, name_en, aliases, lat_text, lon_text = (c.strip() for c in row)
         if place_id in seen:
             raise IntakeConfigError(file, key, f"duplicate id {place_id!r}")
         seen.add(place_id)
         if kind not in ("district", "town", "street", "landmark"):
-            raise IntakeConfigError(file, key, f"kind must be district, town, street or landmark, got {kind!r}")
+            raise IntakeConfigError(
+                file, key, f"kind must be district, town, street or landmark, got {kind!r}"
+            )
         try:
             lat, lon = float(lat_text), float(lon_text)
         except ValueError:

@@ -76,7 +76,11 @@ class Correlator:
         self._grader = grader
 
     def place(
-        self, ref: ReportRef, open_incidents: Iterable[IncidentSnapshot], now: datetime, new_incident_id: str
+        self,
+        ref: ReportRef,
+        open_incidents: Iterable[IncidentSnapshot],
+        now: datetime,
+        new_incident_id: str,
     ) -> Decision:
         """Join ``ref`` to the best compatible open incident, or open ``new_incident_id``."""
         best: tuple[float, float, IncidentSnapshot, str] | None = None
@@ -90,14 +94,30 @@ class Correlator:
                 best = (*key, incident, why)
         if best is None:
             incident = _derive(new_incident_id, (ref,), ref.received_at, self._grader)
-            return Decision(Action.OPEN, incident, "no compatible open incident within distance and time window",
-                            now, ref.report_id)
+            return Decision(
+                Action.OPEN,
+                incident,
+                "no compatible open incident within distance and time window",
+                now,
+                ref.report_id,
+            )
         distance, _, target, why = best
-        updated = _derive(target.incident_id, (*target.reports, ref), target.opened_at, self._grader)
-        return Decision(Action.JOIN, updated, why, now, ref.report_id, target.grade,
-                        None if math.isinf(distance) else distance)
+        updated = _derive(
+            target.incident_id, (*target.reports, ref), target.opened_at, self._grader
+        )
+        return Decision(
+            Action.JOIN,
+            updated,
+            why,
+            now,
+            ref.report_id,
+            target.grade,
+            None if math.isinf(distance) else distance,
+        )
 
-    def _candidate(self, ref: ReportRef, incident: IncidentSnapshot, now: datetime) -> tuple[float, str] | None:
+    def _candidate(
+        self, ref: ReportRef, incident: IncidentSnapshot, now: datetime
+    ) -> tuple[float, str] | None:
         """(distance, reason) if ``ref`` may join ``incident``, else None."""
         if incident.closed:
             return None
@@ -112,13 +132,20 @@ class Correlator:
         if ref.lat is None or ref.lon is None or incident.lat is None or incident.lon is None:
             if not self._rules.unlocated_joins:
                 return None
-            return math.inf, f"category {cat} compatible, {minutes:.0f} min after last report, no position to compare"
+            return (
+                math.inf,
+                f"category {cat} compatible, {minutes:.0f} min after last report, "
+                "no position to compare",
+            )
         distance = haversine_km(ref.lat, ref.lon, incident.lat, incident.lon)
         limit = max(self._limit(ref.category), self._limit(incident.category))
         if distance > limit:
             return None
-        return distance, (f"category {cat} compatible with {incident.category.value if incident.category else 'unknown'}, "
-                          f"{distance:.2f} km ≤ {limit:g} km, {minutes:.0f} min ≤ {self._rules.window_minutes:g} min")
+        other = incident.category.value if incident.category else "unknown"
+        return distance, (
+            f"category {cat} compatible with {other}, {distance:.2f} km ≤ {limit:g} km, "
+            f"{minutes:.0f} min ≤ {self._rules.window_minutes:g} min"
+        )
 
     def _limit(self, category: Category | None) -> float:
         """Distance limit for a category."""
@@ -126,33 +153,60 @@ class Correlator:
             return self._rules.distance_km
         return self._rules.distance_by_category.get(category, self._rules.distance_km)
 
-    def merge(self, keep: IncidentSnapshot, absorb: IncidentSnapshot, now: datetime, operator: str = "") -> Decision:
+    def merge(
+        self, keep: IncidentSnapshot, absorb: IncidentSnapshot, now: datetime, operator: str = ""
+    ) -> Decision:
         """A call taker's merge: ``absorb``'s reports move to ``keep``; ``absorb`` is retired."""
         if keep.incident_id == absorb.incident_id:
             raise CorrelationError(f"cannot merge incident {keep.incident_id} with itself")
         reports = tuple(sorted((*keep.reports, *absorb.reports), key=lambda r: r.received_at))
-        merged = _derive(keep.incident_id, reports, min(keep.opened_at, absorb.opened_at), self._grader)
+        merged = _derive(
+            keep.incident_id, reports, min(keep.opened_at, absorb.opened_at), self._grader
+        )
         retired = replace(absorb, closed=True)
-        return Decision(Action.MERGE, merged, f"merged {absorb.incident_id} into {keep.incident_id} by "
-                        f"{operator or 'operator'}", now, None, keep.grade, None, retired, absorb.incident_id)
+        return Decision(
+            Action.MERGE,
+            merged,
+            f"merged {absorb.incident_id} into {keep.incident_id} by {operator or 'operator'}",
+            now,
+            None,
+            keep.grade,
+            None,
+            retired,
+            absorb.incident_id,
+        )
 
     def split(
-        self, incident: IncidentSnapshot, report_ids: Sequence[str], now: datetime, new_incident_id: str,
+        self,
+        incident: IncidentSnapshot,
+        report_ids: Sequence[str],
+        now: datetime,
+        new_incident_id: str,
         operator: str = "",
     ) -> Decision:
         """A call taker's split: ``report_ids`` leave ``incident`` for ``new_incident_id``."""
         moving = set(report_ids)
         unknown = moving - set(incident.report_ids)
         if unknown:
-            raise CorrelationError(f"reports {sorted(unknown)} are not in incident {incident.incident_id}")
+            raise CorrelationError(
+                f"reports {sorted(unknown)} are not in incident {incident.incident_id}"
+            )
         stay = tuple(r for r in incident.reports if r.report_id not in moving)
         leave = tuple(r for r in incident.reports if r.report_id in moving)
         if not stay or not leave:
             raise CorrelationError("a split must leave at least one report on each side")
         kept = _derive(incident.incident_id, stay, incident.opened_at, self._grader)
         new = _derive(new_incident_id, leave, leave[0].received_at, self._grader)
-        return Decision(Action.SPLIT, kept, f"split {len(leave)} report(s) into {new_incident_id} by "
-                        f"{operator or 'operator'}", now, None, incident.grade, None, new)
+        return Decision(
+            Action.SPLIT,
+            kept,
+            f"split {len(leave)} report(s) into {new_incident_id} by {operator or 'operator'}",
+            now,
+            None,
+            incident.grade,
+            None,
+            new,
+        )
 
 
 def _compatible(rules: CorrelationRules, a: Category | None, b: Category | None) -> bool:
@@ -181,9 +235,20 @@ def _derive(
     agencies: list[str] = []
     for ref in reports:
         agencies.extend(code for code in ref.agencies if code not in agencies)
-    return IncidentSnapshot(incident_id, category, subtype, lat, lon, opened_at,
-                            max(r.received_at for r in reports), reports, grade, tuple(agencies),
-                            False, tuple(reasons))
+    return IncidentSnapshot(
+        incident_id,
+        category,
+        subtype,
+        lat,
+        lon,
+        opened_at,
+        max(r.received_at for r in reports),
+        reports,
+        grade,
+        tuple(agencies),
+        False,
+        tuple(reasons),
+    )
 
 
 def _first_index(reports: tuple[ReportRef, ...], category: Category) -> int:

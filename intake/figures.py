@@ -44,10 +44,23 @@ class Figure:
 
 
 _N = rf"(?P<n>{ZH_NUM})"
-_WHO = r"(?:(?:名|位|个)[\u4e00-\u9fff]{0,3}?(?=[受死遇罹身丧殉溺重危病中发感确出失下被不当经轻负擦转疏撤])|(?:名|位|个)?(?:人|群众|村民|居民|工人|矿工|游客|学生|乘客|患者|病人|儿童|师生|人员|旅客|船员|员工|宾客|观众|老人|遇难者)?)"
+# Who was counted: a counter followed by any short noun when a casualty verb follows
+# ("两名厨师受伤"), or a common people-noun with or without a counter.
+_VERB_START = "受死遇罹身丧殉溺重危病中发感确出失下被不当经轻负擦转疏撤"
+_PEOPLE = (
+    "人|群众|村民|居民|工人|矿工|游客|学生|乘客|患者|病人|儿童|师生|人员|旅客|船员|员工|"
+    "宾客|观众|老人|遇难者"
+)
+_WHO = (
+    rf"(?:(?:名|位|个)[\u4e00-\u9fff]{{0,3}}?(?=[{_VERB_START}])"
+    rf"|(?:名|位|个)?(?:{_PEOPLE})?)"
+)
 _TO = r"(?:已|共|累计|人数)?(?:升至|上升至|增至|增加到|达到|达|为|有|约|超过|共)?"
 _ZH_PATTERNS: tuple[tuple[FigureKind, str], ...] = (
-    (FigureKind.DEATHS, rf"{_N}{_WHO}(?:不幸|当场|经抢救无效)?(?:死亡|遇难|罹难|身亡|丧生|殉职|溺亡)"),
+    (
+        FigureKind.DEATHS,
+        rf"{_N}{_WHO}(?:不幸|当场|经抢救无效)?(?:死亡|遇难|罹难|身亡|丧生|殉职|溺亡)",
+    ),
     (FigureKind.DEATHS, rf"(?:死亡|遇难|罹难)(?:人数)?{_TO}{_N}(?:名|位)?人"),
     (FigureKind.DEATHS, rf"(?:致|造成|导致){_N}(?:人)?死"),
     (FigureKind.DEATHS, rf"{_N}具(?:遗体|尸体)"),
@@ -57,7 +70,10 @@ _ZH_PATTERNS: tuple[tuple[FigureKind, str], ...] = (
     (FigureKind.INJURED, rf"死(?:亡)?[、，,]?{_N}(?:人)?伤"),
     (FigureKind.SERIOUS_INJURIES, rf"{_N}{_WHO}(?:受)?(?:重伤|伤势严重|危重|病危|伤势较重)"),
     (FigureKind.SERIOUS_INJURIES, rf"(?:重伤|危重)(?:人数)?{_TO}{_N}(?:名|位)?人"),
-    (FigureKind.ILL, rf"{_N}{_WHO}(?:出现)?(?:中毒|食物中毒|发病|感染|确诊|呕吐|腹痛|腹泻|上吐下泻|发热|[^，。,]{{0,8}}症状)"),
+    (
+        FigureKind.ILL,
+        rf"{_N}{_WHO}(?:出现)?(?:中毒|食物中毒|发病|感染|确诊|呕吐|腹痛|腹泻|上吐下泻|发热|[^，。,]{{0,8}}症状)",
+    ),
     (FigureKind.ILL, rf"(?:中毒|发病|感染|确诊|病例)(?:人数)?{_TO}{_N}(?:名|位|例)(?:人)?"),
     (FigureKind.MISSING, rf"{_N}{_WHO}(?:失踪|下落不明|失联)"),
     (FigureKind.MISSING, rf"(?:失踪|失联)(?:人数)?{_TO}{_N}(?:名|位)?人"),
@@ -66,7 +82,10 @@ _ZH_PATTERNS: tuple[tuple[FigureKind, str], ...] = (
     (FigureKind.AFFECTED, rf"受灾(?:人口|群众|人数)?{_TO}{_N}(?:人|户)"),
     (FigureKind.AFFECTED, rf"{_N}(?:人|户|名群众)受灾"),
     (FigureKind.AFFECTED, rf"(?:影响|波及){_N}(?:人|户|名)"),
-    (FigureKind.EVACUATED, rf"(?:紧急)?(?:转移|疏散|撤离)(?:安置)?(?:受灾|受威胁)?(?:群众|居民|人员|村民|师生)?{_TO}{_N}(?:名|位)?(?:人|户)"),
+    (
+        FigureKind.EVACUATED,
+        rf"(?:紧急)?(?:转移|疏散|撤离)(?:安置)?(?:受灾|受威胁)?(?:群众|居民|人员|村民|师生)?{_TO}{_N}(?:名|位)?(?:人|户)",
+    ),
     (FigureKind.EVACUATED, rf"{_N}{_WHO}(?:被)?(?:紧急)?(?:转移|疏散|撤离)"),
     (FigureKind.ECONOMIC_LOSS, rf"损失{_TO}{_N}元"),
     (FigureKind.ECONOMIC_LOSS, rf"{_N}元(?:的)?(?:直接)?(?:经济)?损失"),
@@ -76,7 +95,10 @@ _EN_N = rf"(?P<n>{EN_NUM})"
 _NOUNS = r"(?:\s+(?!were\b|was\b|are\b|have\b|had\b|and\b)[a-z-]+){0,3}?"
 _BE = r"\s+(?:were\s+|was\s+|have\s+been\s+|had\s+been\s+|are\s+|remain\s+|reportedly\s+)?"
 _EN_PATTERNS: tuple[tuple[FigureKind, str], ...] = (
-    (FigureKind.DEATHS, rf"\b{_EN_N}{_NOUNS}{_BE}(?:killed|dead|died|perished|drowned|confirmed dead)\b"),
+    (
+        FigureKind.DEATHS,
+        rf"\b{_EN_N}{_NOUNS}{_BE}(?:killed|dead|died|perished|drowned|confirmed dead)\b",
+    ),
     (FigureKind.DEATHS, rf"\b(?:killing|killed|kills|claimed)\s+{_EN_N}\b"),
     (FigureKind.DEATHS, rf"\bdeath toll\s+(?:\w+\s+){{0,6}}?{_EN_N}\b"),
     (FigureKind.DEATHS, rf"\b{_EN_N}\s+(?:deaths|fatalities|dead)\b"),
@@ -84,30 +106,59 @@ _EN_PATTERNS: tuple[tuple[FigureKind, str], ...] = (
     (FigureKind.INJURED, rf"\b{_EN_N}{_NOUNS}{_BE}(?:\w+ly\s+)?(?:injured|hurt|wounded)\b"),
     (FigureKind.INJURED, rf"\b(?:injuring|injured|wounding|wounded|hurting)\s+{_EN_N}\b"),
     (FigureKind.INJURED, rf"\b{_EN_N}\s+(?:injuries|injured)\b"),
-    (FigureKind.SERIOUS_INJURIES, rf"\b{_EN_N}{_NOUNS}{_BE}(?:seriously|critically|severely|gravely|badly)\s+(?:injured|hurt|wounded|burned)\b"),
-    (FigureKind.SERIOUS_INJURIES, rf"\b{_EN_N}{_NOUNS}{_BE}in\s+(?:a\s+)?(?:critical|serious)\s+condition\b"),
-    (FigureKind.ILL, rf"\b{_EN_N}{_NOUNS}{_BE}(?:poisoned|infected|sickened|hospitali[sz]ed|fell ill|taken ill|developed|suffered)\b"),
+    (
+        FigureKind.SERIOUS_INJURIES,
+        rf"\b{_EN_N}{_NOUNS}{_BE}(?:seriously|critically|severely|gravely|badly)\s+(?:injured|hurt|wounded|burned)\b",
+    ),
+    (
+        FigureKind.SERIOUS_INJURIES,
+        rf"\b{_EN_N}{_NOUNS}{_BE}in\s+(?:a\s+)?(?:critical|serious)\s+condition\b",
+    ),
+    (
+        FigureKind.ILL,
+        rf"\b{_EN_N}{_NOUNS}{_BE}(?:poisoned|infected|sickened|hospitali[sz]ed|fell ill|"
+        r"taken ill|developed|suffered)\b",
+    ),
     (FigureKind.ILL, rf"\b{_EN_N}\s+(?:confirmed\s+|suspected\s+|new\s+)*(?:cases|infections)\b"),
     (FigureKind.ILL, rf"\b(?:sickening|sickened|poisoning|infecting)\s+(?:at least\s+)?{_EN_N}\b"),
     (FigureKind.MISSING, rf"\b{_EN_N}{_NOUNS}{_BE}(?:missing|unaccounted for)\b"),
     (FigureKind.TRAPPED, rf"\b{_EN_N}{_NOUNS}{_BE}(?:trapped|buried|stranded)\b"),
     (FigureKind.TRAPPED, rf"\b(?:trapping|burying)\s+(?:at least\s+)?{_EN_N}\b"),
-    (FigureKind.EVACUATED, rf"\b{_EN_N}{_NOUNS}{_BE}(?:evacuated|relocated|displaced|moved to safety)\b"),
+    (
+        FigureKind.EVACUATED,
+        rf"\b{_EN_N}{_NOUNS}{_BE}(?:evacuated|relocated|displaced|moved to safety)\b",
+    ),
     (FigureKind.EVACUATED, rf"\bevacuat(?:ed|ing|ion of)\s+(?:at least\s+|more than\s+)?{_EN_N}\b"),
     (FigureKind.AFFECTED, rf"\b{_EN_N}{_NOUNS}{_BE}affected\b"),
     (FigureKind.AFFECTED, rf"\baffect(?:ed|ing)\s+{_EN_N}\b"),
-    (FigureKind.ECONOMIC_LOSS, rf"\b(?:loss|losses|damage)\s+(?:\w+\s+){{0,3}}?(?:rmb\s*|cny\s*|¥\s*)?{_EN_N}\s*(?:yuan|rmb|cny)\b"),
-    (FigureKind.ECONOMIC_LOSS, rf"(?:rmb|cny|¥)\s*{_EN_N}\s+(?:in|of)\s+(?:direct\s+)?(?:economic\s+)?(?:losses|damage)"),
-    (FigureKind.ECONOMIC_LOSS, rf"\b{_EN_N}\s*(?:yuan|rmb|cny)\s+(?:in|of|worth of)\s+(?:direct\s+)?(?:economic\s+)?(?:losses|damage)"),
+    (
+        FigureKind.ECONOMIC_LOSS,
+        rf"\b(?:loss|losses|damage)\s+(?:\w+\s+){{0,3}}?(?:rmb\s*|cny\s*|¥\s*)?{_EN_N}\s*(?:yuan|rmb|cny)\b",
+    ),
+    (
+        FigureKind.ECONOMIC_LOSS,
+        rf"(?:rmb|cny|¥)\s*{_EN_N}\s+(?:in|of)\s+(?:direct\s+)?(?:economic\s+)?(?:losses|damage)",
+    ),
+    (
+        FigureKind.ECONOMIC_LOSS,
+        rf"\b{_EN_N}\s*(?:yuan|rmb|cny)\s+(?:in|of|worth of)\s+(?:direct\s+)?"
+        r"(?:economic\s+)?(?:losses|damage)",
+    ),
 )
 
 # Explicit statements that nobody was hurt: they are figures too (zero), and they matter for
 # grading ("no casualties" is a stated figure, so the thresholds apply exactly).
 _ZERO_PATTERNS: tuple[tuple[tuple[FigureKind, ...], str], ...] = (
-    ((FigureKind.DEATHS, FigureKind.INJURED), r"(?:无|未造成|没有|暂无|未发现|未有)人员伤亡|无人(?:员)?伤亡"),
+    (
+        (FigureKind.DEATHS, FigureKind.INJURED),
+        r"(?:无|未造成|没有|暂无|未发现|未有)人员伤亡|无人(?:员)?伤亡",
+    ),
     ((FigureKind.DEATHS,), r"(?:无|未造成|没有)人员死亡|无人(?:死亡|遇难)"),
     ((FigureKind.TRAPPED,), r"(?:无|没有)人员被困|无人被困"),
-    ((FigureKind.DEATHS, FigureKind.INJURED), r"\bno\s+(?:casualties|one\s+was\s+(?:hurt|injured|killed)|injuries\s+or\s+deaths|deaths\s+or\s+injuries)\b"),
+    (
+        (FigureKind.DEATHS, FigureKind.INJURED),
+        r"\bno\s+(?:casualties|one\s+was\s+(?:hurt|injured|killed)|injuries\s+or\s+deaths|deaths\s+or\s+injuries)\b",
+    ),
     ((FigureKind.DEATHS,), r"\bno\s+(?:deaths|fatalities)\b|\bno\s+one\s+(?:was\s+)?killed\b"),
     ((FigureKind.INJURED,), r"\bno\s+(?:injuries|one\s+(?:was\s+)?(?:hurt|injured))\b"),
 )
@@ -188,11 +239,13 @@ def _figure(kind: FigureKind, match: re.Match[str]) -> Figure | None:
     quantity: Quantity | None = parse_zh(raw) or parse_en(raw)
     if quantity is None:
         return None
-    return Figure(kind, quantity.floor, quantity.qualifier, match.group(0), match.start(), match.end())
+    return Figure(
+        kind, quantity.floor, quantity.qualifier, match.group(0), match.start(), match.end()
+    )
 
 
 def strongest(figures: Iterable[Figure]) -> dict[FigureKind, Figure]:
-    """For each kind, the figure with the largest value (fields win ties: an operator typed them)."""
+    """For each kind, the figure with the largest value (fields win ties: someone typed them)."""
     best: dict[FigureKind, Figure] = {}
     for figure in figures:
         current = best.get(figure.kind)

@@ -49,9 +49,9 @@ class Gazetteer:
         if best is None:
             return Location(None, None, "unresolved", text=text)
         place = best[2]
-        return Location(place.lat, place.lon, "gazetteer", text=text,
-                        matched=best[3],
-                        place_id=place.place_id)
+        return Location(
+            place.lat, place.lon, "gazetteer", text=text, matched=best[3], place_id=place.place_id
+        )
 
     def locate(self, report: Report) -> Location:
         """A report's location: channel coordinates, else its address, else its text."""

@@ -46,12 +46,16 @@ class Grader:
             total = sum(f.value for f in present)
             scale_grade = scale.grade_for(total)
             grade = min(grade, scale_grade)
-            reasons.append(GradeReason(
-                f"scale:{scale.name}", scale_grade,
-                f"{scale.label} = {total:,.0f} (I ≥ {scale.grade_i:,.0f}, II ≥ {scale.grade_ii:,.0f}, "
-                f"III ≥ {scale.grade_iii:,.0f}) → {scale_grade.name}",
-                "; ".join(f.matched for f in present),
-            ))
+            reasons.append(
+                GradeReason(
+                    f"scale:{scale.name}",
+                    scale_grade,
+                    f"{scale.label} = {total:,.0f} (I ≥ {scale.grade_i:,.0f}, "
+                    f"II ≥ {scale.grade_ii:,.0f}, III ≥ {scale.grade_iii:,.0f}) "
+                    f"→ {scale_grade.name}",
+                    "; ".join(f.matched for f in present),
+                )
+            )
         # Any stated figure (even one no scale uses, even "no casualties") means the report
         # states its figures: the thresholds decide and modifiers are only noted.
         stated = bool(best)
@@ -64,14 +68,21 @@ class Grader:
             if match is None:
                 continue
             raised = _bounded_raise(grade, self._rules.modifier_raise, self._rules.modifier_cap)
-            detail = (f"{group.label} '{match.group(0)}' raises to {raised.name}" if apply else
-                      f"{group.label} '{match.group(0)}' noted; figures stated, thresholds decide")
-            reasons.append(GradeReason(f"modifier:{group.name}", raised, detail, match.group(0), apply))
+            detail = (
+                f"{group.label} '{match.group(0)}' raises to {raised.name}"
+                if apply
+                else f"{group.label} '{match.group(0)}' noted; figures stated, thresholds decide"
+            )
+            reasons.append(
+                GradeReason(f"modifier:{group.name}", raised, detail, match.group(0), apply)
+            )
             if apply:
                 grade = min(grade, raised)
         return GradeResult(grade, tuple(reasons), stated)
 
-    def surge(self, grade: Grade, report_times: Sequence[datetime]) -> tuple[Grade, GradeReason | None]:
+    def surge(
+        self, grade: Grade, report_times: Sequence[datetime]
+    ) -> tuple[Grade, GradeReason | None]:
         """Raise an incident's grade when enough reports arrived within the surge window."""
         if not report_times:
             return grade, None
@@ -82,7 +93,8 @@ class Grader:
             return grade, None
         raised = _bounded_raise(grade, 1, self._rules.surge_cap)
         reason = GradeReason(
-            "surge", raised,
+            "surge",
+            raised,
             f"{recent} reports within {self._rules.surge_window_minutes:g} min "
             f"(≥ {self._rules.surge_reports}) → {raised.name}",
             applied=raised != grade,

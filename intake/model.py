@@ -75,9 +75,14 @@ class Grade(enum.IntEnum):
         """Parse ``I``..``IV``, ``1``..``4``, a Chinese name or a colour; raise ValueError."""
         key = text.strip()
         for grade in cls:
-            if key.upper() == grade.name or key == str(grade.value) or key in (
-                grade.zh,
-                grade.colour,
+            if (
+                key.upper() == grade.name
+                or key == str(grade.value)
+                or key
+                in (
+                    grade.zh,
+                    grade.colour,
+                )
             ):
                 return grade
         raise ValueError(f"not a grade: {text!r}")

@@ -44,11 +44,30 @@ class Quantity:
 
 
 _ZH_DIGITS = {
-    "零": 0, "〇": 0, "一": 1, "壹": 1, "二": 2, "贰": 2, "两": 2, "三": 3, "叁": 3,
-    "四": 4, "肆": 4, "五": 5, "伍": 5, "六": 6, "陆": 6, "七": 7, "柒": 7, "八": 8,
-    "捌": 8, "九": 9, "玖": 9,
+    "零": 0,
+    "〇": 0,
+    "一": 1,
+    "壹": 1,
+    "二": 2,
+    "贰": 2,
+    "两": 2,
+    "三": 3,
+    "叁": 3,
+    "四": 4,
+    "肆": 4,
+    "五": 5,
+    "伍": 5,
+    "六": 6,
+    "陆": 6,
+    "七": 7,
+    "柒": 7,
+    "八": 8,
+    "捌": 8,
+    "九": 9,
+    "玖": 9,
     # 数/几 stand for "some": as a digit they mean at least two (数十 = at least 20).
-    "数": 2, "几": 2,
+    "数": 2,
+    "几": 2,
 }
 _ZH_SMALL_UNITS = {"十": 10, "拾": 10, "百": 100, "佰": 100, "千": 1000, "仟": 1000}
 _ZH_BIG_UNITS = {"万": 10_000, "萬": 10_000, "亿": 100_000_000, "億": 100_000_000}
@@ -68,20 +87,57 @@ ZH_NUM = rf"(?:{_ZH_PREFIX})?{ZH_NUM_CORE}(?:{_ZH_SUFFIX})?"
 _ZH_NUM_RE = re.compile(rf"({_ZH_PREFIX})?({ZH_NUM_CORE})({_ZH_SUFFIX})?(以上|左右|上下)?")
 
 _EN_UNITS = {
-    "zero": 0, "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5,
-    "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12,
-    "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17,
-    "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50,
-    "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
+    "zero": 0,
+    "a": 1,
+    "an": 1,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "thirteen": 13,
+    "fourteen": 14,
+    "fifteen": 15,
+    "sixteen": 16,
+    "seventeen": 17,
+    "eighteen": 18,
+    "nineteen": 19,
+    "twenty": 20,
+    "thirty": 30,
+    "forty": 40,
+    "fifty": 50,
+    "sixty": 60,
+    "seventy": 70,
+    "eighty": 80,
+    "ninety": 90,
 }
 _EN_SCALES = {
-    "hundred": 100, "thousand": 1000, "million": 1_000_000, "billion": 1_000_000_000,
-    "m": 1_000_000, "mn": 1_000_000, "bn": 1_000_000_000, "k": 1000,
+    "hundred": 100,
+    "thousand": 1000,
+    "million": 1_000_000,
+    "billion": 1_000_000_000,
+    "m": 1_000_000,
+    "mn": 1_000_000,
+    "bn": 1_000_000_000,
+    "k": 1000,
 }
 # Plural vague amounts: the least they commit to.
 _EN_VAGUE = {
-    "a dozen": 12, "dozens": 24, "scores": 40, "hundreds": 200, "thousands": 2000,
-    "tens of thousands": 20_000, "hundreds of thousands": 200_000, "millions": 2_000_000,
+    "a dozen": 12,
+    "dozens": 24,
+    "scores": 40,
+    "hundreds": 200,
+    "thousands": 2000,
+    "tens of thousands": 20_000,
+    "hundreds of thousands": 200_000,
+    "millions": 2_000_000,
 }
 _EN_WORD = (
     r"(?:zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|"
@@ -99,9 +155,7 @@ EN_NUM_CORE = (
     rf"{_EN_WORD}(?:[\s-]+(?:and[\s-]+)?{_EN_WORD})*)"
 )
 EN_NUM = rf"(?:{_EN_PREFIX}\s+)?{EN_NUM_CORE}(?:\s+or more)?"
-_EN_NUM_RE = re.compile(
-    rf"(?:({_EN_PREFIX})\s+)?({EN_NUM_CORE})(\s+or more)?", re.IGNORECASE
-)
+_EN_NUM_RE = re.compile(rf"(?:({_EN_PREFIX})\s+)?({EN_NUM_CORE})(\s+or more)?", re.IGNORECASE)
 
 
 def _zh_body_value(body: str) -> tuple[float, bool] | None:
@@ -207,14 +261,16 @@ def _en_core_value(core: str) -> tuple[float, bool] | None:
     low = core.lower()
     if low in _EN_VAGUE:
         return float(_EN_VAGUE[low]), low != "a dozen"
-    digits = re.fullmatch(r"((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)\s?(million|billion|thousand|mn|bn|m|k)?", low)
+    digits = re.fullmatch(
+        r"((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)\s?(million|billion|thousand|mn|bn|m|k)?", low
+    )
     if digits:
         value = float(digits.group(1).replace(",", ""))
         if digits.group(2):
             value *= _EN_SCALES[digits.group(2)]
         return value, False
-    value = _en_words_value(low)
-    return (value, False) if value is not None else None
+    words = _en_words_value(low)
+    return (words, False) if words is not None else None
 
 
 def parse_en(text: str) -> Quantity | None:

@@ -25,9 +25,17 @@ def intake() -> Intake:
     return Intake.from_dir(REPO_CONF)
 
 
-def ref(rid: str, minutes: float, lat: float | None = 23.03, lon: float | None = 113.78,
-        category: Category | None = Category.ACCIDENT, grade: Grade = Grade.IV) -> ReportRef:
-    return ReportRef(rid, T0 + timedelta(minutes=minutes), grade, category, "building_fire", lat, lon, ("119",))
+def ref(
+    rid: str,
+    minutes: float,
+    lat: float | None = 23.03,
+    lon: float | None = 113.78,
+    category: Category | None = Category.ACCIDENT,
+    grade: Grade = Grade.IV,
+) -> ReportRef:
+    return ReportRef(
+        rid, T0 + timedelta(minutes=minutes), grade, category, "building_fire", lat, lon, ("119",)
+    )
 
 
 def test_haversine() -> None:
@@ -71,7 +79,9 @@ def test_merge_and_split(intake: Intake) -> None:
     b = c.place(ref("b1", 5, lat=23.5, grade=Grade.III), [], T0, "B").incident
     merged = c.merge(a, b, T0 + timedelta(minutes=6), operator="op1")
     assert merged.action is Action.MERGE and merged.incident.report_ids == ("a1", "b1")
-    assert merged.incident.grade is Grade.III and merged.retired_id == "B" and "op1" in merged.reason
+    assert (
+        merged.incident.grade is Grade.III and merged.retired_id == "B" and "op1" in merged.reason
+    )
     split = c.split(merged.incident, ["b1"], T0 + timedelta(minutes=7), "C")
     assert split.incident.report_ids == ("a1",) and split.incident.grade is Grade.IV
     assert split.other is not None and split.other.report_ids == ("b1",)
@@ -83,11 +93,14 @@ def test_merge_and_split(intake: Intake) -> None:
         c.merge(a, a, T0)
 
 
-@pytest.mark.parametrize(("text", "place_id"), [
-    ("东城街道东城中路一栋楼起火", "dongcheng_mid_rd"),
-    ("Fire near Humen Railway Station", "humen_station"),
-    ("常平镇某工厂", "changping"),
-])
+@pytest.mark.parametrize(
+    ("text", "place_id"),
+    [
+        ("东城街道东城中路一栋楼起火", "dongcheng_mid_rd"),
+        ("Fire near Humen Railway Station", "humen_station"),
+        ("常平镇某工厂", "changping"),
+    ],
+)
 def test_gazetteer(intake: Intake, text: str, place_id: str) -> None:
     location = intake.gazetteer.resolve(text)
     assert location.resolved and location.place_id == place_id and location.source == "gazetteer"
@@ -114,16 +127,26 @@ BAD = [
     ("lexicon.csv", "zh,火,no_such_subtype,1\n", "unknown subtype"),
     ("lexicon.csv", "fr,feu,building_fire,1\n", "lang must be"),
     ("lexicon.csv", "zh,火,building_fire,heavy\n", "weight is not a number"),
-    ("categories.toml", "[agencies.110]\nname_zh='x'\nname_en='y'\n[subtypes.a]\ncategory='weather'\n"
-                        "name_zh='a'\nname_en='a'\nagencies=[]\n", "unknown category"),
-    ("correlation.toml", "distance_km = -1\nwindow_minutes = 60\nunlocated_joins = false\n", "positive"),
+    (
+        "categories.toml",
+        "[agencies.110]\nname_zh='x'\nname_en='y'\n[subtypes.a]\ncategory='weather'\n"
+        "name_zh='a'\nname_en='a'\nagencies=[]\n",
+        "unknown category",
+    ),
+    (
+        "correlation.toml",
+        "distance_km = -1\nwindow_minutes = 60\nunlocated_joins = false\n",
+        "positive",
+    ),
     ("gazetteer.csv", "a,town,甲,A,,91,113\n", "out of range"),
     ("gazetteer.csv", "a,planet,甲,A,,23,113\n", "kind must be"),
 ]
 
 
 @pytest.mark.parametrize(("name", "content", "needle"), BAD)
-def test_config_errors_name_file_and_key(tmp_path: Path, name: str, content: str, needle: str) -> None:
+def test_config_errors_name_file_and_key(
+    tmp_path: Path, name: str, content: str, needle: str
+) -> None:
     (tmp_path / name).write_text(content, encoding="utf-8")
     with pytest.raises(IntakeConfigError) as info:
         load_rules(tmp_path)
@@ -149,7 +172,11 @@ def test_cli_round_trip() -> None:
     assert len(out) == 3
     assert out[0]["id"] == 1 and out[0]["category"] == "accident" and out[0]["grade"] == "III"
     assert out[0]["reasons"] and "119" in out[0]["agencies"]
-    assert out[1]["category"] == "natural_disaster" and out[1]["subtype"] == "landslide" and out[1]["grade"] == "I"
+    assert (
+        out[1]["category"] == "natural_disaster"
+        and out[1]["subtype"] == "landslide"
+        and out[1]["grade"] == "I"
+    )
     assert out[2]["category"] is None and out[2]["grade"] == "IV"
     for row in out:
         assert set(row) >= {"category", "subtype", "agencies", "grade", "reasons"}
@@ -157,7 +184,9 @@ def test_cli_round_trip() -> None:
 
 def test_cli_bad_lines_and_bad_config(tmp_path: Path) -> None:
     stdout = io.StringIO()
-    stdin = io.StringIO('not json\n[1]\n{"text": 5}\n{"text": "起火"}\n' + '{"text": "' + "x" * 70000 + '"}\n')
+    stdin = io.StringIO(
+        'not json\n[1]\n{"text": 5}\n{"text": "起火"}\n' + '{"text": "' + "x" * 70000 + '"}\n'
+    )
     assert run_classify(stdin, stdout) == 1
     out = [json.loads(line) for line in stdout.getvalue().splitlines()]
     assert [o.get("line") for o in out] == [1, 2, 3, None, 5]

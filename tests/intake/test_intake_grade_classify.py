@@ -20,27 +20,52 @@ def grade_of(intake: Intake, text: str) -> Grade:
     return intake.assess_text(text)[2].grade
 
 
-@pytest.mark.parametrize(("deaths", "grade"), [
-    (0, Grade.IV), (2, Grade.IV), (3, Grade.III), (9, Grade.III), (10, Grade.II),
-    (29, Grade.II), (30, Grade.I), (31, Grade.I),
-])
+@pytest.mark.parametrize(
+    ("deaths", "grade"),
+    [
+        (0, Grade.IV),
+        (2, Grade.IV),
+        (3, Grade.III),
+        (9, Grade.III),
+        (10, Grade.II),
+        (29, Grade.II),
+        (30, Grade.I),
+        (31, Grade.I),
+    ],
+)
 def test_death_edges(intake: Intake, deaths: int, grade: Grade) -> None:
     assert grade_of(intake, f"工厂发生事故，造成{deaths}人死亡。") is grade
     assert grade_of(intake, f"The accident killed {deaths} people.") is grade
 
 
-@pytest.mark.parametrize(("injured", "grade"), [
-    (9, Grade.IV), (10, Grade.III), (49, Grade.III), (50, Grade.II), (99, Grade.II), (100, Grade.I),
-])
+@pytest.mark.parametrize(
+    ("injured", "grade"),
+    [
+        (9, Grade.IV),
+        (10, Grade.III),
+        (49, Grade.III),
+        (50, Grade.II),
+        (99, Grade.II),
+        (100, Grade.I),
+    ],
+)
 def test_serious_injury_edges(intake: Intake, injured: int, grade: Grade) -> None:
     assert grade_of(intake, f"事故造成{injured}人重伤") is grade
     assert grade_of(intake, f"{injured} people were seriously injured") is grade
 
 
-@pytest.mark.parametrize(("loss", "grade"), [
-    ("999万", Grade.IV), ("1000万", Grade.III), ("4999万", Grade.III), ("5000万", Grade.II),
-    ("9999万", Grade.II), ("1亿", Grade.I), ("1.2亿", Grade.I),
-])
+@pytest.mark.parametrize(
+    ("loss", "grade"),
+    [
+        ("999万", Grade.IV),
+        ("1000万", Grade.III),
+        ("4999万", Grade.III),
+        ("5000万", Grade.II),
+        ("9999万", Grade.II),
+        ("1亿", Grade.I),
+        ("1.2亿", Grade.I),
+    ],
+)
 def test_loss_edges(intake: Intake, loss: str, grade: Grade) -> None:
     assert grade_of(intake, f"火灾造成直接经济损失{loss}元") is grade
 
@@ -83,17 +108,34 @@ CLASSIFY = [
     ("有人持刀砍人，嫌疑人已逃跑", "social_security", "violence", {"110"}),
     ("强降雨导致村庄被洪水围困", "natural_disaster", "flood", set()),
     ("养殖场发现非洲猪瘟疫情", "public_health", "animal_epidemic", {"agriculture"}),
-    ("A magnitude 6.2 earthquake struck the county, killing 12", "natural_disaster", "earthquake", {"120"}),
-    ("Protesters blocked the road demanding unpaid wages", "social_security", "mass_incident", {"110"}),
+    (
+        "A magnitude 6.2 earthquake struck the county, killing 12",
+        "natural_disaster",
+        "earthquake",
+        {"120"},
+    ),
+    (
+        "Protesters blocked the road demanding unpaid wages",
+        "social_security",
+        "mass_incident",
+        {"110"},
+    ),
     ("Fire broke out at a chemical plant, toxic fumes", "accident", "hazardous_chemicals", {"119"}),
-    ("Police said a man stabbed three people at the metro station", "social_security", "violence", {"110", "120"}),
+    (
+        "Police said a man stabbed three people at the metro station",
+        "social_security",
+        "violence",
+        {"110", "120"},
+    ),
     ("A norovirus outbreak sickened dozens of pupils", "public_health", "epidemic", set()),
     ("Power is out across several districts", "accident", "utility_outage", {"utility"}),
 ]
 
 
 @pytest.mark.parametrize(("text", "category", "subtype", "agencies"), CLASSIFY)
-def test_classify_table(intake: Intake, text: str, category: str, subtype: str, agencies: set[str]) -> None:
+def test_classify_table(
+    intake: Intake, text: str, category: str, subtype: str, agencies: set[str]
+) -> None:
     figures, cls, _ = intake.assess_text(text)
     assert cls.category is Category(category)
     assert cls.subtype == subtype
@@ -121,7 +163,9 @@ def test_unclassifiable_text(intake: Intake) -> None:
 def test_correction_wins_and_is_evidence() -> None:
     fresh = Intake.from_dir(None)
     text = "仓库那边烟很大"
-    key = fresh.classifier.add_correction(text, Correction(Category.SOCIAL_SECURITY, "crime", "op7", "arson"))
+    key = fresh.classifier.add_correction(
+        text, Correction(Category.SOCIAL_SECURITY, "crime", "op7", "arson")
+    )
     cls = fresh.classifier.classify(" 仓库那边烟很大。")  # same fingerprint
     assert cls.corrected and cls.category is Category.SOCIAL_SECURITY and cls.subtype == "crime"
     assert cls.evidence[0].kind == "correction"

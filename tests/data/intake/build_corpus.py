@@ -10,7 +10,12 @@ import json
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CATEGORIES = {"N": "natural_disaster", "A": "accident", "H": "public_health", "S": "social_security"}
+CATEGORIES = {
+    "N": "natural_disaster",
+    "A": "accident",
+    "H": "public_health",
+    "S": "social_security",
+}
 SOURCE = "own example written by the intake helper, 2026-11-21 (see SOURCES.md)"
 LICENCE = "Apache-2.0 (project)"
 
@@ -24,8 +29,14 @@ def build(split: str) -> int:
             if not line.strip() or line.startswith("#"):
                 continue
             letter, grade, text = line.split("\t")
-            row = {"id": f"{split}-{lang}-{number:03d}", "lang": lang, "text": text,
-                   "category": CATEGORIES[letter], "source": SOURCE, "licence": LICENCE}
+            row = {
+                "id": f"{split}-{lang}-{number:03d}",
+                "lang": lang,
+                "text": text,
+                "category": CATEGORIES[letter],
+                "source": SOURCE,
+                "licence": LICENCE,
+            }
             if grade != "-":
                 row["grade"] = grade
             rows.append(row)
