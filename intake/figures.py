@@ -171,13 +171,42 @@ _FIELD_KINDS = {kind.value: kind for kind in FigureKind} | {
 }
 
 
-@dataclass(frozen=True)
-class _Compiled:
-    """Pattern tables compiled once per extractor."""
+# Words without which a kind's patterns cannot match.  Searching for them first is far
+# cheaper than running the number-led patterns, and most texts mention only a few kinds.
+_ZH_NEEDLES = {
+    FigureKind.DEATHS: "死|遇难|罹难|身亡|丧生|殉职|溺亡|遗体|尸体",
+    FigureKind.INJURED: "伤",
+    FigureKind.SERIOUS_INJURIES: "重伤|伤势|危重|病危",
+    FigureKind.ILL: "中毒|发病|感染|确诊|病例|呕吐|腹痛|腹泻|上吐下泻|发热|症状",
+    FigureKind.MISSING: "失踪|下落不明|失联",
+    FigureKind.TRAPPED: "被困|受困|被埋|被压|掩埋",
+    FigureKind.AFFECTED: "受灾|影响|波及",
+    FigureKind.EVACUATED: "转移|疏散|撤离",
+    FigureKind.ECONOMIC_LOSS: "元",
+}
+_EN_NEEDLES = {
+    FigureKind.DEATHS: "kill|dead|died|perish|drown|death|fatalit|bodies|claimed",
+    FigureKind.INJURED: "injur|hurt|wound",
+    FigureKind.SERIOUS_INJURIES: "serious|critical|severe|grave|badly",
+    FigureKind.ILL: "poison|infect|sicken|hospital|ill|developed|suffered|cases",
+    FigureKind.MISSING: "missing|unaccounted",
+    FigureKind.TRAPPED: "trapp|buri|stranded",
+    FigureKind.AFFECTED: "affect",
+    FigureKind.EVACUATED: "evacuat|relocat|displac|moved to safety",
+    FigureKind.ECONOMIC_LOSS: "yuan|rmb|cny|¥",
+}
 
-    zh: tuple[tuple[FigureKind, re.Pattern[str]], ...]
-    en: tuple[tuple[FigureKind, re.Pattern[str]], ...]
-    zero: tuple[tuple[tuple[FigureKind, ...], re.Pattern[str]], ...]
+_Table = tuple[tuple[FigureKind, re.Pattern[str], re.Pattern[str]], ...]
+
+
+def _table(
+    patterns: tuple[tuple[FigureKind, str], ...], needles: dict[FigureKind, str], flags: int
+) -> _Table:
+    """(kind, needle, pattern) triples, compiled."""
+    return tuple(
+        (kind, re.compile(needles[kind], flags), re.compile(pattern, flags))
+        for kind, pattern in patterns
+    )
 
 
 class FigureExtractor:
@@ -185,11 +214,9 @@ class FigureExtractor:
 
     def __init__(self) -> None:
         """Compile the pattern tables."""
-        self._re = _Compiled(
-            zh=tuple((k, re.compile(p)) for k, p in _ZH_PATTERNS),
-            en=tuple((k, re.compile(p, re.IGNORECASE)) for k, p in _EN_PATTERNS),
-            zero=tuple((k, re.compile(p, re.IGNORECASE)) for k, p in _ZERO_PATTERNS),
-        )
+        self._zh = _table(_ZH_PATTERNS, _ZH_NEEDLES, 0)
+        self._en = _table(_EN_PATTERNS, _EN_NEEDLES, re.IGNORECASE)
+        self._zero = tuple((k, re.compile(p, re.IGNORECASE)) for k, p in _ZERO_PATTERNS)
         self._has_cjk = re.compile(r"[\u4e00-\u9fff]")
         self._has_latin = re.compile(r"[A-Za-z]")
 
@@ -197,18 +224,23 @@ class FigureExtractor:
         """All figures found in ``text``, in text order (duplicates kept)."""
         text = unicodedata.normalize("NFKC", text)
         found: list[Figure] = []
-        tables: list[tuple[tuple[FigureKind, re.Pattern[str]], ...]] = []
+        tables: list[_Table] = []
         if self._has_cjk.search(text):
-            tables.append(self._re.zh)
+            tables.append(self._zh)
         if self._has_latin.search(text):
-            tables.append(self._re.en)
+            tables.append(self._en)
         for table in tables:
-            for kind, pattern in table:
+            present: dict[FigureKind, bool] = {}
+            for kind, needle, pattern in table:
+                if kind not in present:
+                    present[kind] = needle.search(text) is not None
+                if not present[kind]:
+                    continue
                 for match in pattern.finditer(text):
                     figure = _figure(kind, match)
                     if figure is not None:
                         found.append(figure)
-        for kinds, pattern in self._re.zero:
+        for kinds, pattern in self._zero:
             for match in pattern.finditer(text):
                 for kind in kinds:
                     found.append(
