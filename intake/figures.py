@@ -101,6 +101,11 @@ _EN_PATTERNS: tuple[tuple[FigureKind, str], ...] = (
     ),
     (FigureKind.DEATHS, rf"\b(?:killing|killed|kills|claimed)\s+{_EN_N}\b"),
     (FigureKind.DEATHS, rf"\bdeath toll\s+(?:\w+\s+){{0,6}}?{_EN_N}\b"),
+    (
+        FigureKind.DEATHS,
+        rf"\bdeath toll\b[^.;]{{0,160}}?\b(?:rose|risen|climbed|reached|stood|increased|jumped)"
+        rf"\s+(?:to\s+|at\s+)?{_EN_N}\b",
+    ),
     (FigureKind.DEATHS, rf"\b{_EN_N}\s+(?:deaths|fatalities|dead)\b"),
     (FigureKind.DEATHS, rf"\bbodies\s+of\s+{_EN_N}\b"),
     (FigureKind.INJURED, rf"\b{_EN_N}{_NOUNS}{_BE}(?:\w+ly\s+)?(?:injured|hurt|wounded)\b"),
@@ -117,7 +122,7 @@ _EN_PATTERNS: tuple[tuple[FigureKind, str], ...] = (
     (
         FigureKind.ILL,
         rf"\b{_EN_N}{_NOUNS}{_BE}(?:poisoned|infected|sickened|hospitali[sz]ed|fell ill|"
-        r"taken ill|developed|suffered)\b",
+        r"taken ill|fell sick|got sick|became ill|became sick|developed|suffered)\b",
     ),
     (FigureKind.ILL, rf"\b{_EN_N}\s+(?:confirmed\s+|suspected\s+|new\s+)*(?:cases|infections)\b"),
     (FigureKind.ILL, rf"\b(?:sickening|sickened|poisoning|infecting)\s+(?:at least\s+)?{_EN_N}\b"),
@@ -188,7 +193,7 @@ _EN_NEEDLES = {
     FigureKind.DEATHS: "kill|dead|died|perish|drown|death|fatalit|bodies|claimed",
     FigureKind.INJURED: "injur|hurt|wound",
     FigureKind.SERIOUS_INJURIES: "serious|critical|severe|grave|badly",
-    FigureKind.ILL: "poison|infect|sicken|hospital|ill|developed|suffered|cases",
+    FigureKind.ILL: "poison|infect|sick|hospital|ill|developed|suffered|cases",
     FigureKind.MISSING: "missing|unaccounted",
     FigureKind.TRAPPED: "trapp|buri|stranded",
     FigureKind.AFFECTED: "affect",

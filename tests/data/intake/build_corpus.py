@@ -1,7 +1,8 @@
 """Rebuild train.jsonl and test.jsonl from the hand-written TSV sources in src/.
 
 TSV columns: category letter (N/A/H/S), expected grade (I-IV, or - when the text states no
-figure), text.  Run from anywhere: python tests/data/intake/build_corpus.py
+figure), text, and for the external split the URL of the public page paraphrased.
+Run from anywhere: python tests/data/intake/build_corpus.py
 """
 
 from __future__ import annotations
@@ -28,14 +29,18 @@ def build(split: str) -> int:
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip() or line.startswith("#"):
                 continue
-            letter, grade, text = line.split("\t")
+            letter, grade, text, *url = line.split("\t")
+            source, licence = SOURCE, LICENCE
+            if url:
+                source = f"paraphrase (facts only, own wording) of {url[0]}"
+                licence = "own wording Apache-2.0; facts from the cited page"
             row = {
                 "id": f"{split}-{lang}-{number:03d}",
                 "lang": lang,
                 "text": text,
                 "category": CATEGORIES[letter],
-                "source": SOURCE,
-                "licence": LICENCE,
+                "source": source,
+                "licence": licence,
             }
             if grade != "-":
                 row["grade"] = grade
@@ -47,5 +52,5 @@ def build(split: str) -> int:
 
 
 if __name__ == "__main__":
-    for name in ("train", "test"):
+    for name in ("train", "test", "external"):
         build(name)
