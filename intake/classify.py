@@ -169,6 +169,7 @@ class Classifier:
         self._triggers = [
             (code, compile_terms(terms)) for code, terms in rules.agency_triggers.items()
         ]
+        self._redirects = [(r, compile_terms(r.when)) for r in rules.redirects]
         self._cjk = re.compile(r"[\u4e00-\u9fff]")
         self._latin = re.compile(r"[a-z]")
 
@@ -210,6 +211,7 @@ class Classifier:
         folded = unicodedata.normalize("NFKC", f"{text} {extra}"[:MAX_TEXT_CHARS]).casefold()
         hits = self._hits(folded, lang)
         scores = _subtype_scores(hits)
+        context = self._redirect(folded, scores)
         evidence = [
             Evidence(
                 "term",
@@ -220,6 +222,7 @@ class Classifier:
             )
             for hit in hits
         ]
+        evidence.extend(context)
         category, subtype, forced = self._decide(text, fields, scores, evidence)
         total = sum(v for v in scores.values() if v > 0)
         cat_score = sum(
@@ -239,6 +242,28 @@ class Classifier:
             ranked,
             corrected=forced == "correction",
         )
+
+    def _redirect(self, folded: str, scores: dict[str, float]) -> list[Evidence]:
+        """Move scores between subtypes where a context word says so (fire in a forest)."""
+        evidence: list[Evidence] = []
+        for redirect, pattern in self._redirects:
+            if scores.get(redirect.source, 0.0) <= 0:
+                continue
+            match = pattern.search(folded)
+            if match is None:
+                continue
+            moved = scores.pop(redirect.source)
+            scores[redirect.target] = scores.get(redirect.target, 0.0) + moved
+            evidence.append(
+                Evidence(
+                    "context",
+                    match.group(0),
+                    f"{redirect.source} counts as {redirect.target}",
+                    match.start(),
+                    match.end(),
+                )
+            )
+        return evidence
 
     def _hits(self, folded: str, lang: str | None) -> list[_Hit]:
         """Lexicon hits in whichever scripts the text contains."""

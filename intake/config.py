@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,15 @@ class LexiconEntry:
 
 
 @dataclass(frozen=True)
+class Redirect:
+    """In a context named by any word of ``when``, ``source``'s score counts for ``target``."""
+
+    when: tuple[str, ...]
+    source: str
+    target: str
+
+
+@dataclass(frozen=True)
 class CategoryRules:
     """Everything the classifier needs."""
 
@@ -84,6 +93,7 @@ class CategoryRules:
     lexicon: tuple[LexiconEntry, ...]
     agency_triggers: dict[str, tuple[str, ...]]
     figure_agencies: dict[FigureKind, tuple[str, ...]]
+    redirects: tuple[Redirect, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -170,13 +180,7 @@ def load_rules(rules_dir: Path | str | None = None) -> IntakeRules:
     directory = Path(rules_dir) if rules_dir is not None else None
     categories = _parse_categories(*_read(directory, CATEGORIES_FILE))
     lexicon = _parse_lexicon(*_read(directory, LEXICON_FILE), categories.subtypes)
-    categories = CategoryRules(
-        categories.agencies,
-        categories.subtypes,
-        lexicon,
-        categories.agency_triggers,
-        categories.figure_agencies,
-    )
+    categories = replace(categories, lexicon=lexicon)
     return IntakeRules(
         categories=categories,
         grading=_parse_grading(*_read(directory, GRADING_FILE)),
@@ -308,11 +312,32 @@ def _parse_categories(file: str, text: str) -> CategoryRules:
             codes,
             _get(file, table, "priority", path, int) if "priority" in table else 0,
         )
+    return CategoryRules(
+        agencies,
+        subtypes,
+        (),
+        _parse_triggers(file, data, agencies),
+        _parse_figure_agencies(file, data, agencies),
+        _parse_redirects(file, data, subtypes),
+    )
+
+
+def _parse_triggers(
+    file: str, data: dict[str, Any], agencies: dict[str, AgencyDef]
+) -> dict[str, tuple[str, ...]]:
+    """[agency_triggers.<code>] terms = [...]."""
     triggers: dict[str, tuple[str, ...]] = {}
     for code, table in data.get("agency_triggers", {}).items():
         if code not in agencies:
             raise IntakeConfigError(file, f"agency_triggers.{code}", "unknown agency")
         triggers[code] = _str_list(file, table, "terms", f"agency_triggers.{code}")
+    return triggers
+
+
+def _parse_figure_agencies(
+    file: str, data: dict[str, Any], agencies: dict[str, AgencyDef]
+) -> dict[FigureKind, tuple[str, ...]]:
+    """[figure_agencies] kind = [codes]."""
     figure_agencies: dict[FigureKind, tuple[str, ...]] = {}
     for kind_name in data.get("figure_agencies", {}):
         try:
@@ -328,7 +353,26 @@ def _parse_categories(file: str, text: str) -> CategoryRules:
                     file, f"figure_agencies.{kind_name}", f"unknown agency {code!r}"
                 )
         figure_agencies[kind] = codes
-    return CategoryRules(agencies, subtypes, (), triggers, figure_agencies)
+    return figure_agencies
+
+
+def _parse_redirects(
+    file: str, data: dict[str, Any], subtypes: dict[str, SubtypeDef]
+) -> tuple[Redirect, ...]:
+    """[[redirects]] when = [...], from = subtype, to = subtype."""
+    found: list[Redirect] = []
+    tables = data.get("redirects", [])
+    if not isinstance(tables, list):
+        raise IntakeConfigError(file, "redirects", "expected [[redirects]] tables")
+    for index, table in enumerate(tables):
+        path = f"redirects[{index}]"
+        source = _get(file, table, "from", path, str)
+        target = _get(file, table, "to", path, str)
+        for key, value in (("from", source), ("to", target)):
+            if value not in subtypes:
+                raise IntakeConfigError(file, f"{path}.{key}", f"unknown subtype {value!r}")
+        found.append(Redirect(_str_list(file, table, "when", path), source, target))
+    return tuple(found)
 
 
 def _parse_lexicon(
