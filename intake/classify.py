@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from intake.config import CategoryRules, LexiconEntry
 from intake.figures import Figure
 from intake.model import Category, Classification, Evidence, Report, fingerprint
-from intake.textmatch import compile_terms
+from intake.textmatch import TermSet, words_of
 
 #: Longest text scanned; reports are short, and this bounds the work per report.
 MAX_TEXT_CHARS = 20_000
@@ -166,10 +166,8 @@ class Classifier:
         self._en = _Matcher((e for e in rules.lexicon if e.lang == "en"), "en")
         self._corrections: dict[str, Correction] = dict(corrections or {})
         self._agency_order = {code: i for i, code in enumerate(rules.agencies)}
-        self._triggers = [
-            (code, compile_terms(terms)) for code, terms in rules.agency_triggers.items()
-        ]
-        self._redirects = [(r, compile_terms(r.when)) for r in rules.redirects]
+        self._triggers = [(code, TermSet(terms)) for code, terms in rules.agency_triggers.items()]
+        self._redirects = [(r, TermSet(r.when)) for r in rules.redirects]
         self._cjk = re.compile(r"[\u4e00-\u9fff]")
         self._latin = re.compile(r"[a-z]")
 
@@ -211,7 +209,8 @@ class Classifier:
         folded = unicodedata.normalize("NFKC", f"{text} {extra}"[:MAX_TEXT_CHARS]).casefold()
         hits = self._hits(folded, lang)
         scores = _subtype_scores(hits)
-        context = self._redirect(folded, scores)
+        words = words_of(folded)
+        context = self._redirect(folded, words, scores)
         evidence = [
             Evidence(
                 "term",
@@ -231,7 +230,7 @@ class Classifier:
             if category is not None and self._rules.subtypes[s].category is category
         )
         confidence = 1.0 if forced else (cat_score / total if total > 0 else 0.0)
-        agencies = self._agencies(subtype, folded, figures, evidence)
+        agencies = self._agencies(subtype, folded, words, figures, evidence)
         ranked = tuple(sorted(((s, round(v, 3)) for s, v in scores.items()), key=lambda p: -p[1]))
         return Classification(
             category,
@@ -243,24 +242,26 @@ class Classifier:
             corrected=forced == "correction",
         )
 
-    def _redirect(self, folded: str, scores: dict[str, float]) -> list[Evidence]:
+    def _redirect(
+        self, folded: str, words: frozenset[str], scores: dict[str, float]
+    ) -> list[Evidence]:
         """Move scores between subtypes where a context word says so (fire in a forest)."""
         evidence: list[Evidence] = []
-        for redirect, pattern in self._redirects:
+        for redirect, terms in self._redirects:
             if scores.get(redirect.source, 0.0) <= 0:
                 continue
-            match = pattern.search(folded)
-            if match is None:
+            found = terms.search(folded, words)
+            if found is None:
                 continue
             moved = scores.pop(redirect.source)
             scores[redirect.target] = scores.get(redirect.target, 0.0) + moved
             evidence.append(
                 Evidence(
                     "context",
-                    match.group(0),
+                    found.term,
                     f"{redirect.source} counts as {redirect.target}",
-                    match.start(),
-                    match.end(),
+                    found.start,
+                    found.end,
                 )
             )
         return evidence
@@ -282,7 +283,7 @@ class Classifier:
         evidence: list[Evidence],
     ) -> tuple[Category | None, str | None, str]:
         """Pick category and subtype: correction, then fields, then lexicon scores."""
-        correction = self._corrections.get(fingerprint(text))
+        correction = self._corrections.get(fingerprint(text)) if self._corrections else None
         if correction is not None:
             evidence.insert(
                 0,
@@ -331,16 +332,23 @@ class Classifier:
         return max(candidates)[2] if candidates else None
 
     def _agencies(
-        self, subtype: str | None, folded: str, figures: Iterable[Figure], evidence: list[Evidence]
+        self,
+        subtype: str | None,
+        folded: str,
+        words: frozenset[str],
+        figures: Iterable[Figure],
+        evidence: list[Evidence],
     ) -> tuple[str, ...]:
         """Default agencies of the subtype, plus trigger words and stated figures."""
         codes: set[str] = set(self._rules.subtypes[subtype].agencies) if subtype else set()
-        for code, pattern in self._triggers:
-            match = pattern.search(folded)
-            if match and code not in codes:
+        for code, terms in self._triggers:
+            if code in codes:
+                continue
+            found = terms.search(folded, words)
+            if found is not None:
                 codes.add(code)
                 evidence.append(
-                    Evidence("agency", match.group(0), f"adds {code}", match.start(), match.end())
+                    Evidence("agency", found.term, f"adds {code}", found.start, found.end)
                 )
         for figure in figures:
             if figure.value <= 0:

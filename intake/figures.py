@@ -122,7 +122,7 @@ _EN_PATTERNS: tuple[tuple[FigureKind, str], ...] = (
     (
         FigureKind.ILL,
         rf"\b{_EN_N}{_NOUNS}{_BE}(?:poisoned|infected|sickened|hospitali[sz]ed|fell ill|"
-        r"taken ill|fell sick|got sick|became ill|became sick|developed|suffered)\b",
+        r"taken ill|came down with|fell sick|got sick|became ill|became sick|developed|suffered)\b",
     ),
     (FigureKind.ILL, rf"\b{_EN_N}\s+(?:confirmed\s+|suspected\s+|new\s+)*(?:cases|infections)\b"),
     (FigureKind.ILL, rf"\b(?:sickening|sickened|poisoning|infecting)\s+(?:at least\s+)?{_EN_N}\b"),
@@ -193,7 +193,7 @@ _EN_NEEDLES = {
     FigureKind.DEATHS: "kill|dead|died|perish|drown|death|fatalit|bodies|claimed",
     FigureKind.INJURED: "injur|hurt|wound",
     FigureKind.SERIOUS_INJURIES: "serious|critical|severe|grave|badly",
-    FigureKind.ILL: "poison|infect|sick|hospital|ill|developed|suffered|cases",
+    FigureKind.ILL: "poison|infect|sick|hospital|ill|developed|suffered|cases|came down",
     FigureKind.MISSING: "missing|unaccounted",
     FigureKind.TRAPPED: "trapp|buri|stranded",
     FigureKind.AFFECTED: "affect",
@@ -201,26 +201,49 @@ _EN_NEEDLES = {
     FigureKind.ECONOMIC_LOSS: "yuan|rmb|cny|¥",
 }
 
-_Table = tuple[tuple[FigureKind, re.Pattern[str], re.Pattern[str]], ...]
+
+@dataclass(frozen=True)
+class _Rule:
+    """One compiled figure pattern, its needle, and whether it starts with the number."""
+
+    kind: FigureKind
+    needle: re.Pattern[str]
+    pattern: re.Pattern[str]
+    number_led: bool
+
+
+_Table = tuple[_Rule, ...]
 
 
 def _table(
     patterns: tuple[tuple[FigureKind, str], ...], needles: dict[FigureKind, str], flags: int
 ) -> _Table:
-    """(kind, needle, pattern) triples, compiled."""
+    """Compiled rules for one language."""
     return tuple(
-        (kind, re.compile(needles[kind], flags), re.compile(pattern, flags))
+        _Rule(
+            kind,
+            re.compile(needles[kind], flags),
+            re.compile(pattern, flags),
+            pattern.startswith(("(?P<n>", r"\b(?P<n>")),
+        )
         for kind, pattern in patterns
     )
 
 
 class FigureExtractor:
-    """Extracts figures from text and fields; compile once, call many times."""
+    """Extracts figures from text and fields; compile once, call many times.
+
+    Patterns that begin with the number are tried only where a number begins (found once
+    per text), instead of being searched from every position: numbers are few, positions
+    many, and the numeral sub-pattern is the expensive part.
+    """
 
     def __init__(self) -> None:
         """Compile the pattern tables."""
         self._zh = _table(_ZH_PATTERNS, _ZH_NEEDLES, 0)
         self._en = _table(_EN_PATTERNS, _EN_NEEDLES, re.IGNORECASE)
+        self._zh_numbers = re.compile(ZH_NUM)
+        self._en_numbers = re.compile(rf"\b{EN_NUM}", re.IGNORECASE)
         self._zero = tuple((k, re.compile(p, re.IGNORECASE)) for k, p in _ZERO_PATTERNS)
         self._has_cjk = re.compile(r"[\u4e00-\u9fff]")
         self._has_latin = re.compile(r"[A-Za-z]")
@@ -229,22 +252,10 @@ class FigureExtractor:
         """All figures found in ``text``, in text order (duplicates kept)."""
         text = unicodedata.normalize("NFKC", text)
         found: list[Figure] = []
-        tables: list[_Table] = []
         if self._has_cjk.search(text):
-            tables.append(self._zh)
+            self._run(self._zh, self._zh_numbers, text, found)
         if self._has_latin.search(text):
-            tables.append(self._en)
-        for table in tables:
-            present: dict[FigureKind, bool] = {}
-            for kind, needle, pattern in table:
-                if kind not in present:
-                    present[kind] = needle.search(text) is not None
-                if not present[kind]:
-                    continue
-                for match in pattern.finditer(text):
-                    figure = _figure(kind, match)
-                    if figure is not None:
-                        found.append(figure)
+            self._run(self._en, self._en_numbers, text, found)
         for kinds, pattern in self._zero:
             for match in pattern.finditer(text):
                 for kind in kinds:
@@ -253,6 +264,27 @@ class FigureExtractor:
                     )
         found.sort(key=lambda f: (f.start, f.kind.value))
         return found
+
+    def _run(self, table: _Table, numbers: re.Pattern[str], text: str, found: list[Figure]) -> None:
+        """Apply one language's rules to ``text``, appending to ``found``."""
+        starts: list[int] | None = None
+        present: dict[str, bool] = {}
+        for rule in table:
+            key = rule.needle.pattern
+            if key not in present:
+                present[key] = rule.needle.search(text) is not None
+            if not present[key]:
+                continue
+            if rule.number_led:
+                if starts is None:
+                    starts = [m.start() for m in numbers.finditer(text)]
+                matches = [m for m in map(lambda at: rule.pattern.match(text, at), starts) if m]
+            else:
+                matches = list(rule.pattern.finditer(text))
+            for match in matches:
+                figure = _figure(rule.kind, match)
+                if figure is not None:
+                    found.append(figure)
 
     def from_fields(self, fields: Iterable[tuple[str, str]]) -> list[Figure]:
         """Figures given as structured fields (``deaths=3``, ``economic_loss=5000万``)."""

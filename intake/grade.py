@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from intake.config import GradingRules
 from intake.figures import Figure, strongest
 from intake.model import Grade, GradeReason, GradeResult
-from intake.textmatch import compile_terms, fold
+from intake.textmatch import TermSet, fold, words_of
 
 
 def _bounded_raise(grade: Grade, steps: int, cap: Grade) -> Grade:
@@ -32,7 +32,7 @@ class Grader:
     def __init__(self, rules: GradingRules) -> None:
         """Compile the modifier word lists."""
         self._rules = rules
-        self._groups = [(group, compile_terms(group.terms)) for group in rules.modifier_groups]
+        self._groups = [(group, TermSet(group.terms)) for group in rules.modifier_groups]
 
     def grade(self, text: str, figures: Iterable[Figure]) -> GradeResult:
         """Grade one report from its text (for modifiers) and its extracted figures."""
@@ -62,20 +62,19 @@ class Grader:
         if not reasons:
             reasons.append(GradeReason("default", Grade.IV, "no graded figure stated → IV"))
         folded = fold(text)
+        words = words_of(folded)
         apply = not stated or self._rules.modifiers_when_figures
-        for group, pattern in self._groups:
-            match = pattern.search(folded)
-            if match is None:
+        for group, terms in self._groups:
+            found = terms.search(folded, words)
+            if found is None:
                 continue
             raised = _bounded_raise(grade, self._rules.modifier_raise, self._rules.modifier_cap)
             detail = (
-                f"{group.label} '{match.group(0)}' raises to {raised.name}"
+                f"{group.label} '{found.term}' raises to {raised.name}"
                 if apply
-                else f"{group.label} '{match.group(0)}' noted; figures stated, thresholds decide"
+                else f"{group.label} '{found.term}' noted; figures stated, thresholds decide"
             )
-            reasons.append(
-                GradeReason(f"modifier:{group.name}", raised, detail, match.group(0), apply)
-            )
+            reasons.append(GradeReason(f"modifier:{group.name}", raised, detail, found.term, apply))
             if apply:
                 grade = min(grade, raised)
         return GradeResult(grade, tuple(reasons), stated)
