@@ -52,7 +52,7 @@ _PEOPLE = (
     "宾客|观众|老人|遇难者"
 )
 _WHO = (
-    rf"(?:(?:名|位|个)[\u4e00-\u9fff]{{0,3}}?(?=[{_VERB_START}])"
+    rf"(?:(?:名|位|个|人)[\u4e00-\u9fff]{{0,4}}?(?=[{_VERB_START}])"
     rf"|(?:名|位|个)?(?:{_PEOPLE})?)"
 )
 _TO = r"(?:已|共|累计|人数)?(?:升至|上升至|增至|增加到|达到|达|为|有|约|超过|共)?"
@@ -94,7 +94,10 @@ _ZH_PATTERNS: tuple[tuple[FigureKind, str], ...] = (
 
 _EN_N = rf"(?P<n>{EN_NUM})"
 _NOUNS = r"(?:\s+(?!were\b|was\b|are\b|have\b|had\b|and\b)[a-z-]+){0,3}?"
-_BE = r"\s+(?:were\s+|was\s+|have\s+been\s+|had\s+been\s+|are\s+|remain\s+|reportedly\s+)?"
+_BE = (
+    r"\s+(?:were\s+|was\s+|have\s+been\s+|had\s+been\s+|has\s+been\s+|have\s+|has\s+|"
+    r"had\s+|are\s+|remain\s+|reportedly\s+)?"
+)
 _EN_PATTERNS: tuple[tuple[FigureKind, str], ...] = (
     (
         FigureKind.DEATHS,
@@ -128,6 +131,11 @@ _EN_PATTERNS: tuple[tuple[FigureKind, str], ...] = (
     (FigureKind.ILL, rf"\b{_EN_N}\s+(?:confirmed\s+|suspected\s+|new\s+)*(?:cases|infections)\b"),
     (FigureKind.ILL, rf"\b(?:sickening|sickened|poisoning|infecting)\s+(?:at least\s+)?{_EN_N}\b"),
     (FigureKind.ILL, rf"\b(?:treated|admitted)\s+{_EN_N}\b"),
+    (FigureKind.ILL, rf"\b{_EN_N}{_NOUNS}\s+with\s+symptoms\b"),
+    (
+        FigureKind.SERIOUS_INJURIES,
+        rf"\b{_EN_N}{_NOUNS}{_BE}(?:found\s+)?(?:unconscious|in\s+a\s+coma)\b",
+    ),
     (FigureKind.MISSING, rf"\b{_EN_N}{_NOUNS}{_BE}(?:missing|unaccounted for)\b"),
     (FigureKind.TRAPPED, rf"\b{_EN_N}{_NOUNS}{_BE}(?:trapped|buried|stranded)\b"),
     (FigureKind.TRAPPED, rf"\b(?:trapping|burying)\s+(?:at least\s+)?{_EN_N}\b"),
@@ -194,9 +202,9 @@ _ZH_NEEDLES = {
 _EN_NEEDLES = {
     FigureKind.DEATHS: "kill|dead|died|perish|drown|death|fatalit|bodies|claimed",
     FigureKind.INJURED: "injur|hurt|wound",
-    FigureKind.SERIOUS_INJURIES: "serious|critical|severe|grave|badly",
+    FigureKind.SERIOUS_INJURIES: "serious|critical|severe|grave|badly|unconscious|coma",
     FigureKind.ILL: (
-        "poison|infect|sick|hospital|ill|developed|suffered|cases|came down|treated|admitted"
+        "poison|infect|sick|hospital|ill|developed|suffered|cases|came down|treated|admitted|symptom"
     ),
     FigureKind.MISSING: "missing|unaccounted",
     FigureKind.TRAPPED: "trapp|buri|stranded",
