@@ -204,7 +204,8 @@ _EN_NEEDLES = {
     FigureKind.INJURED: "injur|hurt|wound",
     FigureKind.SERIOUS_INJURIES: "serious|critical|severe|grave|badly|unconscious|coma",
     FigureKind.ILL: (
-        "poison|infect|sick|hospital|ill|developed|suffered|cases|came down|treated|admitted|symptom"
+        "poison|infect|sick|hospital|ill|developed|suffered|cases|came down|treated|admitted|"
+        "symptom"
     ),
     FigureKind.MISSING: "missing|unaccounted",
     FigureKind.TRAPPED: "trapp|buri|stranded",
