@@ -229,7 +229,12 @@ class Classifier:
             for s, v in scores.items()
             if category is not None and self._rules.subtypes[s].category is category
         )
-        confidence = 1.0 if forced else (cat_score / total if total > 0 else 0.0)
+        if forced in ("correction", "field"):
+            confidence = 1.0
+        elif forced == "model":
+            confidence = 0.3  # the model alone decided: worth a call taker's look
+        else:
+            confidence = cat_score / total if total > 0 else 0.0
         agencies = self._agencies(subtype, folded, words, figures, evidence)
         ranked = tuple(sorted(((s, round(v, 3)) for s, v in scores.items()), key=lambda p: -p[1]))
         return Classification(
@@ -306,16 +311,41 @@ class Classifier:
         if category is not None:
             evidence.insert(0, Evidence("field", f"category={category.value}"))
             return category, self._best_subtype(scores, category), "field"
-        if not scores or max(scores.values()) <= 0:
-            return None, None, ""
+        return self._by_score(text, scores, evidence)
+
+    def _by_score(
+        self, text: str, scores: dict[str, float], evidence: list[Evidence]
+    ) -> tuple[Category | None, str | None, str]:
+        """Category from lexicon scores plus the model's bounded contribution."""
         by_category: dict[Category, float] = {}
         for sub, value in scores.items():
             cat = self._rules.subtypes[sub].category
             by_category[cat] = by_category.get(cat, 0.0) + value
+        lexical = any(v > 0 for v in by_category.values())
+        settings = self._rules.model
+        if settings is not None and settings.weight > 0:
+            posterior, known = settings.model.posterior(text)
+            best_model = max(posterior, key=lambda c: posterior[c])
+            alone_ok = (
+                known >= settings.min_known and posterior[best_model] >= settings.min_posterior
+            )
+            if known and (lexical or alone_ok):
+                for cat, p in posterior.items():
+                    by_category[cat] = by_category.get(cat, 0.0) + settings.weight * p
+                evidence.append(
+                    Evidence(
+                        "model",
+                        best_model.value,
+                        f"p={posterior[best_model]:.2f}, "
+                        f"{known} known n-grams, weight {settings.weight:g}",
+                    )
+                )
+        if not by_category:
+            return None, None, ""
         best = max(by_category, key=lambda c: (by_category[c], self._top_priority(scores, c)))
         if by_category[best] <= 0:
             return None, None, ""
-        return best, self._best_subtype(scores, best), ""
+        return best, self._best_subtype(scores, best), "" if lexical else "model"
 
     def _top_priority(self, scores: dict[str, float], category: Category) -> int:
         """Priority of the best-scoring subtype of ``category`` (tie-breaker)."""

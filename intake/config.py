@@ -21,13 +21,22 @@ from typing import Any
 
 from intake.figures import FigureKind
 from intake.model import Category, Grade
+from intake.nb import ModelError, NaiveBayes
 
 CATEGORIES_FILE = "categories.toml"
 LEXICON_FILE = "lexicon.csv"
 GRADING_FILE = "grading.toml"
 CORRELATION_FILE = "correlation.toml"
 GAZETTEER_FILE = "gazetteer.csv"
-ALL_FILES = (CATEGORIES_FILE, LEXICON_FILE, GRADING_FILE, CORRELATION_FILE, GAZETTEER_FILE)
+MODEL_FILE = "nb_model.json"
+ALL_FILES = (
+    CATEGORIES_FILE,
+    LEXICON_FILE,
+    GRADING_FILE,
+    CORRELATION_FILE,
+    GAZETTEER_FILE,
+    MODEL_FILE,
+)
 
 #: Hard limit on a rule file, so a mistaken path (a log, a dump) fails fast and clearly.
 MAX_FILE_BYTES = 4 * 1024 * 1024
@@ -76,6 +85,16 @@ class LexiconEntry:
 
 
 @dataclass(frozen=True)
+class ModelSettings:
+    """The statistical fallback: how much it counts and the model itself."""
+
+    weight: float
+    min_posterior: float
+    min_known: int
+    model: NaiveBayes
+
+
+@dataclass(frozen=True)
 class Redirect:
     """In a context named by any word of ``when``, ``source``'s score counts for ``target``."""
 
@@ -94,6 +113,7 @@ class CategoryRules:
     agency_triggers: dict[str, tuple[str, ...]]
     figure_agencies: dict[FigureKind, tuple[str, ...]]
     redirects: tuple[Redirect, ...] = ()
+    model: ModelSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -180,13 +200,41 @@ def load_rules(rules_dir: Path | str | None = None) -> IntakeRules:
     directory = Path(rules_dir) if rules_dir is not None else None
     categories = _parse_categories(*_read(directory, CATEGORIES_FILE))
     lexicon = _parse_lexicon(*_read(directory, LEXICON_FILE), categories.subtypes)
-    categories = replace(categories, lexicon=lexicon)
+    categories = replace(
+        categories, lexicon=lexicon, model=_load_model(directory, categories_table(directory))
+    )
     return IntakeRules(
         categories=categories,
         grading=_parse_grading(*_read(directory, GRADING_FILE)),
         correlation=_parse_correlation(*_read(directory, CORRELATION_FILE)),
         places=_parse_gazetteer(*_read(directory, GAZETTEER_FILE)),
     )
+
+
+def categories_table(directory: Path | None) -> dict[str, Any]:
+    """The ``[model]`` table of categories.toml (empty when absent)."""
+    file, text = _read(directory, CATEGORIES_FILE)
+    table = _toml(file, text).get("model", {})
+    if not isinstance(table, dict):
+        raise IntakeConfigError(file, "model", "expected a table")
+    return table
+
+
+def _load_model(directory: Path | None, table: dict[str, Any]) -> ModelSettings | None:
+    """Load the naive Bayes fallback if ``[model] enabled = true``."""
+    file = CATEGORIES_FILE
+    if not table or not _get(file, table, "enabled", "model", bool):
+        return None
+    weight = float(_get(file, table, "weight", "model", (int, float)))
+    floor = float(_get(file, table, "min_posterior", "model", (int, float)))
+    min_known = _get(file, table, "min_known", "model", int)
+    if weight < 0 or not 0 <= floor <= 1:
+        raise IntakeConfigError(file, "model", "weight must be ≥ 0 and min_posterior in [0, 1]")
+    model_file, text = _read(directory, MODEL_FILE)
+    try:
+        return ModelSettings(weight, floor, min_known, NaiveBayes.from_json(text))
+    except ModelError as exc:
+        raise IntakeConfigError(model_file, "-", str(exc)) from exc
 
 
 def find_rules_dir(start: Path | str) -> Path | None:

@@ -52,7 +52,7 @@ _PEOPLE = (
     "宾客|观众|老人|遇难者"
 )
 _WHO = (
-    rf"(?:(?:名|位|个)[\u4e00-\u9fff]{{0,3}}?(?=[{_VERB_START}])"
+    rf"(?:(?:名|位|个|人)[\u4e00-\u9fff]{{0,4}}?(?=[{_VERB_START}])"
     rf"|(?:名|位|个)?(?:{_PEOPLE})?)"
 )
 _TO = r"(?:已|共|累计|人数)?(?:升至|上升至|增至|增加到|达到|达|为|有|约|超过|共)?"
@@ -75,6 +75,7 @@ _ZH_PATTERNS: tuple[tuple[FigureKind, str], ...] = (
         rf"{_N}{_WHO}(?:出现)?(?:中毒|食物中毒|发病|感染|确诊|呕吐|腹痛|腹泻|上吐下泻|发热|[^，。,]{{0,8}}症状)",
     ),
     (FigureKind.ILL, rf"(?:中毒|发病|感染|确诊|病例)(?:人数)?{_TO}{_N}(?:名|位|例)(?:人)?"),
+    (FigureKind.ILL, rf"(?:接诊|收治|救治)(?:了)?{_N}(?:名|位|例)"),
     (FigureKind.MISSING, rf"{_N}{_WHO}(?:失踪|下落不明|失联)"),
     (FigureKind.MISSING, rf"(?:失踪|失联)(?:人数)?{_TO}{_N}(?:名|位)?人"),
     (FigureKind.TRAPPED, rf"{_N}{_WHO}(?:被困|受困|被埋|被压|被掩埋)"),
@@ -93,7 +94,10 @@ _ZH_PATTERNS: tuple[tuple[FigureKind, str], ...] = (
 
 _EN_N = rf"(?P<n>{EN_NUM})"
 _NOUNS = r"(?:\s+(?!were\b|was\b|are\b|have\b|had\b|and\b)[a-z-]+){0,3}?"
-_BE = r"\s+(?:were\s+|was\s+|have\s+been\s+|had\s+been\s+|are\s+|remain\s+|reportedly\s+)?"
+_BE = (
+    r"\s+(?:were\s+|was\s+|have\s+been\s+|had\s+been\s+|has\s+been\s+|have\s+|has\s+|"
+    r"had\s+|are\s+|remain\s+|reportedly\s+)?"
+)
 _EN_PATTERNS: tuple[tuple[FigureKind, str], ...] = (
     (
         FigureKind.DEATHS,
@@ -126,6 +130,12 @@ _EN_PATTERNS: tuple[tuple[FigureKind, str], ...] = (
     ),
     (FigureKind.ILL, rf"\b{_EN_N}\s+(?:confirmed\s+|suspected\s+|new\s+)*(?:cases|infections)\b"),
     (FigureKind.ILL, rf"\b(?:sickening|sickened|poisoning|infecting)\s+(?:at least\s+)?{_EN_N}\b"),
+    (FigureKind.ILL, rf"\b(?:treated|admitted)\s+{_EN_N}\b"),
+    (FigureKind.ILL, rf"\b{_EN_N}{_NOUNS}\s+with\s+symptoms\b"),
+    (
+        FigureKind.SERIOUS_INJURIES,
+        rf"\b{_EN_N}{_NOUNS}{_BE}(?:found\s+)?(?:unconscious|in\s+a\s+coma)\b",
+    ),
     (FigureKind.MISSING, rf"\b{_EN_N}{_NOUNS}{_BE}(?:missing|unaccounted for)\b"),
     (FigureKind.TRAPPED, rf"\b{_EN_N}{_NOUNS}{_BE}(?:trapped|buried|stranded)\b"),
     (FigureKind.TRAPPED, rf"\b(?:trapping|burying)\s+(?:at least\s+)?{_EN_N}\b"),
@@ -182,7 +192,7 @@ _ZH_NEEDLES = {
     FigureKind.DEATHS: "死|遇难|罹难|身亡|丧生|殉职|溺亡|遗体|尸体",
     FigureKind.INJURED: "伤",
     FigureKind.SERIOUS_INJURIES: "重伤|伤势|危重|病危",
-    FigureKind.ILL: "中毒|发病|感染|确诊|病例|呕吐|腹痛|腹泻|上吐下泻|发热|症状",
+    FigureKind.ILL: "中毒|发病|感染|确诊|病例|呕吐|腹痛|腹泻|上吐下泻|发热|症状|接诊|收治|救治",
     FigureKind.MISSING: "失踪|下落不明|失联",
     FigureKind.TRAPPED: "被困|受困|被埋|被压|掩埋",
     FigureKind.AFFECTED: "受灾|影响|波及",
@@ -192,8 +202,11 @@ _ZH_NEEDLES = {
 _EN_NEEDLES = {
     FigureKind.DEATHS: "kill|dead|died|perish|drown|death|fatalit|bodies|claimed",
     FigureKind.INJURED: "injur|hurt|wound",
-    FigureKind.SERIOUS_INJURIES: "serious|critical|severe|grave|badly",
-    FigureKind.ILL: "poison|infect|sick|hospital|ill|developed|suffered|cases|came down",
+    FigureKind.SERIOUS_INJURIES: "serious|critical|severe|grave|badly|unconscious|coma",
+    FigureKind.ILL: (
+        "poison|infect|sick|hospital|ill|developed|suffered|cases|came down|treated|admitted|"
+        "symptom"
+    ),
     FigureKind.MISSING: "missing|unaccounted",
     FigureKind.TRAPPED: "trapp|buri|stranded",
     FigureKind.AFFECTED: "affect",

@@ -52,5 +52,5 @@ def build(split: str) -> int:
 
 
 if __name__ == "__main__":
-    for name in ("train", "test", "external", "fresh", "fresh2"):
+    for name in ("train", "test", "external", "fresh", "fresh2", "fresh3", "fresh4"):
         build(name)
