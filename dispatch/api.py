@@ -27,11 +27,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from dispatch import audit as audit_query
+from dispatch.api_reports import mount_reports
 from dispatch.audit import AuditTrail
 from dispatch.auth import AuthError, Permission, Principal, Role, UserExists, UserStore
 from dispatch.events import DutyLogAdded, EventHub, SubscriberOverflow
 from dispatch.metrics import CONTENT_TYPE, Metrics
 from dispatch.models import DutyLogEntry
+from dispatch.reports import ReportService
 from dispatch.storage import Database, after_commit
 
 API = "/api/v1"
@@ -56,6 +58,8 @@ class AppContext:
     max_body_bytes: int
     node: str
     version: str
+    reports: ReportService
+    webhook_secret: Callable[[], bytes | None]
 
 
 # ---------------------------------------------------------------- models
@@ -292,6 +296,7 @@ def create_app(ctx: AppContext) -> FastAPI:
 
     app.mount("/console", StaticFiles(directory=WEB, html=True), name="console")
     _mount_users(app, ctx, needs)
+    mount_reports(app, ctx.reports, needs, ctx.webhook_secret, ctx.clock)
     _mount_records(app, ctx, needs)
     _mount_events(app, ctx)
     return app

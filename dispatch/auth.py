@@ -50,9 +50,18 @@ class Permission(enum.StrEnum):
     AUDIT_READ = "audit.read"
     USERS_READ = "users.read"
     USERS_MANAGE = "users.manage"
+    REPORTS_READ = "reports.read"
+    REPORTS_WRITE = "reports.write"
+    INCIDENTS_READ = "incidents.read"
+    INCIDENTS_CORRELATE = "incidents.correlate"
 
 
-_EVERYONE = {Permission.EVENTS_READ, Permission.DUTY_LOG_READ, Permission.DUTY_LOG_WRITE}
+_EVERYONE = {
+    Permission.EVENTS_READ, Permission.DUTY_LOG_READ, Permission.DUTY_LOG_WRITE,
+    Permission.REPORTS_READ, Permission.REPORTS_WRITE, Permission.INCIDENTS_READ,
+    # "A call taker can merge and split" incidents, and correct a classification.
+    Permission.INCIDENTS_CORRELATE,
+}
 
 #: Which role may do what.  Later capabilities add their permissions here.
 GRANTS: dict[Role, frozenset[Permission]] = {

@@ -41,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
                            help="validate a configuration and print the effective settings")
     check.add_argument("file", nargs="?", help="the file to check (or -c FILE)")
 
+    classify = sub.add_parser(
+        "classify", parents=[config],
+        help="classify JSON lines ({\"text\": ...}) from FILE or stdin into JSON lines")
+    classify.add_argument("file", nargs="?", help="input file (default: standard input)")
+    classify.add_argument("--rules", metavar="DIR",
+                          help="intake rules directory (default: intake.rules_dir, else built-in)")
+
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command",
                                                                      metavar="ACTION")
     db.add_parser("upgrade", parents=[config], help="apply every pending migration")
@@ -90,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(_settings(args.config), args.config)
         if args.command == "check-config":
             return _check_config(args)
+        if args.command == "classify":
+            return _classify(args)
         if args.command == "db":
             return _db(args)
         if args.command == "user":
@@ -136,6 +145,19 @@ def _check_config(args: argparse.Namespace) -> int:
     settings = load_settings(path)
     print(json.dumps(effective_settings(settings), indent=2, ensure_ascii=False))
     return EXIT_OK
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from intake.cli import run_classify
+
+    rules = args.rules or _settings(args.config).intake.rules_dir
+    if args.file is None:
+        return run_classify(sys.stdin, sys.stdout, rules, sys.stderr)
+    try:
+        with open(args.file, encoding="utf-8") as stream:
+            return run_classify(stream, sys.stdout, rules, sys.stderr)
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
 
 
 def _async(coro: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 DATABASE_URL_ENV = "DISPATCHD_DATABASE_URL"
+WEBHOOK_SECRET_ENV = "DISPATCHD_WEBHOOK_SECRET"
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
 Port = Annotated[int, Field(ge=0, le=65535)]
@@ -107,6 +108,22 @@ class SshSettings(_Section):
     max_sessions: Annotated[int, Field(ge=1, le=1000)] = 32
 
 
+class IntakeSettings(_Section):
+    """Rules for classifying, grading and correlating reports; the sensor webhook."""
+
+    rules_dir: str | None = None
+    webhook_secret_file: str | None = None
+
+    def webhook_secret(self, environ: Mapping[str, str] | None = None) -> bytes | None:
+        """The sensor webhook's shared secret: environment first, then the file."""
+        env = os.environ if environ is None else environ
+        if env.get(WEBHOOK_SECRET_ENV):
+            return env[WEBHOOK_SECRET_ENV].encode()
+        if self.webhook_secret_file:
+            return Path(self.webhook_secret_file).read_bytes().strip() or None
+        return None
+
+
 class DeviceSettings(_Section):
     """A serial device the daemon keeps open (a radio, satphone or modem port)."""
 
@@ -126,6 +143,7 @@ class Settings(_Section):
     log: LogSettings = LogSettings()
     auth: AuthSettings = AuthSettings()
     ssh: SshSettings = SshSettings()
+    intake: IntakeSettings = IntakeSettings()
     # TOML arrays are lists; accept them (non-strict) into an immutable tuple.
     devices: Annotated[tuple[DeviceSettings, ...], Field(strict=False)] = ()
 

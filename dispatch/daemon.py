@@ -32,6 +32,7 @@ from dispatch.config import RELOADABLE, ConfigError, Settings, changed_keys, loa
 from dispatch.events import ConfigReloaded, EventHub
 from dispatch.httpserver import HttpService
 from dispatch.metrics import Metrics
+from dispatch.reports import ReportService
 from dispatch.services import RequiredServiceFailed, ServiceManager
 from dispatch.storage import Database
 
@@ -127,6 +128,9 @@ class Daemon:
         self._reload_requested = False
 
         self.services.add(DatabaseService(self.db, settings.auto_migrate(url)), required=True)
+        rules = Path(settings.intake.rules_dir) if settings.intake.rules_dir else None
+        self.reports = ReportService(self.db, self.audit, self.hub.publish, clock, rules)
+        self.services.add(self.reports, required=True)
         self._add_devices()
         self.commands = builtin_commands(ConsoleContext(
             db=self.db, users=self.users, audit=self.audit, publish=self.hub.publish,
@@ -171,7 +175,8 @@ class Daemon:
             health=self.services.health, clock=self.clock,
             session_ttl_s=self.settings.http.session_ttl_s,
             max_body_bytes=self.settings.http.max_body_bytes,
-            node=self.settings.node.name, version=self.version,
+            node=self.settings.node.name, version=self.version, reports=self.reports,
+            webhook_secret=self.settings.intake.webhook_secret,
         ))
 
     async def start(self) -> None:

@@ -10,7 +10,18 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -123,3 +134,72 @@ class UserKey(Base):
     fingerprint: Mapped[str] = mapped_column(String(128), unique=True)
     label: Mapped[str] = mapped_column(String(128), default="")
     created_at: Mapped[dt.datetime]
+
+
+class ReportRow(Base):
+    """One contact (call, SMS, email, radio SDS, form, sensor), stored before it is acknowledged.
+
+    The raw contact (``text``, ``fields``, coordinates) is written first; intake's
+    assessment (category, grade, location, evidence) is filled in by a second
+    transaction, so a crash between the two loses nothing the caller said.
+    """
+
+    __tablename__ = "reports"
+    __table_args__ = (UniqueConstraint("channel", "source_ref", name="uq_reports_source"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), index=True)
+    source_ref: Mapped[str | None] = mapped_column(String(160))
+    received_at: Mapped[dt.datetime] = mapped_column(index=True)
+    text: Mapped[str] = mapped_column(Text)
+    lang: Mapped[str | None] = mapped_column(String(8))
+    caller: Mapped[str] = mapped_column(String(64), default="")
+    lat: Mapped[float | None] = mapped_column(Float)
+    lon: Mapped[float | None] = mapped_column(Float)
+    address: Mapped[str] = mapped_column(String(512), default="")
+    fields: Mapped[dict[str, Any]]
+    created_by: Mapped[str] = mapped_column(String(64))
+    assessed: Mapped[bool] = mapped_column(Boolean, default=False)
+    category: Mapped[str | None] = mapped_column(String(32))
+    subtype: Mapped[str | None] = mapped_column(String(64))
+    agencies: Mapped[list[str]] = mapped_column(JSON, default=list)
+    grade: Mapped[int | None]
+    assessment: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    incident_id: Mapped[str | None] = mapped_column(
+        ForeignKey("incidents.id", ondelete="SET NULL"), index=True
+    )
+
+
+class IncidentRow(Base):
+    """Reports about one event, with its category, agencies and grade (I-IV)."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    category: Mapped[str | None] = mapped_column(String(32))
+    subtype: Mapped[str | None] = mapped_column(String(64))
+    agencies: Mapped[list[str]] = mapped_column(JSON, default=list)
+    grade: Mapped[int]
+    grade_reasons: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    lat: Mapped[float | None] = mapped_column(Float)
+    lon: Mapped[float | None] = mapped_column(Float)
+    needs_location: Mapped[bool] = mapped_column(Boolean, default=False)
+    opened_at: Mapped[dt.datetime]
+    last_report_at: Mapped[dt.datetime] = mapped_column(index=True)
+    report_count: Mapped[int] = mapped_column(Integer, default=0)
+    merged_into: Mapped[str | None] = mapped_column(String(36))
+    updated_at: Mapped[dt.datetime]
+
+
+class CorrectionRow(Base):
+    """An operator's correction of a classification, applied again to the same text."""
+
+    __tablename__ = "classification_corrections"
+
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    category: Mapped[str] = mapped_column(String(32))
+    subtype: Mapped[str | None] = mapped_column(String(64))
+    operator: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(String(512), default="")
+    at: Mapped[dt.datetime]

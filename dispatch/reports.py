@@ -1,0 +1,393 @@
+"""Reports and incidents: intake's decisions made durable and traceable.
+
+Every contact arrives here as a :class:`NewReport`.  It is written to the
+database *first*, in a transaction of its own, and only then assessed by
+:mod:`intake` (figures, category, grade, place) and correlated with the open
+incidents; the second transaction stores the assessment, opens or updates the
+incident and writes an audit row for every decision.  A crash between the two
+leaves an unassessed report, which :meth:`ReportService.start` assesses again.
+
+Correlation runs under one lock per node, so two reports of the same fire
+arriving together cannot each open an incident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dispatch.audit import AuditTrail
+from dispatch.events import to_jsonable
+from dispatch.models import CorrectionRow, IncidentRow, ReportRow
+from dispatch.storage import Database, after_commit
+from intake.classify import Correction
+from intake.correlate import Action, CorrelationError, Decision
+from intake.model import (
+    Category,
+    Channel,
+    Grade,
+    IncidentSnapshot,
+    Report,
+    ReportRef,
+)
+from intake.pipeline import Assessment, Intake
+
+log = logging.getLogger(__name__)
+
+CLOSED_STATES = frozenset({"closed", "merged"})
+
+
+@dataclass(frozen=True)
+class NewReport:
+    """A contact as a channel hands it over, before anything is decided about it."""
+
+    channel: Channel
+    text: str
+    received_at: dt.datetime
+    lang: str | None = None
+    caller: str = ""
+    lat: float | None = None
+    lon: float | None = None
+    address: str = ""
+    fields: tuple[tuple[str, str], ...] = ()
+    source_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What became of a report: stored (or found as a duplicate), assessed, placed."""
+
+    report_id: str
+    duplicate: bool
+    incident_id: str | None
+
+
+@dataclass(frozen=True)
+class ReportReceived:
+    """A report was stored (before it was assessed)."""
+
+    topic: ClassVar[str] = "report.received"
+    report_id: str
+    channel: str
+    caller: str
+    received_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class ReportAssessed:
+    """A report was classified, graded and placed."""
+
+    topic: ClassVar[str] = "report.assessed"
+    report_id: str
+    category: str | None
+    subtype: str | None
+    agencies: tuple[str, ...]
+    grade: str
+    incident_id: str
+
+
+@dataclass(frozen=True)
+class IncidentChanged:
+    """An incident was opened, joined, merged, split or regraded."""
+
+    topic: ClassVar[str] = "incident.changed"
+    incident_id: str
+    action: str
+    reason: str
+    category: str | None
+    grade: str
+    colour: str
+    report_count: int
+    previous_grade: str | None
+
+
+class NotFound(LookupError):
+    """No such report or incident."""
+
+
+class ReportService:
+    """The intake service of the daemon (required: reports must never be refused)."""
+
+    name = "intake"
+
+    def __init__(self, db: Database, audit: AuditTrail, publish: Callable[[object], object],
+                 clock: Callable[[], float], rules_dir: Path | None = None) -> None:
+        """Keep the parts; rules load in :meth:`start`."""
+        self.db = db
+        self.audit = audit
+        self.publish = publish
+        self.clock = clock
+        self.rules_dir = rules_dir
+        self._intake: Intake | None = None
+        self._lock = asyncio.Lock()
+        self.counts = {"received": 0, "assessed": 0, "duplicates": 0}
+
+    @property
+    def intake(self) -> Intake:
+        """The loaded intake pipeline."""
+        if self._intake is None:
+            raise RuntimeError("intake rules are not loaded")
+        return self._intake
+
+    def _now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+
+    async def start(self) -> None:
+        """Load rules and stored corrections; assess reports a crash left unassessed."""
+        async with self.db.session() as s:
+            rows = (await s.scalars(select(CorrectionRow))).all()
+        corrections = {r.fingerprint: Correction(Category(r.category), r.subtype, r.operator,
+                                                 r.note) for r in rows}
+        self._intake = await asyncio.to_thread(Intake.from_dir, self.rules_dir, corrections)
+        async with self.db.session() as s:
+            pending = (await s.scalars(select(ReportRow.id).where(ReportRow.assessed.is_(False))
+                                       .order_by(ReportRow.received_at))).all()
+        for report_id in pending:
+            log.warning("assessing a report left unassessed", extra={"report": report_id})
+            await self._assess(report_id, actor="system")
+
+    async def stop(self) -> None:
+        """Nothing to release: every decision is already stored."""
+
+    def health(self) -> dict[str, Any]:
+        """Counters since start."""
+        return dict(self.counts)
+
+    async def submit(self, new: NewReport, *, actor: str) -> Submitted:
+        """Store a report, then assess and correlate it."""
+        report_id = str(uuid.uuid4())
+        try:
+            async with self.db.session() as s:
+                s.add(ReportRow(
+                    id=report_id, channel=new.channel.value, source_ref=new.source_ref,
+                    received_at=new.received_at, text=new.text, lang=new.lang, caller=new.caller,
+                    lat=new.lat, lon=new.lon, address=new.address, fields=dict(new.fields),
+                    created_by=actor, assessed=False, agencies=[], assessment={},
+                ))
+                self.audit.record(s, actor=actor, action="report.received",
+                                  subject=f"report:{report_id}",
+                                  details={"channel": new.channel.value, "caller": new.caller,
+                                           "source_ref": new.source_ref})
+                event = ReportReceived(report_id, new.channel.value, new.caller, new.received_at)
+                after_commit(s, lambda: self.publish(event))
+        except IntegrityError:
+            # The channel re-delivered a contact we already hold (same source_ref).
+            self.counts["duplicates"] += 1
+            async with self.db.session() as s:
+                row = await s.scalar(select(ReportRow).where(
+                    ReportRow.channel == new.channel.value, ReportRow.source_ref == new.source_ref))
+                assert row is not None
+                return Submitted(row.id, True, row.incident_id)
+        self.counts["received"] += 1
+        incident_id = await self._assess(report_id, actor=actor)
+        return Submitted(report_id, False, incident_id)
+
+    async def _assess(self, report_id: str, *, actor: str) -> str:
+        async with self._lock:
+            async with self.db.session() as s:
+                row = await s.get(ReportRow, report_id)
+                if row is None:
+                    raise NotFound(report_id)
+                report = _to_report(row)
+                assessment = self.intake.assess(report)
+                _store_assessment(row, assessment)
+                open_incidents = await self._open_snapshots(s, report.received_at)
+                decision = self.intake.correlator.place(
+                    assessment.ref(report), open_incidents, self._now(), str(uuid.uuid4()))
+                await self._apply(s, decision, actor)
+                row.incident_id = decision.incident.incident_id
+                self.audit.record(s, actor=actor, action="report.assessed",
+                                  subject=f"report:{report_id}",
+                                  details=_assessment_summary(assessment))
+                event = ReportAssessed(
+                    report_id, row.category, row.subtype, tuple(row.agencies),
+                    assessment.grade.grade.name, decision.incident.incident_id)
+                after_commit(s, lambda: self.publish(event))
+            self.counts["assessed"] += 1
+            return decision.incident.incident_id
+
+    async def _open_snapshots(self, s: AsyncSession, at: dt.datetime) -> list[IncidentSnapshot]:
+        window = dt.timedelta(minutes=self.intake.rules.correlation.window_minutes)
+        incidents = (await s.scalars(select(IncidentRow).where(
+            IncidentRow.status.not_in(CLOSED_STATES),
+            IncidentRow.last_report_at >= at - window))).all()
+        return await _snapshots(s, incidents)
+
+    async def _apply(self, s: AsyncSession, decision: Decision, actor: str) -> None:
+        """Write a correlation decision: the incident(s) it touched and the audit rows."""
+        now = self._now()
+        touched = [decision.incident] + ([decision.other] if decision.other else [])
+        for snapshot in touched:
+            row = await s.get(IncidentRow, snapshot.incident_id)
+            if row is None:
+                row = IncidentRow(id=snapshot.incident_id, status="new", opened_at=now,
+                                  needs_location=False, report_count=0, updated_at=now,
+                                  grade=snapshot.grade.value, agencies=[], grade_reasons=[],
+                                  last_report_at=snapshot.last_report_at)
+                s.add(row)
+            _store_snapshot(row, snapshot, now)
+            if snapshot.closed:
+                row.status, row.merged_into = "merged", decision.incident.incident_id
+            await s.flush()
+        if decision.other is not None:
+            # Merge: the absorbed incident's reports now belong to the kept one.
+            # Split: the reports that left belong to the new incident.
+            owner = (decision.incident if decision.action is Action.MERGE else decision.other)
+            for ref in decision.other.reports:
+                report = await s.get(ReportRow, ref.report_id)
+                if report is not None:
+                    report.incident_id = owner.incident_id
+        self._audit_decision(s, decision, actor)
+
+    def _audit_decision(self, s: AsyncSession, decision: Decision, actor: str) -> None:
+        incident = decision.incident
+        action = {Action.OPEN: "incident.opened", Action.JOIN: "incident.report_joined",
+                  Action.MERGE: "incident.merged", Action.SPLIT: "incident.split"}[decision.action]
+        details: dict[str, Any] = {"reason": decision.reason, "report": decision.report_id,
+                                   "grade": incident.grade.name,
+                                   "reports": incident.report_count}
+        if decision.distance_km is not None:
+            details["distance_km"] = round(decision.distance_km, 3)
+        if decision.other is not None:
+            details["other"] = decision.other.incident_id
+        self.audit.record(s, actor=actor, action=action, subject=f"incident:{incident.incident_id}",
+                          details=details)
+        if decision.grade_changed and decision.previous_grade is not None:
+            self.audit.record(
+                s, actor=actor, action="incident.grade_changed",
+                subject=f"incident:{incident.incident_id}",
+                details={"from": decision.previous_grade.name, "to": incident.grade.name,
+                         "reasons": [r.detail for r in incident.grade_reasons]})
+        for snapshot in [incident] + ([decision.other] if decision.other else []):
+            event = IncidentChanged(
+                snapshot.incident_id, decision.action.value, decision.reason,
+                snapshot.category.value if snapshot.category else None, snapshot.grade.name,
+                snapshot.grade.colour, snapshot.report_count,
+                decision.previous_grade.name if decision.previous_grade else None)
+            after_commit(s, lambda e=event: self.publish(e))  # type: ignore[misc]
+
+    async def merge(self, keep_id: str, absorb_id: str, *, actor: str) -> str:
+        """A call taker merges ``absorb_id`` into ``keep_id``."""
+        async with self._lock, self.db.session() as s:
+            keep, absorb = await self._snapshot(s, keep_id), await self._snapshot(s, absorb_id)
+            decision = self.intake.correlator.merge(keep, absorb, self._now(), actor)
+            await self._apply(s, decision, actor)
+        return keep_id
+
+    async def split(self, incident_id: str, report_ids: Sequence[str], *, actor: str) -> str:
+        """A call taker moves ``report_ids`` out of an incident into a new one."""
+        new_id = str(uuid.uuid4())
+        async with self._lock, self.db.session() as s:
+            incident = await self._snapshot(s, incident_id)
+            decision = self.intake.correlator.split(incident, report_ids, self._now(), new_id,
+                                                    actor)
+            await self._apply(s, decision, actor)
+        return new_id
+
+    async def _snapshot(self, s: AsyncSession, incident_id: str) -> IncidentSnapshot:
+        row = await s.get(IncidentRow, incident_id)
+        if row is None or row.status in CLOSED_STATES:
+            raise NotFound(f"no open incident {incident_id}")
+        return (await _snapshots(s, [row]))[0]
+
+    async def correct(self, report_id: str, category: Category, subtype: str | None, *,
+                      actor: str, note: str = "") -> None:
+        """An operator corrects a report's classification; the correction is kept."""
+        async with self._lock, self.db.session() as s:
+            row = await s.get(ReportRow, report_id)
+            if row is None:
+                raise NotFound(report_id)
+            fingerprint = self.intake.classifier.add_correction(
+                row.text, Correction(category, subtype, actor, note))
+            existing = await s.get(CorrectionRow, fingerprint)
+            if existing is None:
+                existing = CorrectionRow(fingerprint=fingerprint, category="", operator="",
+                                         at=self._now())
+                s.add(existing)
+            existing.category, existing.subtype = category.value, subtype
+            existing.operator, existing.note, existing.at = actor, note[:512], self._now()
+            before = (row.category, row.subtype)
+            assessment = self.intake.assess(_to_report(row))
+            _store_assessment(row, assessment)
+            self.audit.record(s, actor=actor, action="report.classification_corrected",
+                              subject=f"report:{report_id}",
+                              details={"from": list(before), "to": [category.value, subtype],
+                                       "note": note})
+
+
+def _to_report(row: ReportRow) -> Report:
+    fields = tuple((str(k), str(v)) for k, v in row.fields.items())
+    return Report(row.id, Channel(row.channel), row.received_at, row.text, row.lang, row.caller,
+                  row.lat, row.lon, row.address, fields)
+
+
+def _store_assessment(row: ReportRow, assessment: Assessment) -> None:
+    c = assessment.classification
+    row.assessed = True
+    row.category = c.category.value if c.category else None
+    row.subtype = c.subtype
+    row.agencies = list(c.agencies)
+    row.grade = assessment.grade.grade.value
+    row.assessment = to_jsonable({
+        "classification": c, "grade": assessment.grade, "location": assessment.location,
+        "figures": assessment.figures})
+    if row.lat is None and assessment.location.resolved:
+        row.lat, row.lon = assessment.location.lat, assessment.location.lon
+
+
+def _assessment_summary(assessment: Assessment) -> dict[str, Any]:
+    c = assessment.classification
+    return {"category": c.category.value if c.category else None, "subtype": c.subtype,
+            "agencies": list(c.agencies), "grade": assessment.grade.grade.name,
+            "reasons": [r.detail for r in assessment.grade.reasons if r.applied],
+            "location": assessment.location.source, "corrected": c.corrected}
+
+
+def _store_snapshot(row: IncidentRow, snapshot: IncidentSnapshot, now: dt.datetime) -> None:
+    row.category = snapshot.category.value if snapshot.category else None
+    row.subtype = snapshot.subtype
+    row.agencies = list(snapshot.agencies)
+    row.grade = snapshot.grade.value
+    row.grade_reasons = [to_jsonable(r) for r in snapshot.grade_reasons]
+    row.lat, row.lon = snapshot.lat, snapshot.lon
+    row.needs_location = snapshot.lat is None
+    row.opened_at = snapshot.opened_at
+    row.last_report_at = snapshot.last_report_at
+    row.report_count = snapshot.report_count
+    row.updated_at = now
+
+
+async def _snapshots(s: AsyncSession, incidents: Iterable[IncidentRow]) -> list[IncidentSnapshot]:
+    by_id = {i.id: i for i in incidents}
+    if not by_id:
+        return []
+    refs: dict[str, list[ReportRef]] = {key: [] for key in by_id}
+    rows = await s.scalars(select(ReportRow).where(ReportRow.incident_id.in_(by_id))
+                           .order_by(ReportRow.received_at))
+    for r in rows:
+        refs[r.incident_id or ""].append(ReportRef(
+            r.id, r.received_at, Grade(r.grade or 4),
+            Category(r.category) if r.category else None, r.subtype, r.lat, r.lon,
+            tuple(r.agencies)))
+    out = []
+    for key, row in by_id.items():
+        if not refs[key]:
+            continue
+        out.append(IncidentSnapshot(
+            row.id, Category(row.category) if row.category else None, row.subtype, row.lat,
+            row.lon, row.opened_at, row.last_report_at, tuple(refs[key]), Grade(row.grade),
+            tuple(row.agencies), False))
+    return out
+
+
+__all__ = ["CorrelationError", "NewReport", "NotFound", "ReportService", "Submitted"]
