@@ -120,6 +120,13 @@ def check_header_text(text: str) -> str:
     return text
 
 
+def _checked_name(name: str) -> str:
+    """Canonical form of a locally supplied header name, which must be a token."""
+    if _TOKEN_RE.fullmatch(name) is None:
+        raise SipHeaderInjection(f"header name is not a token: {name!r}")
+    return canonical_name(name)
+
+
 def split_list(value: str) -> list[str]:
     """Split a list-valued header on commas outside quotes and <...>."""
     if "," not in value:
@@ -156,7 +163,7 @@ class Headers:
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = [
-            (canonical_name(n), check_header_text(v)) for n, v in items
+            (_checked_name(n), check_header_text(v)) for n, v in items
         ]
 
     @classmethod
@@ -211,15 +218,15 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         """Append a header line (checked for control characters)."""
-        self._items.append((canonical_name(check_header_text(name)), check_header_text(value)))
+        self._items.append((_checked_name(name), check_header_text(value)))
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a header line before all others (e.g. a new top Via)."""
-        self._items.insert(0, (canonical_name(check_header_text(name)), check_header_text(value)))
+        self._items.insert(0, (_checked_name(name), check_header_text(value)))
 
     def set(self, name: str, value: str) -> None:
         """Replace all lines of ``name`` with one line, keeping the first position."""
-        canon = canonical_name(check_header_text(name))
+        canon = _checked_name(name)
         check_header_text(value)
         lname = canon.lower()
         out: list[tuple[str, str]] = []
