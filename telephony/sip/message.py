@@ -64,6 +64,8 @@ __all__ = [
     "SipRequest",
     "SipResponse",
     "StreamFramer",
+    "build_ack_for_failure",
+    "build_cancel",
     "build_response",
     "check_require",
     "parse_message",
@@ -473,6 +475,34 @@ def build_response(
         headers.add(name, value)
     phrase = reason if reason is not None else REASON_PHRASES.get(status, "Unknown")
     return SipResponse(headers, body, status, phrase)
+
+
+def build_ack_for_failure(request: SipRequest, response: SipResponse) -> SipRequest:
+    """The ACK a client INVITE transaction sends for a 3xx-6xx (RFC 3261 17.1.1.3)."""
+    headers = Headers()
+    headers.add("Via", request.headers.values("Via")[0])
+    for route in request.headers.get_all("Route"):
+        headers.add("Route", route)
+    headers.add("Max-Forwards", "70")
+    headers.add("From", request.headers.get("From") or "")
+    headers.add("To", response.headers.get("To") or "")
+    headers.add("Call-ID", request.headers.get("Call-ID") or "")
+    headers.add("CSeq", f"{request.cseq.number} ACK")
+    return SipRequest(headers, b"", "ACK", request.uri)
+
+
+def build_cancel(request: SipRequest) -> SipRequest:
+    """A CANCEL for a pending INVITE (RFC 3261 9.1): same branch, same CSeq number."""
+    headers = Headers()
+    headers.add("Via", request.headers.values("Via")[0])
+    for route in request.headers.get_all("Route"):
+        headers.add("Route", route)
+    headers.add("Max-Forwards", "70")
+    headers.add("From", request.headers.get("From") or "")
+    headers.add("To", request.headers.get("To") or "")
+    headers.add("Call-ID", request.headers.get("Call-ID") or "")
+    headers.add("CSeq", f"{request.cseq.number} CANCEL")
+    return SipRequest(headers, b"", "CANCEL", request.uri)
 
 
 def stamp_via_received(request: SipRequest, source_host: str, source_port: int) -> None:
