@@ -106,6 +106,11 @@ _TOKEN_RE = re.compile(f"[{_TOKEN_CHARS}]+")
 _FORBIDDEN_RE = re.compile(r"[\x00\r\n]")
 # gen-value is token / host / quoted-string; ':' admits bare IPv6 (received=).
 _GEN_VALUE_RE = re.compile(f"[{_TOKEN_CHARS}:]+")
+_WS_RE = re.compile(r"[ \t]*")
+_UNTIL_GT = re.compile(r"[^>]*")
+_UNTIL_BRACKET = re.compile(r"[^\]]*")
+_UNTIL_HOST_END = re.compile(r"[^; \t]*")
+_UNTIL_ADDR_END = re.compile(r"[^; \t,]*")
 
 
 def canonical_name(name: str) -> str:
@@ -194,7 +199,14 @@ class Headers:
 
     def get(self, name: str) -> str | None:
         """The first value of ``name``, or None."""
-        lname = canonical_name(name).lower()
+        canon = _CANONICAL.get(name.lower())
+        if canon is not None:
+            # Known names are stored canonically, so an exact compare suffices.
+            for key, value in self._items:
+                if key == canon:
+                    return value
+            return None
+        lname = name.lower()
         for key, value in self._items:
             if key.lower() == lname:
                 return value
@@ -202,7 +214,10 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """Every header line's value for ``name``, in order (not comma-split)."""
-        lname = canonical_name(name).lower()
+        canon = _CANONICAL.get(name.lower())
+        if canon is not None:
+            return [v for k, v in self._items if k == canon]
+        lname = name.lower()
         return [v for k, v in self._items if k.lower() == lname]
 
     def values(self, name: str) -> list[str]:
@@ -288,9 +303,10 @@ class _Scanner:
 
     def skip_ws(self) -> None:
         text, pos = self.text, self.pos
-        while pos < len(text) and text[pos] in " \t":
-            pos += 1
-        self.pos = pos
+        if pos < len(text) and text[pos] in " \t":
+            match = _WS_RE.match(text, pos)
+            assert match is not None
+            self.pos = match.end()
 
     def at_end(self) -> bool:
         self.skip_ws()
@@ -319,13 +335,12 @@ class _Scanner:
         self.pos = match.end()
         return match.group()
 
-    def until(self, stops: str) -> str:
-        """Raw text up to (not including) any character of ``stops``."""
-        start = self.pos
-        text = self.text
-        while self.pos < len(text) and text[self.pos] not in stops:
-            self.pos += 1
-        return text[start : self.pos]
+    def until(self, pattern: re.Pattern[str]) -> str:
+        """Raw text matched by a ``[^stops]*`` pattern (one of the _UNTIL_* below)."""
+        match = pattern.match(self.text, self.pos)
+        assert match is not None
+        self.pos = match.end()
+        return match.group()
 
     def quoted_string(self) -> str:
         """Parse a quoted-string and return its unescaped content."""
@@ -369,7 +384,7 @@ def _param_value(scanner: _Scanner) -> str:
     if scanner.peek() == '"':
         return quote_string(scanner.quoted_string())
     if scanner.peek() == "[":
-        value = scanner.until("]")
+        value = scanner.until(_UNTIL_BRACKET)
         if scanner.peek() != "]":
             raise scanner.fail("unterminated IPv6 reference")
         scanner.pos += 1
@@ -485,7 +500,7 @@ def parse_via(text: str) -> Via:
     scanner.expect("/")
     transport = scanner.token().upper()
     scanner.skip_ws()
-    hostport = scanner.until("; \t")
+    hostport = scanner.until(_UNTIL_HOST_END)
     host, port = parse_host_port(hostport)
     params = _scan_params(scanner)
     for key, value in params:
@@ -579,7 +594,7 @@ def parse_name_addr(text: str) -> NameAddr:
             scanner.pos = match.end()
     if bracketed:
         # LAQUOT is SWS "<" and RAQUOT is ">" SWS: no whitespace inside (badaspec).
-        uri_text = scanner.until(">")
+        uri_text = scanner.until(_UNTIL_GT)
         if scanner.peek() != ">":
             raise scanner.fail("unterminated <")
         scanner.pos += 1
@@ -589,7 +604,7 @@ def parse_name_addr(text: str) -> NameAddr:
             if not scanner.at_end():
                 raise scanner.fail("'*' must stand alone")
             return NameAddr(None, star=True)
-        uri_text = scanner.until("; \t,")
+        uri_text = scanner.until(_UNTIL_ADDR_END)
         if "?" in uri_text:
             raise SipParseError(f"URI with headers must be in <> in {text!r}")
     uri = parse_uri(uri_text)

@@ -26,6 +26,7 @@ import re
 import secrets
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 from telephony.sip.errors import (
     SipBadExtension,
@@ -50,7 +51,6 @@ from telephony.sip.headers import (
     parse_name_addr,
     parse_name_addrs,
     parse_via,
-    parse_vias,
 )
 from telephony.sip.uri import AbsoluteUri, SipUri, Uri, format_host, parse_uri
 
@@ -72,6 +72,8 @@ __all__ = [
     "response_destination",
     "stamp_via_received",
 ]
+
+_T = TypeVar("_T")
 
 RELIABLE_TRANSPORTS = frozenset({"TCP", "TLS", "SCTP", "TLS-SCTP", "WS", "WSS"})
 KEEPALIVE_PING = b"\r\n\r\n"
@@ -149,6 +151,19 @@ class SipMessage:
 
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
+    # Structured values parsed from header text, keyed by (kind, raw text) so
+    # that editing a header simply misses the memo; never compared or shown.
+    _memo: dict[tuple[str, str], object] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+
+    def _parsed(self, kind: str, text: str, parser: Callable[[str], _T]) -> _T:
+        key = (kind, text)
+        if key in self._memo:
+            return cast(_T, self._memo[key])
+        value = parser(text)
+        self._memo[key] = value
+        return value
 
     def start_line(self) -> str:
         """The request-line or status-line (without CRLF)."""
@@ -157,7 +172,7 @@ class SipMessage:
     @property
     def vias(self) -> list[Via]:
         """Every Via element, top first."""
-        return parse_vias(self.headers.values("Via"))
+        return [self._parsed("via", v, parse_via) for v in self.headers.values("Via")]
 
     @property
     def top_via(self) -> Via:
@@ -165,17 +180,17 @@ class SipMessage:
         values = self.headers.values("Via")
         if not values:
             raise SipParseError("missing Via")
-        return parse_via(values[0])
+        return self._parsed("via", values[0], parse_via)
 
     @property
     def from_(self) -> NameAddr:
         """The From header."""
-        return parse_name_addr(self._required("From"))
+        return self._parsed("addr", self._required("From"), parse_name_addr)
 
     @property
     def to(self) -> NameAddr:
         """The To header."""
-        return parse_name_addr(self._required("To"))
+        return self._parsed("addr", self._required("To"), parse_name_addr)
 
     @property
     def call_id(self) -> str:
@@ -188,7 +203,7 @@ class SipMessage:
     @property
     def cseq(self) -> CSeq:
         """The CSeq header."""
-        return parse_cseq(self._required("CSeq"))
+        return self._parsed("cseq", self._required("CSeq"), parse_cseq)
 
     @property
     def max_forwards(self) -> int | None:
