@@ -220,13 +220,13 @@ class Dialog:
         headers.add("Via", via)
         headers.add("Max-Forwards", "70")
         for route in routes:
-            headers.add("Route", route)
-        headers.add("From", str(self.local_party.with_param("tag", self.id.local_tag)))
+            headers.copy_in("Route", route)
+        headers.copy_in("From", str(self.local_party.with_param("tag", self.id.local_tag)))
         remote = self.remote_party
         if self.id.remote_tag:
             remote = remote.with_param("tag", self.id.remote_tag)
-        headers.add("To", str(remote))
-        headers.add("Call-ID", self.id.call_id)
+        headers.copy_in("To", str(remote))
+        headers.copy_in("Call-ID", self.id.call_id)
         headers.add("CSeq", f"{cseq} {method}")
         if contact is not None:
             headers.add("Contact", contact)

@@ -235,6 +235,17 @@ class Headers:
         """Append a header line (checked for control characters)."""
         self._items.append((_checked_name(name), check_header_text(value)))
 
+    def copy_in(self, name: str, value: str) -> None:
+        """Append a value taken from a parsed message (request to response, ...).
+
+        Such values may legitimately hold quoted-pair control characters such
+        as NUL (RFC 4475 intmeth), so only CR and LF, which would break the
+        framing, are refused.
+        """
+        if "\r" in value or "\n" in value:
+            raise SipHeaderInjection(f"line break in copied header {name}")
+        self._items.append((_checked_name(name), value))
+
     def prepend(self, name: str, value: str) -> None:
         """Insert a header line before all others (e.g. a new top Via)."""
         self._items.insert(0, (_checked_name(name), check_header_text(value)))

@@ -33,6 +33,7 @@ from telephony.sip.errors import (
     SipBodyTooLarge,
     SipError,
     SipFramingError,
+    SipHeaderInjection,
     SipMessageTooLarge,
     SipParseError,
     SipUnsupportedUriScheme,
@@ -472,20 +473,23 @@ def build_response(
     """
     headers = Headers()
     for value in request.headers.get_all("Via"):
-        headers.add("Via", value)
-    headers.add("From", request.headers.get("From") or "")
+        headers.copy_in("Via", value)
+    headers.copy_in("From", request.headers.get("From") or "")
     to_value = request.headers.get("To") or ""
     if status != 100 and parse_name_addr(to_value).tag is None:
-        to_value = f"{to_value};tag={to_tag or tag_factory()}"
-    headers.add("To", to_value)
-    headers.add("Call-ID", request.headers.get("Call-ID") or "")
-    headers.add("CSeq", request.headers.get("CSeq") or "")
+        tag = to_tag or tag_factory()
+        if _TOKEN_RE.fullmatch(tag) is None:
+            raise SipHeaderInjection(f"To tag is not a token: {tag!r}")
+        to_value = f"{to_value};tag={tag}"
+    headers.copy_in("To", to_value)
+    headers.copy_in("Call-ID", request.headers.get("Call-ID") or "")
+    headers.copy_in("CSeq", request.headers.get("CSeq") or "")
     if 100 < status < 300 and request.method in _DIALOG_CREATING:
         for value in request.headers.get_all("Record-Route"):
-            headers.add("Record-Route", value)
+            headers.copy_in("Record-Route", value)
     timestamp = request.headers.get("Timestamp")
     if status == 100 and timestamp is not None:
-        headers.add("Timestamp", timestamp)
+        headers.copy_in("Timestamp", timestamp)
     for name, value in extra_headers:
         headers.add(name, value)
     phrase = reason if reason is not None else REASON_PHRASES.get(status, "Unknown")
@@ -495,13 +499,13 @@ def build_response(
 def build_ack_for_failure(request: SipRequest, response: SipResponse) -> SipRequest:
     """The ACK a client INVITE transaction sends for a 3xx-6xx (RFC 3261 17.1.1.3)."""
     headers = Headers()
-    headers.add("Via", request.headers.values("Via")[0])
+    headers.copy_in("Via", request.headers.values("Via")[0])
     for route in request.headers.get_all("Route"):
-        headers.add("Route", route)
+        headers.copy_in("Route", route)
     headers.add("Max-Forwards", "70")
-    headers.add("From", request.headers.get("From") or "")
-    headers.add("To", response.headers.get("To") or "")
-    headers.add("Call-ID", request.headers.get("Call-ID") or "")
+    headers.copy_in("From", request.headers.get("From") or "")
+    headers.copy_in("To", response.headers.get("To") or "")
+    headers.copy_in("Call-ID", request.headers.get("Call-ID") or "")
     headers.add("CSeq", f"{request.cseq.number} ACK")
     return SipRequest(headers, b"", "ACK", request.uri)
 
@@ -509,13 +513,13 @@ def build_ack_for_failure(request: SipRequest, response: SipResponse) -> SipRequ
 def build_cancel(request: SipRequest) -> SipRequest:
     """A CANCEL for a pending INVITE (RFC 3261 9.1): same branch, same CSeq number."""
     headers = Headers()
-    headers.add("Via", request.headers.values("Via")[0])
+    headers.copy_in("Via", request.headers.values("Via")[0])
     for route in request.headers.get_all("Route"):
-        headers.add("Route", route)
+        headers.copy_in("Route", route)
     headers.add("Max-Forwards", "70")
-    headers.add("From", request.headers.get("From") or "")
-    headers.add("To", request.headers.get("To") or "")
-    headers.add("Call-ID", request.headers.get("Call-ID") or "")
+    headers.copy_in("From", request.headers.get("From") or "")
+    headers.copy_in("To", request.headers.get("To") or "")
+    headers.copy_in("Call-ID", request.headers.get("Call-ID") or "")
     headers.add("CSeq", f"{request.cseq.number} CANCEL")
     return SipRequest(headers, b"", "CANCEL", request.uri)
 

@@ -242,3 +242,12 @@ def test_bext01_answered_420_with_unsupported_tags() -> None:
 def test_inv2543_and_zeromf_max_forwards() -> None:
     assert parse_message(load("inv2543")).max_forwards is None
     assert parse_message(load("zeromf")).max_forwards == 0
+
+
+def test_intmeth_can_be_answered_despite_quoted_nul() -> None:
+    msg = parse_message(load("intmeth"))
+    assert isinstance(msg, SipRequest)
+    response = build_response(msg, 501, to_tag="x")
+    again = parse_message(response.to_bytes())
+    assert again.to.display_name == "BEL:\x07 NUL:\x00 DEL:\x7f"
+    assert again.to.tag == "x"
