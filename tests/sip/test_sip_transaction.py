@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Protocol
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from telephony.sip.message import (
     Destination,
@@ -374,3 +376,102 @@ def test_layer_transport_error_and_timeout_reach_the_tu() -> None:
     assert drain(layer) == [TransactionTimeout(key2, TimerName.F), Terminated(key2)]
     with pytest.raises(TransactionStateError):
         layer.send_response(reply(make_request("BYE"), 200), 33.0)
+
+
+_STEPS = st.lists(
+    st.one_of(
+        st.sampled_from([100, 180, 183, 200, 202, 486, 503, 603]),
+        st.just("timer"),
+        st.just("transport-error"),
+        st.floats(min_value=0.0, max_value=5.0),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["INVITE", "OPTIONS"]), st.sampled_from([UDP, TCP]), _STEPS)
+def test_client_transactions_never_reorder_or_leak_timers(
+    method: str, dest: Destination, steps: list[int | str | float]
+) -> None:
+    request = make_request(method, transport=dest.transport)
+    txn: ClientInviteTransaction | ClientNonInviteTransaction
+    if method == "INVITE":
+        txn = ClientInviteTransaction(request, dest, now=0.0)
+    else:
+        txn = ClientNonInviteTransaction(request, dest, now=0.0)
+    now = 0.0
+    events: list[TransactionEvent] = []
+    for step in steps:
+        if step == "timer":
+            deadline = txn.get_timer()
+            if deadline is not None:
+                now = max(now, deadline)
+                txn.handle_timer(now)
+        elif step == "transport-error":
+            txn.transport_error(now)
+        elif isinstance(step, float):
+            now += step
+            txn.handle_timer(now)
+        else:
+            assert isinstance(step, int)
+            txn.receive_response(reply(request, step), now)
+        events += drain(txn)
+        deadline = txn.get_timer()
+        assert deadline is None or deadline > now
+        if txn.terminated or (method == "INVITE" and txn.state is State.PROCEEDING):
+            assert deadline is None
+        else:
+            assert deadline is not None
+    statuses = [e.response.status for e in events if isinstance(e, DeliverResponse)]
+    finals = [i for i, s in enumerate(statuses) if s >= 200]
+    if finals:
+        first = finals[0]
+        assert all(s >= 200 for s in statuses[first:]), "provisional after a final"
+        if statuses[first] >= 300 or method != "INVITE":
+            assert len(statuses) == first + 1, "response after a final was delivered"
+        else:
+            assert all(200 <= s < 300 for s in statuses[first:])
+    terminated = [i for i, e in enumerate(events) if isinstance(e, Terminated)]
+    assert len(terminated) <= 1 and (not terminated or terminated[0] == len(events) - 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["INVITE", "REGISTER"]),
+    st.lists(st.one_of(st.sampled_from([100, 180, 200, 404, "req", "ack", "timer"])), max_size=25),
+)
+def test_server_transactions_only_reject_tu_misuse(method: str, steps: list[int | str]) -> None:
+    request = make_request(method)
+    txn: ServerInviteTransaction | ServerNonInviteTransaction
+    if method == "INVITE":
+        txn = ServerInviteTransaction(request, PEER, now=0.0)
+    else:
+        txn = ServerNonInviteTransaction(request, PEER, now=0.0)
+    now = 0.0
+    sent_statuses: list[int] = []
+    for step in steps:
+        now += 0.25
+        if step == "req":
+            txn.receive_request(request, now)
+        elif step == "ack":
+            txn.receive_request(make_request("ACK"), now)
+        elif step == "timer":
+            deadline = txn.get_timer()
+            if deadline is not None:
+                now = max(now, deadline)
+                txn.handle_timer(now)
+        else:
+            assert isinstance(step, int)
+            before = txn.state
+            try:
+                txn.send_response(reply(request, step), now)
+            except TransactionStateError:
+                assert before is not State.PROCEEDING and before is not State.TRYING
+        sent_statuses += [
+            m.status for m in sent(drain(txn)) if isinstance(m, SipResponse)
+        ]
+    finals = [i for i, s in enumerate(sent_statuses) if s >= 200]
+    if finals:
+        tail = sent_statuses[finals[0]:]
+        assert all(s == tail[0] for s in tail), "a different response after the final"
