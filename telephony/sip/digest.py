@@ -335,6 +335,7 @@ class DigestServer:
         user = credentials.username
 
         def bad(reason: str) -> DigestVerdict:
+            """An INVALID verdict with ``reason`` for the log."""
             return DigestVerdict(DigestOutcome.INVALID, user, reason)
 
         if credentials.realm != self.realm:

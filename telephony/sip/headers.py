@@ -310,9 +310,11 @@ class _Scanner:
         self.pos = 0
 
     def fail(self, what: str) -> SipParseError:
+        """A parse error naming ``what`` was expected and where."""
         return SipParseError(f"{what} at offset {self.pos} in {self.text!r}")
 
     def skip_ws(self) -> None:
+        """Skip spaces and tabs (folding is already undone)."""
         text, pos = self.text, self.pos
         if pos < len(text) and text[pos] in " \t":
             match = _WS_RE.match(text, pos)
@@ -320,10 +322,12 @@ class _Scanner:
             self.pos = match.end()
 
     def at_end(self) -> bool:
+        """True if only whitespace remains."""
         self.skip_ws()
         return self.pos >= len(self.text)
 
     def peek(self) -> str:
+        """The next character, or "" at the end."""
         return self.text[self.pos] if self.pos < len(self.text) else ""
 
     def accept(self, ch: str) -> bool:
@@ -335,10 +339,12 @@ class _Scanner:
         return False
 
     def expect(self, ch: str) -> None:
+        """Consume ``ch`` (after SWS) or fail."""
         if not self.accept(ch):
             raise self.fail(f"expected {ch!r}")
 
     def token(self) -> str:
+        """Consume and return a token (after SWS) or fail."""
         self.skip_ws()
         match = _TOKEN_RE.match(self.text, self.pos)
         if match is None:

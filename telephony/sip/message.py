@@ -69,6 +69,8 @@ __all__ = [
     "build_cancel",
     "build_response",
     "check_require",
+    "make_via",
+    "new_branch",
     "parse_message",
     "response_destination",
     "stamp_via_received",
@@ -522,6 +524,21 @@ def build_cancel(request: SipRequest) -> SipRequest:
     headers.copy_in("Call-ID", request.headers.get("Call-ID") or "")
     headers.add("CSeq", f"{request.cseq.number} CANCEL")
     return SipRequest(headers, b"", "CANCEL", request.uri)
+
+
+def new_branch(random_hex: Callable[[int], str] = secrets.token_hex) -> str:
+    """A fresh RFC 3261 branch: the ``z9hG4bK`` magic cookie plus 64 random bits."""
+    return "z9hG4bK" + random_hex(8)
+
+
+def make_via(
+    transport: str, host: str, port: int | None, branch: str, *, rport: bool = True
+) -> str:
+    """The Via value for a request we send; ``rport`` asks for RFC 3581 routing."""
+    via = Via(transport.upper(), host, port, (("branch", branch),))
+    if rport:
+        via = via.with_param("rport", None)
+    return str(via)
 
 
 def stamp_via_received(request: SipRequest, source_host: str, source_port: int) -> None:

@@ -26,6 +26,8 @@ from telephony.sip.message import (
     SipResponse,
     StreamFramer,
     build_response,
+    make_via,
+    new_branch,
     parse_message,
     response_destination,
     stamp_via_received,
@@ -290,3 +292,15 @@ def test_stream_framer_one_byte_at_a_time(data: bytes) -> None:
                         parse_message(frame)
     except SipError:
         assert framer.closed
+
+
+def test_new_branch_and_make_via() -> None:
+    branch = new_branch(lambda n: "ab" * n)
+    assert branch == "z9hG4bK" + "ab" * 8
+    value = make_via("udp", "2001:db8::5", 5060, branch)
+    assert value == f"SIP/2.0/UDP [2001:db8::5]:5060;branch={branch};rport"
+    via = parse_via(value)
+    assert via.branch == branch and via.has_param("rport") and via.rport is None
+    assert make_via("TCP", "h.example", None, branch, rport=False) == (
+        f"SIP/2.0/TCP h.example;branch={branch}"
+    )
