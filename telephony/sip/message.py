@@ -111,6 +111,7 @@ _HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
 _WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
 _CALL_ID_RE = re.compile(f"{_WORD}(?:@{_WORD})?")
 _DIGITS_RE = re.compile(r"[0-9]{1,10}")
+_PLACEHOLDER_URI = AbsoluteUri("invalid", "request-uri-rejected")
 _SINGLE_VALUED = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length", "Content-Type")
 _DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 
@@ -344,8 +345,12 @@ def _parse_content_length(value: str) -> int:
     return int(value)
 
 
-def _start(line: str, headers: Headers, limits: SipLimits) -> SipMessage:
-    """Build the message object from the start line (syntax only)."""
+def _start(line: str, headers: Headers, limits: SipLimits) -> tuple[SipMessage, SipError | None]:
+    """Build the message object from the start line (syntax only).
+
+    A bad or overlong Request-URI is returned as a deferred error, with a
+    placeholder URI, so that the request can still be answered (400/414).
+    """
     if line[:4].upper() == "SIP/":
         version, _, rest = line.partition(" ")
         code, _, reason = rest.partition(" ")
@@ -353,7 +358,7 @@ def _start(line: str, headers: Headers, limits: SipLimits) -> SipMessage:
             raise SipParseError(f"bad status line {line[:80]!r}")
         if len(code) != 3 or not code.isdigit() or not code.isascii() or code[0] not in "123456":
             raise SipParseError(f"bad status code {code[:20]!r}")
-        return SipResponse(headers, b"", int(code), reason, version)
+        return SipResponse(headers, b"", int(code), reason, version), None
     parts = line.split(" ")
     if len(parts) != 3 or not all(parts):
         raise SipParseError(f"bad request line {line[:80]!r}")
@@ -362,9 +367,16 @@ def _start(line: str, headers: Headers, limits: SipLimits) -> SipMessage:
         raise SipParseError(f"bad method {method[:40]!r}")
     if _VERSION_RE.fullmatch(version) is None:
         raise SipParseError(f"bad SIP version {version[:20]!r}")
+    deferred: SipError | None = None
+    uri: Uri = _PLACEHOLDER_URI
     if len(uri_text) > limits.max_uri:
-        raise SipUriTooLong(f"Request-URI longer than {limits.max_uri}")
-    return SipRequest(headers, b"", method, parse_uri(uri_text), version)
+        deferred = SipUriTooLong(f"Request-URI longer than {limits.max_uri}")
+    else:
+        try:
+            uri = parse_uri(uri_text)
+        except SipError as exc:
+            deferred = exc
+    return SipRequest(headers, b"", method, uri, version), deferred
 
 
 def parse_message(data: bytes, limits: SipLimits = DEFAULT_LIMITS) -> SipMessage:
@@ -380,8 +392,10 @@ def parse_message(data: bytes, limits: SipLimits = DEFAULT_LIMITS) -> SipMessage
     lines = head_bytes.decode("utf-8", "surrogateescape").split("\n")
     lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
     headers = Headers._trusted(_header_fields(lines[1:], limits))
-    message = _start(lines[0], headers, limits)
+    message, deferred = _start(lines[0], headers, limits)
     try:
+        if deferred is not None:
+            raise deferred
         _validate(message, rest, limits)
     except SipError as exc:
         if isinstance(message, SipRequest) and _answerable(message):

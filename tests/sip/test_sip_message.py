@@ -184,6 +184,8 @@ def test_limits(limits: SipLimits, error: type[SipError]) -> None:
     assert info.value.status == {
         SipMessageTooLarge: 513, SipBodyTooLarge: 413, SipUriTooLong: 414
     }.get(error, 400)
+    # Headers were read for 413/414, so those can be answered; the others cannot.
+    assert info.value.response_possible is (error in (SipBodyTooLarge, SipUriTooLong))
 
 
 def test_build_response_copies_fields_and_adds_tag() -> None:

@@ -51,7 +51,7 @@ REJECTED = [
     ("scalar02", 400, True),  # CSeq > 2**32-1 (answered by copying the raw CSeq)
     ("scalarlg", 400, False),  # a response: dropped, never answered
     ("quotbal", 400, False),  # unterminated quote in To: we do not guess the quote
-    ("ltgtruri", 400, False),  # <> around the Request-URI: bad request line
+    ("ltgtruri", 400, True),  # <> around the Request-URI: not a URI, answered 400
     ("lwsruri", 400, False),  # LWS inside the Request-URI: bad request line
     ("lwsstart", 400, False),  # strict: extra SP in the request line (RFC allows rejecting)
     ("trws", 400, False),  # strict: trailing SP after SIP/2.0 (RFC allows rejecting)
