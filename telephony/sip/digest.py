@@ -30,9 +30,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from telephony.sip.errors import SipParseError
+from telephony.sip.message import SipRequest, SipResponse, build_response
 
 __all__ = [
     "ALGORITHMS",
+    "challenge_response",
+    "credentials_for_realm",
     "DigestChallenge",
     "DigestClient",
     "DigestCredentials",
@@ -385,6 +388,37 @@ class DigestServer:
             old_ms = self._nonce_time_ms(old_nonce) or 0
             self._evicted_before_ms = max(self._evicted_before_ms, old_ms)
         return DigestVerdict(DigestOutcome.OK, user)
+
+
+def credentials_for_realm(values: Iterable[str], realm: str) -> DigestCredentials | None:
+    """The first well-formed digest credentials for ``realm`` among header values.
+
+    A request may carry credentials for several realms (RFC 3261 22.3);
+    malformed or foreign ones are skipped rather than failing the request.
+    """
+    for value in values:
+        try:
+            creds = parse_authorization(value)
+        except DigestParseError:
+            continue
+        if creds.realm == realm:
+            return creds
+    return None
+
+
+def challenge_response(
+    request: SipRequest,
+    server: DigestServer,
+    now: float,
+    *,
+    proxy: bool = False,
+    stale: bool = False,
+    to_tag: str | None = None,
+) -> SipResponse:
+    """A 401 (or 407 for a proxy) carrying one challenge per algorithm."""
+    header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+    extra = [(header, c.to_header()) for c in server.challenge(now, stale=stale)]
+    return build_response(request, 407 if proxy else 401, extra_headers=extra, to_tag=to_tag)
 
 
 class DigestClient:

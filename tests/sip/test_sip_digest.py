@@ -18,11 +18,14 @@ from telephony.sip.digest import (
     DigestOutcome,
     DigestParseError,
     DigestServer,
+    challenge_response,
     compute_response,
+    credentials_for_realm,
     parse_authorization,
     parse_challenge,
     select_challenge,
 )
+from telephony.sip.message import SipRequest, SipResponse, parse_message
 
 RFC7616 = {
     "username": "Mufasa",
@@ -210,3 +213,31 @@ def test_unknown_scheme_and_malformed_headers() -> None:
 def test_authorization_parser_never_crashes(text: str) -> None:
     with contextlib.suppress(DigestParseError):
         parse_authorization(text)
+
+
+def test_register_challenge_round_trip_through_messages() -> None:
+    register = parse_message(
+        b"REGISTER sip:dispatch.example.cn SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.50:5060;branch=z9hG4bKreg1\r\n"
+        b"From: <sip:8001@dispatch.example.cn>;tag=r1\r\nTo: <sip:8001@dispatch.example.cn>\r\n"
+        b"Call-ID: reg-1\r\nCSeq: 1 REGISTER\r\nContact: <sip:8001@192.0.2.50>\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    assert isinstance(register, SipRequest)
+    server = make_server()
+    response = parse_message(challenge_response(register, server, 10.0, to_tag="x").to_bytes())
+    assert isinstance(response, SipResponse) and response.status == 401
+    challenge = select_challenge(response.headers.get_all("WWW-Authenticate"))
+    assert challenge.algorithm == "SHA-256"
+    creds = DigestClient("8001", "pw").authorize(challenge, "REGISTER", str(register.uri))
+    register.headers.add("Authorization", 'Basic Zm9vOmJhcg==')
+    register.headers.add("Authorization", 'Digest realm="other", x=1')
+    register.headers.add("Authorization", creds.to_header())
+    found = credentials_for_realm(register.headers.get_all("Authorization"), server.realm)
+    assert found == creds
+    verdict = server.verify(found, method="REGISTER", now=11.0, password="pw",
+                            request_uri=str(register.uri))
+    assert verdict.ok
+    proxy = challenge_response(register, server, 10.0, proxy=True, stale=True)
+    assert proxy.status == 407
+    assert "stale=true" in (proxy.headers.get("Proxy-Authenticate") or "")
