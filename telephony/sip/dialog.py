@@ -15,14 +15,18 @@ builds, because choosing the transport and address is the adapter's job.
 from __future__ import annotations
 
 import enum
+from collections import deque
 from dataclasses import dataclass, field, replace
 
 from telephony.sip.errors import SipError, SipParseError
 from telephony.sip.headers import Headers, NameAddr
-from telephony.sip.message import SipRequest, SipResponse
+from telephony.sip.message import Destination, SipRequest, SipResponse
+from telephony.sip.transaction import DEFAULT_TIMERS, SendMessage, TimerSettings
 from telephony.sip.uri import SipUri, Uri
 
 __all__ = [
+    "AckTimeout",
+    "AnswerRetransmitter",
     "Dialog",
     "DialogError",
     "DialogId",
@@ -233,3 +237,65 @@ class Dialog:
         for name, value in extra_headers:
             headers.add(name, value)
         return SipRequest(headers, body, method, uri)
+
+
+@dataclass(frozen=True, slots=True)
+class AckTimeout:
+    """No ACK for our 2xx within 64*T1: the UAS should confirm and then BYE (13.3.1.4)."""
+
+    response: SipResponse
+
+
+class AnswerRetransmitter:
+    """The UAS core's 2xx retransmission until the ACK arrives (RFC 3261 13.3.1.4).
+
+    Sans-I/O like the transactions: the 2xx itself is sent through the server
+    transaction; this object then emits :class:`SendMessage` retransmissions
+    at T1, 2*T1, ... capped at T2 (unreliable transports only) and
+    :class:`AckTimeout` at 64*T1 unless :meth:`ack_received` is called first.
+    """
+
+    def __init__(
+        self,
+        response: SipResponse,
+        destination: Destination,
+        now: float,
+        timers: TimerSettings = DEFAULT_TIMERS,
+    ) -> None:
+        self.response = response
+        self.destination = destination
+        self._timers = timers
+        self._interval = timers.t1
+        self._next_send = None if destination.reliable else now + timers.t1
+        self._give_up: float | None = now + 64 * timers.t1
+        self._events: deque[SendMessage | AckTimeout] = deque()
+
+    @property
+    def done(self) -> bool:
+        """True once acknowledged or timed out."""
+        return self._give_up is None
+
+    def ack_received(self, now: float) -> None:
+        """The ACK for this 2xx arrived: stop retransmitting."""
+        self._next_send = self._give_up = None
+
+    def get_timer(self) -> float | None:
+        """The next retransmission or the give-up deadline."""
+        deadlines = [t for t in (self._next_send, self._give_up) if t is not None]
+        return min(deadlines, default=None)
+
+    def handle_timer(self, now: float) -> None:
+        """Retransmit and/or give up as due at ``now``."""
+        while self._next_send is not None and self._next_send <= now:
+            if self._give_up is not None and self._give_up <= self._next_send:
+                break
+            self._events.append(SendMessage(None, self.response, self.destination))
+            self._interval = min(2 * self._interval, self._timers.t2)
+            self._next_send += self._interval
+        if self._give_up is not None and self._give_up <= now:
+            self._next_send = self._give_up = None
+            self._events.append(AckTimeout(self.response))
+
+    def next_event(self) -> SendMessage | AckTimeout | None:
+        """Pop the oldest event, or None."""
+        return self._events.popleft() if self._events else None

@@ -46,6 +46,7 @@ from telephony.sip.message import (
 )
 
 __all__ = [
+    "DEFAULT_TIMERS",
     "ClientInviteTransaction",
     "ClientNonInviteTransaction",
     "DeliverRequest",
@@ -87,6 +88,10 @@ class TimerSettings:
     def __post_init__(self) -> None:
         if not (0 < self.t1 <= self.t2) or self.t4 <= 0:
             raise ValueError(f"bad SIP timer settings {self}")
+
+
+DEFAULT_TIMERS = TimerSettings()
+"""The RFC 3261 defaults: T1 = 500 ms, T2 = 4 s, T4 = 5 s."""
 
 
 class TimerName(enum.Enum):
@@ -374,7 +379,7 @@ class ClientInviteTransaction(_ClientTransaction):
         request: SipRequest,
         destination: Destination,
         now: float,
-        timers: TimerSettings = TimerSettings(),
+        timers: TimerSettings = DEFAULT_TIMERS,
     ) -> None:
         super().__init__(request, destination, timers)
         self.state = State.CALLING
@@ -441,7 +446,7 @@ class ClientNonInviteTransaction(_ClientTransaction):
         request: SipRequest,
         destination: Destination,
         now: float,
-        timers: TimerSettings = TimerSettings(),
+        timers: TimerSettings = DEFAULT_TIMERS,
     ) -> None:
         if request.method in ("INVITE", "ACK"):
             raise ValueError(f"{request.method} does not use a non-INVITE transaction")
@@ -530,7 +535,7 @@ class ServerInviteTransaction(_ServerTransaction):
         request: SipRequest,
         source: Destination,
         now: float,
-        timers: TimerSettings = TimerSettings(),
+        timers: TimerSettings = DEFAULT_TIMERS,
         *,
         auto_trying: bool = True,
     ) -> None:
@@ -596,7 +601,7 @@ class ServerNonInviteTransaction(_ServerTransaction):
         request: SipRequest,
         source: Destination,
         now: float,
-        timers: TimerSettings = TimerSettings(),
+        timers: TimerSettings = DEFAULT_TIMERS,
     ) -> None:
         if request.method in ("INVITE", "ACK"):
             raise ValueError(f"{request.method} does not use a non-INVITE transaction")
@@ -643,7 +648,7 @@ class TransactionLayer:
     """
 
     def __init__(
-        self, timers: TimerSettings = TimerSettings(), *, auto_trying: bool = True
+        self, timers: TimerSettings = DEFAULT_TIMERS, *, auto_trying: bool = True
     ) -> None:
         self.timers = timers
         self.auto_trying = auto_trying

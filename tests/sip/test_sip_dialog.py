@@ -4,8 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from telephony.sip.dialog import Dialog, DialogError, DialogState, uac_dialog_id, uas_dialog_id
-from telephony.sip.message import SipRequest, SipResponse, build_response, parse_message
+from telephony.sip.dialog import (
+    AckTimeout,
+    AnswerRetransmitter,
+    Dialog,
+    DialogError,
+    DialogState,
+    uac_dialog_id,
+    uas_dialog_id,
+)
+from telephony.sip.message import (
+    Destination,
+    SipRequest,
+    SipResponse,
+    build_response,
+    parse_message,
+)
+from telephony.sip.transaction import SendMessage
 from telephony.sip.uri import SipUri
 
 VIA = "SIP/2.0/UDP 203.0.113.5:5060;branch=z9hG4bKnew1"
@@ -124,3 +139,29 @@ def test_strict_router_in_route_set() -> None:
     assert info.headers.get_all("Route") == [
         "<sip:loose.example.cn;lr>", "<sip:unit7@192.0.2.77:5062>"
     ]
+
+
+def test_answer_retransmitter_schedule_ack_and_timeout() -> None:
+    invite = parse_request(THEIR_INVITE)
+    ok = build_response(invite, 200, to_tag="ourtag")
+    udp = Destination("UDP", "198.51.100.7", 5060)
+    rtx = AnswerRetransmitter(ok, udp, now=100.0)
+    times: list[float] = []
+    events: list[object] = []
+    while (deadline := rtx.get_timer()) is not None:
+        rtx.handle_timer(deadline)
+        while (event := rtx.next_event()) is not None:
+            times.append(deadline)
+            events.append(event)
+    sends = [t - 100.0 for t, e in zip(times, events, strict=True) if isinstance(e, SendMessage)]
+    assert sends == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+    assert events[-1] == AckTimeout(ok) and times[-1] == 132.0 and rtx.done
+    acked = AnswerRetransmitter(ok, udp, now=0.0)
+    acked.handle_timer(0.5)
+    assert isinstance(acked.next_event(), SendMessage)
+    acked.ack_received(0.7)
+    assert acked.get_timer() is None and acked.done
+    tcp = AnswerRetransmitter(ok, Destination("TCP", "198.51.100.7", 5060), now=0.0)
+    assert tcp.get_timer() == 32.0
+    tcp.handle_timer(32.0)
+    assert tcp.next_event() == AckTimeout(ok)
