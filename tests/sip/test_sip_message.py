@@ -306,3 +306,34 @@ def test_new_branch_and_make_via() -> None:
     assert make_via("TCP", "h.example", None, branch, rport=False) == (
         f"SIP/2.0/TCP h.example;branch={branch}"
     )
+
+
+def test_headers_editing() -> None:
+    headers = Headers([("v", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2")])
+    headers.prepend("Via", "SIP/2.0/UDP top;branch=z9hG4bK0")
+    assert [v.split()[1].split(";")[0] for v in headers.values("Via")] == ["top", "a", "b"]
+    assert headers.pop_first_value("Via") == "SIP/2.0/UDP top;branch=z9hG4bK0"
+    assert headers.pop_first_value("via") == "SIP/2.0/UDP a;branch=z9hG4bK1"
+    assert headers.get_all("Via") == ["SIP/2.0/UDP b;branch=z9hG4bK2"]
+    headers.replace_first_value("Via", "SIP/2.0/TCP c;branch=z9hG4bK3")
+    assert headers.get("VIA") == "SIP/2.0/TCP c;branch=z9hG4bK3"
+    headers.add("X-Unit", "1")
+    headers.add("x-unit", "2")
+    assert headers.get_all("X-UNIT") == ["1", "2"] and headers.count("x-Unit") == 2
+    headers.set("X-Unit", "3")
+    assert headers.get_all("x-unit") == ["3"]
+    headers.remove("X-UNIT")
+    assert "X-Unit" not in headers and "Via" in headers
+    with pytest.raises(KeyError):
+        headers.replace_first_value("Route", "<sip:x>")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_uri_and_name_addr_parsers_only_raise_parse_errors(text: str) -> None:
+    with contextlib.suppress(SipParseError):
+        parse_uri(text)
+    with contextlib.suppress(SipParseError):
+        parse_name_addr(text)
+    with contextlib.suppress(SipParseError):
+        parse_via(text)
