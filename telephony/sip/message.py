@@ -47,6 +47,7 @@ from telephony.sip.headers import (
     NameAddr,
     Via,
     canonical_name,
+    check_header_text,
     parse_content_type,
     parse_cseq,
     parse_name_addr,
@@ -111,6 +112,7 @@ _HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
 _WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
 _CALL_ID_RE = re.compile(f"{_WORD}(?:@{_WORD})?")
 _DIGITS_RE = re.compile(r"[0-9]{1,10}")
+_START_LINE_CTL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _PLACEHOLDER_URI = AbsoluteUri("invalid", "request-uri-rejected")
 _SINGLE_VALUED = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length", "Content-Type")
 _DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
@@ -309,7 +311,7 @@ class SipResponse(SipMessage):
         return 200 <= self.status < 300
 
 
-def _split_head(data: bytes, limits: SipLimits) -> tuple[bytes, bytes]:
+def _split_head(data: bytes) -> tuple[bytes, bytes]:
     match = _HEAD_END_RE.search(data)
     if match is None:
         raise SipParseError("no blank line after the header fields")
@@ -327,7 +329,7 @@ def _header_fields(lines: list[str], limits: SipLimits) -> list[tuple[str, str]]
         if line[:1] in (" ", "\t"):
             if not fields:
                 raise SipParseError("continuation line before any header")
-            fields[-1][1] += " " + line.strip(" \t")
+            fields[-1][1] = (fields[-1][1] + " " + line.strip(" \t")).strip(" \t")
             continue
         name, colon, value = line.partition(":")
         name = name.rstrip(" \t")
@@ -336,7 +338,7 @@ def _header_fields(lines: list[str], limits: SipLimits) -> list[tuple[str, str]]
         fields.append([canonical_name(name), value.strip(" \t")])
         if len(fields) > limits.max_headers:
             raise SipParseError(f"more than {limits.max_headers} header fields")
-    return [(n, v.strip(" \t")) for n, v in fields]
+    return [(n, v) for n, v in fields]
 
 
 def _parse_content_length(value: str) -> int:
@@ -351,6 +353,9 @@ def _start(line: str, headers: Headers, limits: SipLimits) -> tuple[SipMessage, 
     A bad or overlong Request-URI is returned as a deferred error, with a
     placeholder URI, so that the request can still be answered (400/414).
     """
+    if _START_LINE_CTL_RE.search(line):
+        # A bare CR or other control character would be forwarded verbatim.
+        raise SipParseError("control character in the start line")
     if line[:4].upper() == "SIP/":
         version, _, rest = line.partition(" ")
         code, _, reason = rest.partition(" ")
@@ -388,7 +393,7 @@ def parse_message(data: bytes, limits: SipLimits = DEFAULT_LIMITS) -> SipMessage
     if len(data) > limits.max_message:
         raise SipMessageTooLarge(f"message of {len(data)} octets")
     data = data.lstrip(b"\r\n")
-    head_bytes, rest = _split_head(data, limits)
+    head_bytes, rest = _split_head(data)
     lines = head_bytes.decode("utf-8", "surrogateescape").split("\n")
     lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
     headers = Headers._trusted(_header_fields(lines[1:], limits))
@@ -508,7 +513,7 @@ def build_response(
         headers.copy_in("Timestamp", timestamp)
     for name, value in extra_headers:
         headers.add(name, value)
-    phrase = reason if reason is not None else REASON_PHRASES.get(status, "Unknown")
+    phrase = check_header_text(reason) if reason is not None else REASON_PHRASES.get(status, "")
     return SipResponse(headers, body, status, phrase)
 
 

@@ -337,3 +337,19 @@ def test_uri_and_name_addr_parsers_only_raise_parse_errors(text: str) -> None:
         parse_name_addr(text)
     with contextlib.suppress(SipParseError):
         parse_via(text)
+
+
+@pytest.mark.parametrize(
+    "start",
+    [b"SIP/2.0 200 OK\rInjected: 1", b"SIP/2.0 200 O\x00K", b"OPTIONS sip:a@b\x01 SIP/2.0"],
+)
+def test_control_characters_in_start_line_are_rejected(start: bytes) -> None:
+    data = start + b"\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n" \
+        b"To: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n"
+    with pytest.raises(SipParseError):
+        parse_message(data)
+
+
+def test_build_response_refuses_injected_reason() -> None:
+    with pytest.raises(SipHeaderInjection):
+        build_response(request(), 480, "Gone\r\nX-Evil: 1")
