@@ -475,3 +475,14 @@ def test_server_transactions_only_reject_tu_misuse(method: str, steps: list[int 
     if finals:
         tail = sent_statuses[finals[0]:]
         assert all(s == tail[0] for s in tail), "a different response after the final"
+
+
+def test_server_invite_reliable_ack_terminates_at_once() -> None:
+    request = make_request(transport="TCP")
+    txn = ServerInviteTransaction(request, Destination("TCP", "198.51.100.7", 33000), now=0.0)
+    txn.send_response(reply(request, 404), 0.1)
+    assert txn.timer_deadline(TimerName.G) is None
+    assert txn.timer_deadline(TimerName.H) == pytest.approx(32.1)
+    drain(txn)
+    txn.receive_request(make_request("ACK", transport="TCP"), 0.2)
+    assert drain(txn) == [Terminated(txn.key)]
