@@ -29,6 +29,8 @@ responses still reach the TU and retransmitted INVITEs are absorbed.
 from __future__ import annotations
 
 import enum
+import heapq
+import itertools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -655,6 +657,11 @@ class TransactionLayer:
         self._clients: dict[TransactionKey, ClientTransaction] = {}
         self._servers: dict[TransactionKey, ServerTransaction] = {}
         self._events: deque[TransactionEvent] = deque()
+        # A heap of (deadline, seq, key) with lazy deletion: an entry counts
+        # only while _armed[key] still equals its deadline.
+        self._heap: list[tuple[float, int, TransactionKey]] = []
+        self._armed: dict[TransactionKey, float] = {}
+        self._seq = itertools.count()
 
     def __len__(self) -> int:
         return len(self._clients) + len(self._servers)
@@ -665,14 +672,24 @@ class TransactionLayer:
 
     def get_timer(self) -> float | None:
         """Earliest deadline over all transactions, or None."""
-        deadlines = [t for t in map(_timer_of, self._all()) if t is not None]
-        return min(deadlines, default=None)
+        heap = self._heap
+        while heap:
+            deadline, _, key = heap[0]
+            if self._armed.get(key) == deadline:
+                return deadline
+            heapq.heappop(heap)  # stale: the transaction re-armed or ended
+        return None
 
     def handle_timer(self, now: float) -> None:
         """Fire every due timer of every transaction."""
-        for txn in list(self._all()):
-            deadline = txn.get_timer()
-            if deadline is not None and deadline <= now:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            deadline, _, key = heapq.heappop(heap)
+            if self._armed.get(key) != deadline:
+                continue
+            del self._armed[key]
+            txn = self._servers.get(key) if key.server else self._clients.get(key)
+            if txn is not None:
                 txn.handle_timer(now)
                 self._drain(txn)
 
@@ -731,16 +748,24 @@ class TransactionLayer:
         """Look up a live client transaction."""
         return self._clients.get(key)
 
-    def _all(self) -> list[_Transaction]:
-        return [*self._clients.values(), *self._servers.values()]
-
     def _drain(self, txn: _Transaction) -> None:
+        """Collect the transaction's events, re-arm its timer, forget it if ended."""
         while (event := txn.next_event()) is not None:
             self._events.append(event)
+        key = txn.key
+        table: dict[TransactionKey, Any] = self._servers if key.server else self._clients
+        if table.get(key) is not txn:
+            return
         if txn.terminated:
-            table: dict[TransactionKey, Any] = self._servers if txn.key.server else self._clients
-            if table.get(txn.key) is txn:
-                del table[txn.key]
+            del table[key]
+            self._armed.pop(key, None)
+            return
+        deadline = txn.get_timer()
+        if deadline is None:
+            self._armed.pop(key, None)
+        elif self._armed.get(key) != deadline:
+            self._armed[key] = deadline
+            heapq.heappush(self._heap, (deadline, next(self._seq), key))
 
     def _receive_request(self, request: SipRequest, source: Destination, now: float) -> None:
         stamp_via_received(request, source.host, source.port)
@@ -780,10 +805,6 @@ class TransactionLayer:
             return
         txn.receive_response(response, now)
         self._drain(txn)
-
-
-def _timer_of(txn: _Transaction) -> float | None:
-    return txn.get_timer()
 
 
 def _valid_branch(branch: str) -> bool:

@@ -486,3 +486,35 @@ def test_server_invite_reliable_ack_terminates_at_once() -> None:
     drain(txn)
     txn.receive_request(make_request("ACK", transport="TCP"), 0.2)
     assert drain(txn) == [Terminated(txn.key)]
+
+
+def test_layer_timer_heap_with_many_transactions() -> None:
+    layer = TransactionLayer()
+    keys = [
+        layer.send_request(make_request("OPTIONS", branch=f"z9hG4bK{i}"), UDP, i * 0.1)
+        for i in range(50)
+    ]
+    drain(layer)
+    layer.handle_timer(5.0)  # retransmissions due so far
+    assert all(isinstance(e, SendMessage) for e in drain(layer))
+    # Half of them get a final response early: their E/F timers must vanish.
+    for i in range(0, 50, 2):
+        layer.receive(reply(make_request("OPTIONS", branch=f"z9hG4bK{i}"), 200), UDP, 5.0)
+    drain(layer)
+    fired: list[float] = []
+    terminated: list[TransactionKey] = []
+    last = 5.0
+    while (deadline := layer.get_timer()) is not None:
+        assert deadline >= last
+        last = deadline
+        layer.handle_timer(deadline)
+        for event in drain(layer):
+            if isinstance(event, Terminated):
+                terminated.append(event.key)
+                fired.append(deadline)
+            elif isinstance(event, TransactionTimeout):
+                assert keys.index(event.key) % 2 == 1
+    assert sorted(terminated, key=keys.index) == keys and len(layer) == 0
+    # Answered ones end at 5 + T4, unanswered ones at start + 64*T1.
+    assert fired[0] == pytest.approx(10.0)
+    assert max(fired) == pytest.approx(4.9 + 32.0)
