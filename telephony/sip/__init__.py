@@ -14,6 +14,8 @@ Modules:
   structured header values (Via, name-addr, CSeq, ...).
 * :mod:`telephony.sip.message` -- request/response parsing, serialisation,
   stream framing and ``build_response``.
+* :mod:`telephony.sip.events` -- timer settings, transaction keys and the
+  frozen-dataclass events the transaction layer emits.
 * :mod:`telephony.sip.transaction` -- the four RFC 3261 section 17 state
   machines and the transaction layer that matches messages to them.
 * :mod:`telephony.sip.digest` -- digest authentication (MD5, SHA-256) for
