@@ -353,3 +353,20 @@ def test_control_characters_in_start_line_are_rejected(start: bytes) -> None:
 def test_build_response_refuses_injected_reason() -> None:
     with pytest.raises(SipHeaderInjection):
         build_response(request(), 480, "Gone\r\nX-Evil: 1")
+
+
+def test_binary_body_with_nul_and_blank_lines_frames_by_content_length() -> None:
+    # In the spirit of RFC 4475 mpart01: a body holding NULs and CRLFCRLF.
+    body = b"--b\r\nContent-Type: application/octet-stream\r\n\r\n\x00\x01\r\n\r\n\xff\x00--b--\r\n"
+    data = (
+        b"MESSAGE sip:kumiko@example.org SIP/2.0\r\n"
+        b"Via: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bKm1\r\n"
+        b"From: <sip:fluffy@example.com>;tag=2fb0dcc9\r\nTo: <sip:kumiko@example.org>\r\n"
+        b"Call-ID: mp@x\r\nCSeq: 1 MESSAGE\r\nContent-Type: multipart/mixed;boundary=b\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    frames = StreamFramer().feed(data + data)
+    assert len(frames) == 2
+    msg = parse_message(frames[1])
+    assert msg.body == body
+    assert msg.content_type is not None and msg.content_type.param("boundary") == "b"
