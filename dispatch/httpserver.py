@@ -23,6 +23,25 @@ log = logging.getLogger(__name__)
 GRACEFUL_S = 2
 
 
+def listen_tcp(host: str, port: int, backlog: int = 512) -> socket.socket:
+    """A listening TCP socket whose accepted connections asyncio will set TCP_NODELAY on.
+
+    ``socket.create_server`` leaves the protocol number 0, and asyncio only sets
+    TCP_NODELAY on sockets whose protocol is IPPROTO_TCP: without it a response
+    written in two parts (headers, body) waits ~40 ms for a delayed ACK.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -46,9 +65,8 @@ class HttpService:
 
     async def start(self) -> None:
         """Bind the socket and serve; raise ``OSError`` if the address is taken."""
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         try:
-            sock = socket.create_server((self.host, self.port), family=family, backlog=512)
+            sock = listen_tcp(self.host, self.port)
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise OSError(f"cannot listen on {self.host}:{self.port}: {reason}") from None

@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import math
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -201,9 +202,10 @@ class ReportService:
                 report = _to_report(row)
                 assessment = self.intake.assess(report)
                 _store_assessment(row, assessment)
-                open_incidents = await self._open_snapshots(s, report.received_at)
+                ref = assessment.ref(report)
+                open_incidents = await self._open_snapshots(s, ref)
                 decision = self.intake.correlator.place(
-                    assessment.ref(report), open_incidents, self._now(), str(uuid.uuid4()))
+                    ref, open_incidents, self._now(), str(uuid.uuid4()))
                 await self._apply(s, decision, actor)
                 row.incident_id = decision.incident.incident_id
                 self.audit.record(s, actor=actor, action="report.assessed",
@@ -216,12 +218,21 @@ class ReportService:
             self.counts["assessed"] += 1
             return decision.incident.incident_id
 
-    async def _open_snapshots(self, s: AsyncSession, at: dt.datetime) -> list[IncidentSnapshot]:
-        window = dt.timedelta(minutes=self.intake.rules.correlation.window_minutes)
-        incidents = (await s.scalars(select(IncidentRow).where(
-            IncidentRow.status.not_in(CLOSED_STATES),
-            IncidentRow.last_report_at >= at - window))).all()
-        return await _snapshots(s, incidents)
+    async def _open_snapshots(self, s: AsyncSession, ref: ReportRef) -> list[IncidentSnapshot]:
+        """Open incidents this report could join: in the time window and, when both are
+        located, inside a box around it no larger than the widest correlation distance."""
+        rules = self.intake.rules.correlation
+        window = dt.timedelta(minutes=rules.window_minutes)
+        stmt = select(IncidentRow).where(IncidentRow.status.not_in(CLOSED_STATES),
+                                         IncidentRow.last_report_at >= ref.received_at - window)
+        if ref.lat is not None and ref.lon is not None:
+            reach = max([rules.distance_km, *rules.distance_by_category.values()])
+            dlat = reach / 111.0
+            dlon = reach / (111.0 * max(0.05, math.cos(math.radians(ref.lat))))
+            stmt = stmt.where(or_(IncidentRow.lat.is_(None), and_(
+                IncidentRow.lat.between(ref.lat - dlat, ref.lat + dlat),
+                IncidentRow.lon.between(ref.lon - dlon, ref.lon + dlon))))
+        return await _snapshots(s, (await s.scalars(stmt)).all())
 
     async def _apply(self, s: AsyncSession, decision: Decision, actor: str) -> None:
         """Write a correlation decision: the incident(s) it touched and the audit rows."""
@@ -372,13 +383,16 @@ async def _snapshots(s: AsyncSession, incidents: Iterable[IncidentRow]) -> list[
     if not by_id:
         return []
     refs: dict[str, list[ReportRef]] = {key: [] for key in by_id}
-    rows = await s.scalars(select(ReportRow).where(ReportRow.incident_id.in_(by_id))
+    # Only the columns correlation needs: never the text or the evidence blobs.
+    columns = (ReportRow.incident_id, ReportRow.id, ReportRow.received_at, ReportRow.grade,
+               ReportRow.category, ReportRow.subtype, ReportRow.lat, ReportRow.lon,
+               ReportRow.agencies)
+    rows = await s.execute(select(*columns).where(ReportRow.incident_id.in_(by_id))
                            .order_by(ReportRow.received_at))
-    for r in rows:
-        refs[r.incident_id or ""].append(ReportRef(
-            r.id, r.received_at, Grade(r.grade or 4),
-            Category(r.category) if r.category else None, r.subtype, r.lat, r.lon,
-            tuple(r.agencies)))
+    for incident_id, rid, at, grade, category, subtype, lat, lon, agencies in rows:
+        refs[incident_id].append(ReportRef(
+            rid, at, Grade(grade or 4), Category(category) if category else None, subtype,
+            lat, lon, tuple(agencies)))
     out = []
     for key, row in by_id.items():
         if not refs[key]:

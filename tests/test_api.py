@@ -124,3 +124,17 @@ async def test_events_websocket_refuses_without_token(daemon: Any) -> None:
         async with connect(ws_url) as ws:
             await ws.recv()
     assert err.value.rcvd is not None and err.value.rcvd.code == 4401
+
+
+def test_listener_lets_asyncio_disable_nagle() -> None:
+    """Responses written in two parts must not wait 40 ms for a delayed ACK (TCP_NODELAY)."""
+    import socket
+
+    from dispatch.httpserver import listen_tcp
+
+    for host in ("127.0.0.1", "::1"):
+        sock = listen_tcp(host, 0)
+        try:
+            assert sock.proto == socket.IPPROTO_TCP
+        finally:
+            sock.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,9 @@ async def test_interactive_session_with_tab_completion(daemon: Any, tmp_path: Pa
         "ssh", "-tt", "-i", str(key), "-p", str(daemon.ssh.bound[1]), "-o",
         "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
         "-o", "LogLevel=ERROR", "-o", "IdentitiesOnly=yes", "disp@127.0.0.1",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        # A person at a terminal has a TERM; CI (and tox) may not pass one on.
+        env={**os.environ, "TERM": "xterm"})
     assert proc.stdin is not None and proc.stdout is not None
 
     async def screen_after(keys: bytes) -> str:
