@@ -390,7 +390,7 @@ async def _snapshots(s: AsyncSession, incidents: Iterable[IncidentRow]) -> list[
     rows = await s.execute(select(*columns).where(ReportRow.incident_id.in_(by_id))
                            .order_by(ReportRow.received_at))
     for incident_id, rid, at, grade, category, subtype, lat, lon, agencies in rows:
-        refs[incident_id].append(ReportRef(
+        refs[str(incident_id)].append(ReportRef(
             rid, at, Grade(grade or 4), Category(category) if category else None, subtype,
             lat, lon, tuple(agencies)))
     out = []
