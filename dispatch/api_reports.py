@@ -23,6 +23,7 @@ from dispatch.auth import Permission, Principal
 from dispatch.models import IncidentRow, ReportRow
 from dispatch.reports import CorrelationError, NewReport, NotFound, ReportService
 from intake import channels
+from intake.cli import classify_line
 from intake.model import Category, Channel, Grade
 
 API = "/api/v1"
@@ -65,6 +66,15 @@ class SensorIn(_Strict):
     text: Text
     lat: Annotated[float | None, Field(ge=-90, le=90)] = None
     lon: Annotated[float | None, Field(ge=-180, le=180)] = None
+    fields: Annotated[dict[str, Annotated[str, Field(max_length=256)]],
+                      Field(max_length=32)] = {}
+
+
+class PreviewIn(_Strict):
+    """Text being typed, to classify without storing anything."""
+
+    text: Annotated[str, Field(max_length=8000)]
+    lang: Annotated[str | None, Field(pattern="^(zh|en)$")] = None
     fields: Annotated[dict[str, Annotated[str, Field(max_length=256)]],
                       Field(max_length=32)] = {}
 
@@ -153,6 +163,14 @@ def mount_reports(app: FastAPI, reports: ReportService, needs: Any,
         done = await reports.submit(new, actor=who.name)
         return Placed(report_id=done.report_id, duplicate=done.duplicate,
                       incident_id=done.incident_id)
+
+    @app.post(f"{API}/classify", tags=["reports"])
+    async def preview(
+        body: PreviewIn, _: Annotated[Principal, Depends(needs(Permission.REPORTS_WRITE))]
+    ) -> dict[str, Any]:
+        """Classify and grade text as it is typed (nothing is stored): the call taker's
+        live view of category, agencies, grade and the evidence for them."""
+        return classify_line(reports.intake, body.model_dump())
 
     @app.get(f"{API}/reports", tags=["reports"])
     async def list_reports(

@@ -161,3 +161,14 @@ async def test_submit_directly_from_a_channel(daemon: Any) -> None:
         NewReport(Channel.SMS, "紧急：长安镇化工厂泄漏", daemon_now(), caller="+8613800000000",
                   source_ref="smsc:abc"), actor="sms")
     assert done.incident_id is not None and not done.duplicate
+
+
+async def test_live_classification_preview_stores_nothing(daemon: Any) -> None:
+    async with client_for(daemon) as c:
+        r = await c.post("/api/v1/classify", json={"text": FIRE})
+        assert r.status_code == 200
+        got = r.json()
+        assert (got["category"], got["grade"], got["colour"]) == ("accident", "III", "yellow")
+        assert any(f["kind"] == "deaths" and f["value"] == 3 for f in got["figures"])
+        assert (await c.post("/api/v1/classify", json={"text": "x" * 9000})).status_code == 422
+        assert (await c.get("/api/v1/reports")).json() == []

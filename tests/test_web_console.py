@@ -79,6 +79,17 @@ async def test_login_health_duty_log_live_and_language(daemon: Any, page: Any) -
     await page.wait_for_selector("#events li:has-text('duty_log.added')")
     await page.screenshot(path=str(ARTEFACTS / "console-en.png"), full_page=True)
 
+    # A call taker types a report: the classification follows the typing, then it is filed.
+    await page.fill("#report-form textarea", "东城街道一栋居民楼起火，三人死亡，十二人受伤")
+    await page.wait_for_selector("#preview .grade.yellow:has-text('III')")
+    assert "Accident" in await page.text_content("#preview")
+    await page.fill("#report-form input[name=lat]", "23.02")
+    await page.fill("#report-form input[name=lon]", "113.75")
+    await page.click("#report-form button[type=submit]")
+    await page.wait_for_selector("#preview:has-text('Saved in incident')")
+    await page.wait_for_selector("#incidents li .grade.yellow")
+    await page.screenshot(path=str(ARTEFACTS / "console-report-en.png"), full_page=True)
+
     await page.click("#lang")
     await page.wait_for_selector("h2:has-text('值班记录')")
     assert await page.text_content("tr[data-service=database] td.state-running") == "运行中"

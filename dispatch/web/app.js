@@ -13,6 +13,11 @@ const I18N = {
     add_entry: "添加记录", events: "实时事件", yes: "是", no: "否",
     running: "运行中", failed: "故障", starting: "启动中", stopping: "停止中", stopped: "已停止",
     pending: "等待",
+    new_report: "接警登记", report_placeholder: "报警内容（边输入边分类）…", caller: "报警电话",
+    lat: "纬度", lon: "经度", submit_report: "提交", incidents: "事件", reports_n: "条报告",
+    natural_disaster: "自然灾害", accident: "事故灾难", public_health: "公共卫生事件",
+    social_security: "社会安全事件", unclassified: "未分类", needs_location: "待定位",
+    saved_in: "已登记，归入事件",
   },
   en: {
     offline: "offline", online: "live", logout: "Log out", login_title: "Log in", username: "User name",
@@ -21,6 +26,11 @@ const I18N = {
     add_entry: "Add entry", events: "Live events", yes: "yes", no: "no",
     running: "running", failed: "failed", starting: "starting", stopping: "stopping", stopped: "stopped",
     pending: "pending",
+    new_report: "New report", report_placeholder: "What the caller says (classified as you type)…",
+    caller: "Caller number", lat: "Latitude", lon: "Longitude", submit_report: "Submit",
+    incidents: "Incidents", reports_n: "reports", natural_disaster: "Natural disaster",
+    accident: "Accident", public_health: "Public health", social_security: "Social security",
+    unclassified: "Unclassified", needs_location: "needs location", saved_in: "Saved in incident",
   },
 };
 
@@ -96,10 +106,50 @@ function showEvent(envelope) {
   while (list.children.length > MAX_EVENTS) list.lastChild.remove();
 }
 
+function gradeBadge(grade, colour) {
+  return el("span", { class: `grade ${colour}` }, grade);
+}
+
+function incidentItem(inc) {
+  return el("li", { "data-incident": inc.id },
+    gradeBadge(inc.grade, inc.colour),
+    el("strong", {}, t(inc.category || "unclassified")), " ",
+    inc.subtype ? el("span", { class: "tag" }, inc.subtype) : "",
+    ...inc.agencies.map((a) => el("span", { class: "tag" }, a)),
+    ` ${inc.report_count} ${t("reports_n")}`,
+    inc.needs_location ? el("span", { class: "tag" }, t("needs_location")) : "");
+}
+
+async function loadIncidents() {
+  const rows = await api("/api/v1/incidents");
+  $("#incidents").replaceChildren(...rows.map(incidentItem));
+}
+
+let previewTimer = null;
+let previewSeq = 0;
+function schedulePreview() {
+  clearTimeout(previewTimer);
+  previewTimer = setTimeout(async () => {
+    const text = $("#report-form").elements.text.value.trim();
+    const seq = ++previewSeq;
+    if (!text) { $("#preview").replaceChildren(); return; }
+    try {
+      const c = await api("/api/v1/classify", { method: "POST", body: JSON.stringify({ text }) });
+      if (seq !== previewSeq) return; // a newer keystroke's answer will follow
+      $("#preview").replaceChildren(
+        gradeBadge(c.grade, c.colour), el("strong", {}, t(c.category || "unclassified")), " ",
+        c.subtype ? el("span", { class: "tag" }, c.subtype) : "",
+        ...c.agencies.map((a) => el("span", { class: "tag" }, a)),
+        el("div", {}, c.reasons.join("; ")));
+    } catch (err) { $("#preview").textContent = err.message; }
+  }, 250);
+}
+
 function onEvent(envelope) {
   if (envelope.topic === "hello") return;
   showEvent(envelope);
   if (envelope.topic === "service.state") loadHealth().catch(() => {});
+  if (envelope.topic === "incident.changed") loadIncidents().catch(() => {});
   if (envelope.topic === "duty_log.added" && !document.querySelector(`#duty-log [data-id="${envelope.data.id}"]`)) {
     $("#duty-log").prepend(dutyItem(envelope.data));
   }
@@ -118,7 +168,7 @@ function connect() {
   socket.onopen = () => {
     retryMs = 500; setLive(true);
     // Anything may have changed while we were away: reload the views.
-    loadHealth().catch(() => {}); loadDutyLog().catch(() => {});
+    loadHealth().catch(() => {}); loadDutyLog().catch(() => {}); loadIncidents().catch(() => {});
   };
   socket.onmessage = (msg) => onEvent(JSON.parse(msg.data));
   socket.onclose = (ev) => {
@@ -173,11 +223,25 @@ $("#duty-form").addEventListener("submit", async (ev) => {
   } catch (err) { $("#duty-error").textContent = err.message; }
 });
 
+$("#report-form").elements.text.addEventListener("input", schedulePreview);
+$("#report-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const f = ev.target.elements;
+  const body = { text: f.text.value.trim(), caller: f.caller.value.trim() };
+  if (f.lat.value !== "" && f.lon.value !== "") { body.lat = Number(f.lat.value); body.lon = Number(f.lon.value); }
+  $("#report-error").textContent = "";
+  try {
+    const placed = await api("/api/v1/reports", { method: "POST", body: JSON.stringify(body) });
+    ev.target.reset();
+    $("#preview").textContent = `${t("saved_in")} ${placed.incident_id.slice(0, 8)}`;
+  } catch (err) { $("#report-error").textContent = err.message; }
+});
+
 $("#lang").addEventListener("click", () => {
   lang = lang === "zh" ? "en" : "zh";
   localStorage.setItem("dispatchd.lang", lang);
   applyLanguage();
-  if (token) { loadHealth().catch(() => {}); loadDutyLog().catch(() => {}); }
+  if (token) { loadHealth().catch(() => {}); loadDutyLog().catch(() => {}); loadIncidents().catch(() => {}); }
 });
 $("#logout").addEventListener("click", logout);
 
