@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from dispatch.audit import AuditTrail, query
 from dispatch.auth import AuthError, Role, UserExists, UserStore
 from dispatch.models import AuditEntry, Base, DutyLogEntry
-from dispatch.storage import Database, SchemaOutOfDate
+from dispatch.storage import SCHEMA_HEAD, Database, SchemaOutOfDate, schema_head
 
 UTC = dt.UTC
 
@@ -40,6 +40,10 @@ async def test_fresh_database_is_out_of_date_and_refused_without_auto_migrate(db
         assert status.up_to_date and status.current == status.head
     finally:
         await db.close()
+
+
+def test_schema_head_constant_matches_the_migrations() -> None:
+    assert schema_head() == SCHEMA_HEAD
 
 
 async def test_migrations_match_models(database: Database) -> None:
