@@ -124,6 +124,17 @@ class IntakeSettings(_Section):
         return None
 
 
+class EmailIntakeSettings(_Section):
+    """An SMTP listener that turns emailed messages into reports."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Port = 2525
+    max_message_bytes: Annotated[int, Field(ge=1024, le=50 * 1024 * 1024)] = 1024 * 1024
+    recipients: Annotated[tuple[Annotated[str, Field(max_length=254)], ...],
+                          Field(strict=False)] = ()
+
+
 class DeviceSettings(_Section):
     """A serial device the daemon keeps open (a radio, satphone or modem port)."""
 
@@ -144,6 +155,7 @@ class Settings(_Section):
     auth: AuthSettings = AuthSettings()
     ssh: SshSettings = SshSettings()
     intake: IntakeSettings = IntakeSettings()
+    email_intake: EmailIntakeSettings = EmailIntakeSettings()
     # TOML arrays are lists; accept them (non-strict) into an immutable tuple.
     devices: Annotated[tuple[DeviceSettings, ...], Field(strict=False)] = ()
 

@@ -137,6 +137,14 @@ class Daemon:
             health=self.services.health, clock=clock))
         if settings.ssh.enabled:
             self._add_ssh()
+        if settings.email_intake.enabled:
+            from dispatch.email_intake import EmailIntake
+
+            mail = settings.email_intake
+            self.email = EmailIntake(self.reports, host=mail.host, port=mail.port,
+                                     max_message_bytes=mail.max_message_bytes,
+                                     recipients=mail.recipients)
+            self.services.add(self.email, required=False, retry_s=30.0)
         self.services.add(self.http, required=True)
 
     def _add_devices(self) -> None:
