@@ -203,3 +203,67 @@ class CorrectionRow(Base):
     operator: Mapped[str] = mapped_column(String(64))
     note: Mapped[str] = mapped_column(String(512), default="")
     at: Mapped[dt.datetime]
+
+
+class CampaignRow(Base):
+    """A broadcast: who it reaches, what it says, who asked, who approved, how far it got."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(5), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    priority: Mapped[int]
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    public: Mapped[bool] = mapped_column(Boolean, default=True)
+    incident_id: Mapped[str | None] = mapped_column(String(36))
+    target: Mapped[dict[str, Any]]
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime]
+    approved_by: Mapped[str | None] = mapped_column(String(64))
+    approved_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+    recipients: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class CampaignRecipientRow(Base):
+    """One recipient of one campaign: stored before anything is sent to them.
+
+    ``state``: queued → submitting → submitted → delivered / failed / expired;
+    ``unknown`` when a submit's outcome could not be learnt.  ``resend_replace``
+    marks a recipient whose earlier submit may have reached the SMSC: it is sent
+    again with SMPP's replace_if_present_flag, so the SMSC replaces rather than
+    duplicates it.
+    """
+
+    __tablename__ = "campaign_recipients"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "msisdn", name="uq_campaign_recipient"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
+    msisdn: Mapped[str] = mapped_column(String(20))
+    lang: Mapped[str] = mapped_column(String(8))
+    text: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    resend_replace: Mapped[bool] = mapped_column(Boolean, default=False)
+    next_attempt_at: Mapped[dt.datetime]
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    message_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    updated_at: Mapped[dt.datetime]
+
+
+class MessageIdRow(Base):
+    """SMSC message id → campaign recipient, to match delivery receipts."""
+
+    __tablename__ = "sms_message_ids"
+
+    message_id: Mapped[str] = mapped_column(String(65), primary_key=True)
+    recipient_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("campaign_recipients.id", ondelete="CASCADE"), index=True
+    )
