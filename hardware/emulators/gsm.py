@@ -69,6 +69,8 @@ class GsmModemEmulator(AtEmulator):
         self.cmgf = 0
         self.cnmi_mt = 0
         self.clip = False
+        self.crc = False
+        self.charset = "GSM"
         self.smsc = smsc
         self.dial_outcome = "OK"
         self.sent: list[SentSms] = []
@@ -89,7 +91,8 @@ class GsmModemEmulator(AtEmulator):
             "+CIMI": lambda op, a: Reply(("460001234567890",)),
             "+CFUN": lambda op, a: Reply(("+CFUN: 1",)) if op == "?" else OK,
             "+COPS": lambda op, a: Reply(('+COPS: 0,0,"EMULATOR"',)) if op == "?" else OK,
-            "+CSMP": lambda op, a: OK, "+CSCS": lambda op, a: OK,
+            "+CSMP": lambda op, a: OK, "+CSCS": self._cmd_cscs, "+CRC": self._cmd_crc,
+            "+CVHU": lambda op, a: OK,
         })
 
     # --- what tests do ----------------------------------------------------------------------
@@ -103,7 +106,8 @@ class GsmModemEmulator(AtEmulator):
         """Repeat ``RING`` for the call still ringing (real modems do every few seconds)."""
         if self.call is None or self.call.state != 4:
             return
-        self.unsolicited("RING")
+        # +CRC=1 asks for the extended form (TS 27.007 6.11).
+        self.unsolicited("+CRING: VOICE" if self.crc else "RING")
         if self.clip:
             kind = 145 if self.call.number.startswith("+") else 129
             self.unsolicited(f'+CLIP: "{self.call.number}",{kind}')
@@ -236,6 +240,23 @@ class GsmModemEmulator(AtEmulator):
             return Reply((f'+CSCA: "{self.smsc}",145',))
         if op == "=" and args:
             self.smsc = split_args(args)[0]
+        return OK
+
+    def _cmd_cscs(self, op: str, args: str) -> Reply:
+        if op == "=?":
+            return Reply(('+CSCS: ("GSM","IRA","UCS2")',))
+        if op == "?":
+            return Reply((f'+CSCS: "{self.charset}"',))
+        charset = args.strip('"')
+        if charset not in ("GSM", "IRA", "UCS2"):
+            return self.cme(4, "operation not supported")
+        self.charset = charset
+        return OK
+
+    def _cmd_crc(self, op: str, args: str) -> Reply:
+        if op == "?":
+            return Reply((f"+CRC: {int(self.crc)}",))
+        self.crc = args == "1"
         return OK
 
     def _cmd_clip(self, op: str, args: str) -> Reply:
