@@ -91,6 +91,10 @@ class FinalResult(enum.Enum):
 
 
 _SUCCESS = frozenset({FinalResult.OK, FinalResult.CONNECT})
+#: Final only for commands that make or take a call (ATD, ATA, ATO, +CHLD); with anything
+#: else in flight they are the far end hanging up, and the command's own answer is to come.
+_CALL_PROGRESS = frozenset({FinalResult.CONNECT, FinalResult.NO_CARRIER, FinalResult.BUSY,
+                            FinalResult.NO_ANSWER, FinalResult.NO_DIALTONE})
 _EXACT_FINALS = {r.value: r for r in FinalResult if not r.value.startswith("+")}
 
 
@@ -114,6 +118,7 @@ class ProtocolErrorCode(enum.Enum):
     LINE_TOO_LONG = "line_too_long"
     UNEXPECTED_LINE = "unexpected_line"
     RESPONSE_TOO_LONG = "response_too_long"
+    BAD_BINARY = "bad_binary"
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -173,11 +178,12 @@ class AtLinkDown(AtError, ConnectionError):
 
 @dataclass(frozen=True)
 class CommandCompleted:
-    """A command ended with ``OK`` or ``CONNECT``."""
+    """A command ended with ``OK`` or ``CONNECT``; ``data`` is a binary response's body."""
 
     handle: int
     final: str
     lines: tuple[str, ...]
+    data: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -245,6 +251,7 @@ class State(enum.Enum):
 
     IDLE = "idle"
     AWAITING_PROMPT = "awaiting_prompt"
+    AWAITING_BINARY = "awaiting_binary"
     AWAITING_FINAL = "awaiting_final"
     RESYNC = "resync"
 
@@ -256,7 +263,10 @@ class _Command:
     expect_prompt: bool
     payload: str | None
     timeout: float
+    binary: bool = False
     deadline: float = 0.0
+    data: bytes | None = None
+    bad_binary: bool = False
     lines: list[str] = field(default_factory=list)
     echo_seen: bool = False
     payload_echo_seen: bool = False
@@ -274,6 +284,12 @@ class _Command:
             if i >= 0:
                 end = min(end, i)
         return body[:end].upper()
+
+    @property
+    def may_call(self) -> bool:
+        """Whether call-progress codes (``NO CARRIER``, ``BUSY``, ...) can end this command."""
+        body = self.text[2:].lstrip().upper()
+        return body[:1] in ("D", "A", "O") or body.startswith(("+CHLD", "+CDU"))
 
 
 def check_text(text: str, what: str) -> None:
@@ -332,11 +348,14 @@ class AtEngine:
         return tuple(c.handle for c in self._queue)
 
     def send(self, command: str, now: float, *, expect_prompt: bool = False,
-             payload: str | None = None, timeout: float | None = None) -> int:
+             payload: str | None = None, timeout: float | None = None,
+             binary_response: bool = False) -> int:
         """Queue ``command`` (``AT...`` without CR) and return its handle.
 
         ``payload`` is written after the ``"> "`` prompt when ``expect_prompt``,
         else straight after the command; Ctrl-Z is appended by the engine.
+        ``binary_response`` reads an Iridium ``+SBDRB`` answer (2-byte length,
+        bytes, 2-byte checksum) into ``CommandCompleted.data``.
         Raises :class:`AtControlCharacter` / :class:`AtInvalidCommand` before
         anything is written.
         """
@@ -357,7 +376,7 @@ class AtEngine:
         self._next_handle += 1
         self._queue.append(_Command(
             handle, command, expect_prompt, payload,
-            self.settings.default_timeout if timeout is None else timeout))
+            self.settings.default_timeout if timeout is None else timeout, binary_response))
         if self.state is State.IDLE:
             self._start_next(now)
         return handle
@@ -425,6 +444,11 @@ class AtEngine:
             self._skip_terminators()
             if not self._buf:
                 break
+            if (self.state is State.AWAITING_BINARY and not self._discarding
+                    and self._buf[0] not in (0x41, 0x61)):  # "A": the echo comes first
+                if not self._take_binary(events):
+                    break
+                continue
             if self.state is State.AWAITING_PROMPT and not self._discarding:
                 if self._buf[:2] == b"> ":
                     del self._buf[:2]
@@ -437,6 +461,31 @@ class AtEngine:
                 break
             self._on_line(line, now, events)
         return events
+
+    def _take_binary(self, events: list[Event]) -> bool:
+        """Read ``+SBDRB``'s length-prefixed, checksummed body; ``False`` if incomplete."""
+        command = self._current
+        if command is None or len(self._buf) < 2:
+            return command is None
+        length = int.from_bytes(self._buf[:2], "big")
+        if length > self.settings.max_line:
+            events.append(ProtocolError(ProtocolErrorCode.BAD_BINARY,
+                                        f"binary length {length} over {self.settings.max_line}"))
+            command.bad_binary = True
+            self.state = State.AWAITING_FINAL
+            return True
+        if len(self._buf) < length + 4:
+            return False
+        data = bytes(self._buf[2:2 + length])
+        checksum = int.from_bytes(self._buf[2 + length:4 + length], "big")
+        del self._buf[:length + 4]
+        if checksum != sum(data) & 0xFFFF:
+            events.append(ProtocolError(ProtocolErrorCode.BAD_BINARY, "checksum mismatch"))
+            command.bad_binary = True
+        else:
+            command.data = data
+        self.state = State.AWAITING_FINAL
+        return True
 
     def _skip_terminators(self) -> None:
         i = 0
@@ -490,7 +539,7 @@ class AtEngine:
             return
         if command is not None:
             final = classify_final(line)
-            if final is not None:
+            if final is not None and (final[0] not in _CALL_PROGRESS or command.may_call):
                 self._finish(command, line, final, now, events)
                 return
         name, value = urc_name(line)
@@ -530,8 +579,11 @@ class AtEngine:
                 now: float, events: list[Event]) -> None:
         result, code = final
         lines = tuple(command.lines)
-        if result in _SUCCESS:
-            events.append(CommandCompleted(command.handle, line, lines))
+        if result in _SUCCESS and command.bad_binary:
+            # The device said OK but the body it sent was corrupt: the caller must not use it.
+            events.append(CommandFailed(command.handle, line, None, lines, FinalResult.ERROR))
+        elif result in _SUCCESS:
+            events.append(CommandCompleted(command.handle, line, lines, command.data))
         else:
             events.append(CommandFailed(command.handle, line, code, lines, result))
         self._current = None
@@ -549,6 +601,9 @@ class AtEngine:
         self._out += command.text.encode("ascii", "replace") + b"\r"
         if command.expect_prompt:
             self.state = State.AWAITING_PROMPT
+            return
+        if command.binary:
+            self.state = State.AWAITING_BINARY
             return
         self.state = State.AWAITING_FINAL
         if command.payload is not None:

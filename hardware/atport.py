@@ -55,6 +55,7 @@ class AtResponse:
 
     final: str
     lines: tuple[str, ...]
+    data: bytes | None = None
 
 
 def failure(event: CommandFailed) -> AtCommandError:
@@ -111,21 +112,24 @@ class AtProtocol(Protocol):
     # --- the caller's side ------------------------------------------------------------------
 
     async def command(self, command: str, *, timeout: float | None = None,
-                      prompt_payload: str | None = None,
-                      payload: str | None = None) -> AtResponse:
+                      prompt_payload: str | None = None, payload: str | None = None,
+                      binary_response: bool = False) -> AtResponse:
         """Run one command; raise :class:`~hardware.at.AtError` subclasses on failure.
 
         ``prompt_payload`` is written after the ``"> "`` prompt (TS 27.005
         ``AT+CMGS``); ``payload`` is written straight after the command (TETRA
         PEI ``AT+CMGS``).  Control characters are refused before anything is
-        written.  Cancelling the await drops the command if it is still queued.
+        written.  ``binary_response`` reads an Iridium ``+SBDRB`` body into
+        ``AtResponse.data``.  Cancelling the await drops the command if it is
+        still queued.
         """
         if self.transport is None:
             raise AtLinkDown(f"{self.name}: not connected")
         loop = asyncio.get_running_loop()
         handle = self.engine.send(
             command, loop.time(), expect_prompt=prompt_payload is not None,
-            payload=prompt_payload if prompt_payload is not None else payload, timeout=timeout)
+            payload=prompt_payload if prompt_payload is not None else payload, timeout=timeout,
+            binary_response=binary_response)
         future: asyncio.Future[AtResponse] = loop.create_future()
         self._futures[handle] = (command, future)
         self._after([])
@@ -154,7 +158,7 @@ class AtProtocol(Protocol):
             if future is None or future.done():
                 return
             if isinstance(event, CommandCompleted):
-                future.set_result(AtResponse(event.final, event.lines))
+                future.set_result(AtResponse(event.final, event.lines, event.data))
             elif isinstance(event, CommandFailed):
                 future.set_exception(failure(event))
             else:
@@ -214,12 +218,13 @@ class AtDevice:
         await self.link.stop()
 
     async def command(self, command: str, *, timeout: float | None = None,
-                      prompt_payload: str | None = None,
-                      payload: str | None = None) -> AtResponse:
+                      prompt_payload: str | None = None, payload: str | None = None,
+                      binary_response: bool = False) -> AtResponse:
         """Run one command on the current connection (see :meth:`AtProtocol.command`)."""
         protocol = self.link.protocol
         if protocol is None:
             raise AtLinkDown(f"{self.name}: not connected")
         response: AtResponse = await protocol.command(
-            command, timeout=timeout, prompt_payload=prompt_payload, payload=payload)
+            command, timeout=timeout, prompt_payload=prompt_payload, payload=payload,
+            binary_response=binary_response)
         return response

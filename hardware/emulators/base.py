@@ -76,6 +76,8 @@ class AtEmulator:
         self.faults = faults or Faults()
         self.max_line = max_line
         self.commands: list[str] = []
+        #: Called with each command line after it is answered (tests await on it).
+        self.on_command: Callable[[str], None] | None = None
         self.cmee = 0
         self.handlers: dict[str, Handler] = {
             "": lambda op, args: OK,
@@ -201,6 +203,8 @@ class AtEmulator:
         reply = handler(op, args) if handler is not None else ERROR
         if reply is not None:
             self._answer(reply)
+        if self.on_command is not None:
+            self.on_command(text)
 
     def expect_text(self, handler: TextHandler, prompt: bytes = b"\r\n> ",
                     end: int = CTRL_Z) -> None:

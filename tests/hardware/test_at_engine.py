@@ -66,6 +66,11 @@ ROUND_TRIPS: list[tuple[str, bytes, list[Event]]] = [
     ("AT+SBDIX", b"\r\n+SBDIX: 0, 5, 1, 2, 11, 0\r\n\r\nOK\r\n",
      [CommandCompleted(1, "OK", ("+SBDIX: 0, 5, 1, 2, 11, 0",))]),
     ("AT+CSQ", b"\n+CSQ: 3\nOK\n", [CommandCompleted(1, "OK", ("+CSQ: 3",))]),
+    # The far end hangs up while an unrelated command runs: not that command's answer.
+    ("AT+CSQ", b"\r\nNO CARRIER\r\n+CSQ: 9,99\r\n\r\nOK\r\n",
+     [Unsolicited("NO CARRIER", ""), CommandCompleted(1, "OK", ("+CSQ: 9,99",))]),
+    ("ATA", b"\r\nNO CARRIER\r\n", [CommandFailed(1, "NO CARRIER", None, (), FinalResult.NO_CARRIER)]),
+    ("AT+CHLD=1", b"\r\nNO CARRIER\r\n", [CommandFailed(1, "NO CARRIER", None, (), FinalResult.NO_CARRIER)]),
 ]
 
 # Bytes with nothing in flight.
@@ -264,3 +269,26 @@ def test_any_bytes_never_break_the_engine_and_one_command_is_in_flight(
         engine.data_to_send()
     assert finished == sorted(finished) and len(set(finished)) == len(finished)
     assert set(finished) <= set(sent)
+
+
+SBD = b"\r\n\x00OK\r\n\x1a"
+
+
+@pytest.mark.parametrize("bytewise", [False, True], ids=["whole", "bytewise"])
+@pytest.mark.parametrize("echo", [False, True], ids=["ate0", "ate1"])
+def test_binary_sbdrb_body_may_hold_any_byte(bytewise: bool, echo: bool) -> None:
+    engine = AtEngine()
+    engine.send("AT+SBDRB", 0.0, binary_response=True)
+    assert engine.data_to_send() == b"AT+SBDRB\r"
+    body = len(SBD).to_bytes(2, "big") + SBD + sum(SBD).to_bytes(2, "big")
+    stream = (b"AT+SBDRB\r" if echo else b"") + body + b"\r\nOK\r\n"
+    assert feed(engine, stream, 0.1, bytewise) == [CommandCompleted(1, "OK", (), SBD)]
+
+
+def test_binary_with_a_bad_checksum_fails_the_command() -> None:
+    engine = AtEngine()
+    engine.send("AT+SBDRB", 0.0, binary_response=True)
+    body = len(SBD).to_bytes(2, "big") + SBD + b"\x00\x00"
+    assert engine.receive_data(body + b"\r\nOK\r\n", 0.1) == [
+        ProtocolError(ProtocolErrorCode.BAD_BINARY, "checksum mismatch"),
+        CommandFailed(1, "OK", None, (), FinalResult.ERROR)]

@@ -23,6 +23,9 @@ async def test_python_gsmmodem_connects_reads_signal_sends_and_receives_pdu_sms(
     path = modem.open()
     loop = asyncio.get_running_loop()
     received: asyncio.Future[Any] = loop.create_future()
+    deleted: asyncio.Future[str] = loop.create_future()
+    modem.on_command = lambda line: (line.startswith("AT+CMGD") and not deleted.done()
+                                     and deleted.set_result(line))
 
     def on_sms(sms: Any) -> None:
         loop.call_soon_threadsafe(lambda: received.done() or received.set_result(sms))
@@ -43,6 +46,11 @@ async def test_python_gsmmodem_connects_reads_signal_sends_and_receives_pdu_sms(
         modem.inject_sms(DELIVER)
         incoming = await asyncio.wait_for(received, WAIT)
         assert incoming.number == "+8613912345678" and incoming.text == "hi"
+        # The client reads the stored message and deletes it from its own thread; one more
+        # command (serialised behind that one by the client's lock) lets it finish first.
+        assert await asyncio.wait_for(deleted, WAIT) == "AT+CMGD=1,0"
+        await loop.run_in_executor(None, lambda: client.signalStrength)
+        assert modem.store == {}
     finally:
         await loop.run_in_executor(None, client.close)
         modem.close()

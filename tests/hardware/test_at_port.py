@@ -240,6 +240,8 @@ async def test_satphone_sbd_round_trip_and_ring_alert(reactor: Any) -> None:
         assert (await dev.command("AT+SBDD0", timeout=WAIT)).lines == ("0",)
         assert (await dev.command("AT+SBDIX", timeout=WAIT)).lines == ("+SBDIX: 0, 1, 1, 1, 14, 0",)
         assert (await dev.command("AT+SBDRT", timeout=WAIT)).lines == ("+SBDRT:", "evacuate north")
+        binary = await dev.command("AT+SBDRB", binary_response=True, timeout=WAIT)
+        assert binary == AtResponse("OK", (), b"evacuate north")
         phone.rssi = 0
         assert (await dev.command("AT+SBDIX", timeout=WAIT)).lines[0].startswith("+SBDIX: 32,")
         phone.inject_call("+881631234567")
