@@ -33,16 +33,20 @@ events and bytes to write; it never reads the clock or touches a port
   following lines belong to the URC (``+CMT``, ``+CDS``, ``+CTSDSR`` carry
   their payload on the next line).  Call-progress codes (``NO CARRIER``, ...)
   that arrive with nothing in flight are unsolicited too: the remote hung up.
-* **Timeouts and resynchronisation.**  Each command has a deadline from the
-  moment it is written.  When it passes, the command ends with
-  :class:`CommandTimedOut` and the engine is *desynchronised*: a late answer
+* **Timeouts and resynchronisation.**  Each command has a deadline counted
+  from :meth:`AtEngine.send` (the caller's view: "an answer within N
+  seconds", queueing included).  A command whose deadline passes while still
+  queued ends with :class:`CommandTimedOut` and nothing else happens: it never
+  reached the wire.  When the deadline of the command *on the wire* passes,
+  it ends with :class:`CommandTimedOut` and the engine is *desynchronised*: a late answer
   could be taken for the next command's.  It writes ``AT`` (after ESC if a
   prompt may be open) every ``resync_interval`` until an ``OK`` arrives, then
   waits ``resync_settle`` more, restarting that wait on every further ``OK``
   (so the late ``OK`` of the timed-out command and the probe's own ``OK``
   are both absorbed), and reports :class:`Resynchronised`.  Queued commands
-  are **kept** and sent in order afterwards: they are independent requests
-  and each still has its own timeout; a caller that wants them dropped
+  are **kept** and sent in order afterwards: they are independent requests,
+  and each still has its own deadline, so a device that never comes back
+  cannot hold a caller forever; a caller that wants them dropped sooner
   cancels them with :meth:`AtEngine.cancel`.
 * **Control characters.**  Commands and payloads are checked before anything
   is written: anything below 0x20 or 0x7f is refused with
@@ -53,7 +57,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 CTRL_Z = b"\x1a"
@@ -262,9 +266,8 @@ class _Command:
     text: str
     expect_prompt: bool
     payload: str | None
-    timeout: float
+    deadline: float
     binary: bool = False
-    deadline: float = 0.0
     data: bytes | None = None
     bad_binary: bool = False
     lines: list[str] = field(default_factory=list)
@@ -374,9 +377,9 @@ class AtEngine:
             raise AtInvalidCommand(f"more than {self.settings.max_queue} commands queued")
         handle = self._next_handle
         self._next_handle += 1
-        self._queue.append(_Command(
-            handle, command, expect_prompt, payload,
-            self.settings.default_timeout if timeout is None else timeout, binary_response))
+        wait = self.settings.default_timeout if timeout is None else timeout
+        self._queue.append(_Command(handle, command, expect_prompt, payload, now + wait,
+                                    binary_response))
         if self.state is State.IDLE:
             self._start_next(now)
         return handle
@@ -405,34 +408,46 @@ class AtEngine:
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` must next be called, or ``None``."""
+        timers = [c.deadline for c in self._queue]
         if self.state is State.RESYNC:
-            if self._resync_settle_at is not None:
-                return self._resync_settle_at
-            return self._resync_probe_at
-        if self._current is not None:
-            return self._current.deadline
-        return None
+            timers.append(self._resync_settle_at if self._resync_settle_at is not None
+                          else self._resync_probe_at or 0.0)
+        elif self._current is not None:
+            timers.append(self._current.deadline)
+        return min(timers) if timers else None
 
     def handle_timer(self, now: float) -> list[Event]:
         """Act on timers that are due at ``now``; return the events that result."""
         events: list[Event] = []
-        if self.state is State.RESYNC:
-            if self._resync_settle_at is not None:
-                if now >= self._resync_settle_at:
-                    events.append(Resynchronised(self._resync_probes))
-                    self.state = State.IDLE
-                    self._resync_settle_at = self._resync_probe_at = None
-                    self._start_next(now)
-            elif self._resync_probe_at is not None and now >= self._resync_probe_at:
-                self._probe(now)
-        elif self._current is not None and now >= self._current.deadline:
-            command, self._current = self._current, None
-            events.append(CommandTimedOut(command.handle, tuple(command.lines)))
-            self.state = State.RESYNC
-            self._resync_probes = 0
-            self._resync_escape = command.payload is not None
-            self._probe(now)
+        for command in [c for c in self._queue if now >= c.deadline]:
+            # Never written, so nothing on the wire is out of step: no resync for these.
+            self._queue.remove(command)
+            events.append(CommandTimedOut(command.handle, ()))
+        handler = _TIMER_HANDLERS.get(self.state)
+        if handler is not None:
+            handler(self, now, events)
         return events
+
+    def _command_deadline(self, now: float, events: list[Event]) -> None:
+        command = self._current
+        if command is None or now < command.deadline:
+            return
+        self._current = None
+        events.append(CommandTimedOut(command.handle, tuple(command.lines)))
+        self.state = State.RESYNC
+        self._resync_probes = 0
+        self._resync_escape = command.payload is not None
+        self._probe(now)
+
+    def _resync_timer(self, now: float, events: list[Event]) -> None:
+        if self._resync_settle_at is not None:
+            if now >= self._resync_settle_at:
+                events.append(Resynchronised(self._resync_probes))
+                self.state = State.IDLE
+                self._resync_settle_at = self._resync_probe_at = None
+                self._start_next(now)
+        elif self._resync_probe_at is not None and now >= self._resync_probe_at:
+            self._probe(now)
 
     # --- device side ----------------------------------------------------------------------
 
@@ -537,6 +552,9 @@ class AtEngine:
         command = self._current
         if command is not None and self._is_echo(command, line):
             return
+        if self.state is State.AWAITING_PROMPT and line == ">":
+            self._release_payload()
+            return
         if command is not None:
             final = classify_final(line)
             if final is not None and (final[0] not in _CALL_PROGRESS or command.may_call):
@@ -596,7 +614,6 @@ class AtEngine:
         if not self._queue:
             return
         command = self._queue.popleft()
-        command.deadline = now + command.timeout
         self._current = command
         self._out += command.text.encode("ascii", "replace") + b"\r"
         if command.expect_prompt:
@@ -623,3 +640,12 @@ class AtEngine:
         self._out += b"AT\r"
         self._resync_probes += 1
         self._resync_probe_at = now + self.settings.resync_interval
+
+
+#: What a timer means in each state (IDLE has none of its own).
+_TIMER_HANDLERS: dict[State, Callable[[AtEngine, float, list[Event]], None]] = {
+    State.AWAITING_PROMPT: AtEngine._command_deadline,
+    State.AWAITING_BINARY: AtEngine._command_deadline,
+    State.AWAITING_FINAL: AtEngine._command_deadline,
+    State.RESYNC: AtEngine._resync_timer,
+}

@@ -140,7 +140,7 @@ def test_commands_queue_and_go_one_at_a_time_in_order() -> None:
     assert engine.data_to_send() == b"AT\r" and engine.in_flight == 1 and engine.queued == (2, 3)
     assert engine.cancel(3) and not engine.cancel(1)
     assert engine.receive_data(b"\r\nOK\r\n", 0.5) == [CommandCompleted(1, "OK", ())]
-    assert engine.data_to_send() == b"AT+CSQ\r" and engine.get_timer() == 5.5
+    assert engine.data_to_send() == b"AT+CSQ\r" and engine.get_timer() == 5.0
     assert engine.receive_data(b"\r\nERROR\r\n", 0.6) == [CommandFailed(2, "ERROR", None, (), FinalResult.ERROR)]
     assert engine.data_to_send() == b"" and engine.in_flight is None
 
@@ -166,7 +166,33 @@ def test_timeout_then_resync_absorbs_the_late_answer_and_keeps_the_queue() -> No
     assert engine.handle_timer(3.3) == []
     assert engine.handle_timer(3.45) == [Resynchronised(2)]
     assert engine.state is State.AWAITING_FINAL and engine.data_to_send() == b"AT+CREG?\r"
-    assert engine.get_timer() == pytest.approx(8.45)
+    assert engine.get_timer() == pytest.approx(7.5)  # 5 s from send(), queueing included
+
+
+def test_queued_commands_time_out_without_resync_when_the_device_stays_dead() -> None:
+    engine = AtEngine(AtSettings(resync_interval=1.0))
+    engine.send("AT+CSQ", 0.0, timeout=1.0)
+    engine.send("AT+CREG?", 0.5, timeout=3.0)
+    assert engine.get_timer() == 1.0
+    assert engine.handle_timer(1.0) == [CommandTimedOut(1, ())]
+    engine.data_to_send()
+    assert engine.get_timer() == 2.0
+    engine.handle_timer(2.0)
+    assert engine.get_timer() == 3.0
+    engine.handle_timer(3.0)
+    assert engine.get_timer() == 3.5
+    assert engine.handle_timer(3.5) == [CommandTimedOut(2, ())]
+    assert engine.queued == () and engine.state is State.RESYNC and engine.get_timer() == 4.0
+    assert engine.data_to_send() == b"AT\rAT\r"
+
+
+@pytest.mark.parametrize("bytewise", [False, True], ids=["whole", "bytewise"])
+def test_prompt_on_a_line_of_its_own(bytewise: bool) -> None:
+    engine = AtEngine()
+    engine.send("AT+CMGS=23", 0.0, expect_prompt=True, payload=PDU)
+    engine.data_to_send()
+    assert feed(engine, b"\r\n>\r\n", 0.1, bytewise) == []
+    assert engine.data_to_send() == PDU.encode() + b"\x1a"
 
 
 def test_urcs_are_delivered_while_resynchronising() -> None:
@@ -248,6 +274,7 @@ def test_any_bytes_never_break_the_engine_and_one_command_is_in_flight(
     now = 0.0
     sent: list[int] = []
     finished: list[int] = []
+    completed: set[int] = set()
     for action, command, chunk in steps:
         now += 0.3
         if action == "send":
@@ -265,9 +292,13 @@ def test_any_bytes_never_break_the_engine_and_one_command_is_in_flight(
         for event in events:
             if isinstance(event, CommandCompleted | CommandFailed | CommandTimedOut):
                 finished.append(event.handle)
+            if isinstance(event, CommandCompleted | CommandFailed):
+                completed.add(event.handle)
         assert engine.in_flight is None or engine.in_flight not in engine.queued
         engine.data_to_send()
-    assert finished == sorted(finished) and len(set(finished)) == len(finished)
+    assert len(set(finished)) == len(finished)
+    answered = [h for h in finished if h in completed]
+    assert answered == sorted(answered)
     assert set(finished) <= set(sent)
 
 
