@@ -217,6 +217,13 @@ class AtDevice:
         """Close the port and stop reopening it."""
         await self.link.stop()
 
+    def health(self) -> dict[str, Any]:
+        """The link's counters and the engine's state (``resync`` means desynchronised)."""
+        health = self.link.health()
+        protocol = self.link.protocol
+        health["at_state"] = protocol.engine.state.value if protocol is not None else None
+        return health
+
     async def command(self, command: str, *, timeout: float | None = None,
                       prompt_payload: str | None = None, payload: str | None = None,
                       binary_response: bool = False) -> AtResponse:

@@ -288,3 +288,22 @@ async def test_tetra_group_call_floor_and_sds(reactor: Any) -> None:
         with pytest.raises(AtCmeError) as no_call:
             await dev.command("AT+CTXD=99,0", timeout=WAIT)
         assert no_call.value.error_code == 34
+
+
+async def test_cancelled_caller_drops_its_queued_command(reactor: Any) -> None:
+    modem = GsmModemEmulator(echo=False)
+    async with device_on(modem, reactor) as (dev, _):
+        modem.faults.silent = True
+        first = asyncio.ensure_future(dev.command("AT", timeout=WAIT))
+        second = asyncio.ensure_future(dev.command("AT+CSQ", timeout=WAIT))
+        await asyncio.sleep(0)
+        engine = dev.link.protocol.engine
+        assert engine.in_flight is not None and len(engine.queued) == 1
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        assert engine.queued == ()
+        assert dev.health()["at_state"] == "awaiting_final"
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
