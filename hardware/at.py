@@ -112,7 +112,9 @@ def classify_final(line: str) -> tuple[FinalResult, int | None] | None:
     for result in (FinalResult.CME_ERROR, FinalResult.CMS_ERROR):
         if line.startswith(result.value + ":"):
             text = line[len(result.value) + 1:].strip()
-            return result, int(text) if text.isdigit() and len(text) < 6 else None
+            # isascii: str.isdigit accepts "²", which int() refuses.
+            numeric = text.isascii() and text.isdigit() and len(text) < 6
+            return result, int(text) if numeric else None
     return None
 
 

@@ -289,6 +289,11 @@ def parse_command(body: str) -> tuple[str, str, str]:
     return body[0].upper(), "", body[1:]
 
 
+def digits(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts ``²``, which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 def split_args(args: str) -> list[str]:
     """``1,"SM",3`` -> ``['1', 'SM', '3']`` (quotes removed; no escapes in V.250 strings)."""
     return [a.strip().strip('"') for a in args.split(",")] if args else []

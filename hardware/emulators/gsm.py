@@ -14,7 +14,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
-from hardware.emulators.base import ERROR, OK, AtEmulator, Faults, Reply, split_args
+from hardware.emulators.base import ERROR, OK, AtEmulator, Faults, Reply, digits, split_args
 
 _HEX = frozenset(string.hexdigits)
 
@@ -170,7 +170,7 @@ class GsmModemEmulator(AtEmulator):
         return Reply(final=f"+CMS ERROR: {CMS_OPERATION_NOT_SUPPORTED}")
 
     def _cmd_cmgs(self, op: str, args: str) -> Reply | None:
-        if op != "=" or not args.isdigit() or not 1 <= int(args) <= 164:
+        if op != "=" or not digits(args) or not 1 <= int(args) <= 164:
             return Reply(final=f"+CMS ERROR: {CMS_INVALID_PDU_PARAMETER}")
         length = int(args)
 
@@ -196,7 +196,7 @@ class GsmModemEmulator(AtEmulator):
         return Reply(final=f"+CMS ERROR: {CMS_OPERATION_NOT_SUPPORTED}")
 
     def _cmd_cmgr(self, op: str, args: str) -> Reply:
-        index = int(args) if args.isdigit() else -1
+        index = int(args) if digits(args) else -1
         if index not in self.store:
             return Reply(final=f"+CMS ERROR: {CMS_INVALID_MEMORY_INDEX}")
         stat, pdu = self.store[index]
@@ -210,14 +210,14 @@ class GsmModemEmulator(AtEmulator):
         if len(fields) >= 2 and fields[1] == "4":
             self.store.clear()
             return OK
-        index = int(fields[0]) if fields and fields[0].isdigit() else -1
+        index = int(fields[0]) if fields and digits(fields[0]) else -1
         if index not in self.store:
             return Reply(final=f"+CMS ERROR: {CMS_INVALID_MEMORY_INDEX}")
         del self.store[index]
         return OK
 
     def _cmd_cmgl(self, op: str, args: str) -> Reply:
-        wanted = int(args) if args.isdigit() else 4
+        wanted = int(args) if digits(args) else 4
         lines: list[str] = []
         for index in sorted(self.store):
             stat, pdu = self.store[index]

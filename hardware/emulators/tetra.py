@@ -18,7 +18,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
-from hardware.emulators.base import OK, AtEmulator, Faults, Reply, split_args
+from hardware.emulators.base import OK, AtEmulator, Faults, Reply, digits, split_args
 
 _HEX = frozenset(string.hexdigits)
 
@@ -136,7 +136,7 @@ class TetraRadioEmulator(AtEmulator):
         if op == "?":
             return Reply(tuple(f"+CTGS: 1,{g}" for g in self.groups))
         fields = split_args(args)
-        if len(fields) < 2 or not all(f.isdigit() for f in fields[1::2]):
+        if len(fields) < 2 or not all(digits(f) for f in fields[1::2]):
             return self.cme(35, "Parameter wrong value")
         self.groups = fields[1::2]
         return OK
@@ -149,7 +149,7 @@ class TetraRadioEmulator(AtEmulator):
 
     def _cmd_dial(self, op: str, args: str) -> Reply:
         group = args.strip().rstrip(";")
-        if not group.isdigit():
+        if not digits(group):
             return self.cme(35, "Parameter wrong value")
         cc = self._new_cc()
         self.calls[cc] = GroupCall(group, incoming=False, talker="self")
@@ -157,7 +157,7 @@ class TetraRadioEmulator(AtEmulator):
 
     def _cmd_ctxd(self, op: str, args: str) -> Reply:
         fields = split_args(args)
-        cc = int(fields[0]) if fields and fields[0].isdigit() else -1
+        cc = int(fields[0]) if fields and digits(fields[0]) else -1
         call = self.calls.get(cc)
         if call is None:
             return self.cme(34, "Call instance does not exist")
@@ -168,7 +168,7 @@ class TetraRadioEmulator(AtEmulator):
         return Reply(after=(f"+CTXG: {cc},{TX_GRANTED},0,0",))
 
     def _cmd_cutxc(self, op: str, args: str) -> Reply:
-        cc = int(args) if args.isdigit() else -1
+        cc = int(args) if digits(args) else -1
         call = self.calls.get(cc)
         if call is None:
             return self.cme(34, "Call instance does not exist")
@@ -190,7 +190,7 @@ class TetraRadioEmulator(AtEmulator):
 
     def _cmd_cmgs(self, op: str, args: str) -> Reply | None:
         fields = split_args(args)
-        if op != "=" or len(fields) < 2 or not fields[0].isdigit() or not fields[1].isdigit():
+        if op != "=" or len(fields) < 2 or not digits(fields[0]) or not digits(fields[1]):
             return self.cme(35, "Parameter wrong value")
         called, bits = fields[0], int(fields[1])
 

@@ -9,8 +9,11 @@ import tty
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hardware.emulators import (
+    EMULATORS,
     GsmModemEmulator,
     SatellitePhoneEmulator,
     TetraRadioEmulator,
@@ -160,3 +163,25 @@ async def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+command_bodies = st.one_of(
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=30),
+    st.sampled_from(["+CMGS=", "+CMGR=", "+CMGD=", "+CTXD=", "+CUTXC=", "+CTGS=", "+CMGS=1",
+                     "+CNMI=", "+SBDWT", "+SBDWT=", "D", "A", "H", "E", "+CMEE=", "+CTSDS="]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(chunks=st.lists(st.one_of(
+    st.binary(max_size=20),
+    st.builds(lambda b, t: b"AT" + b.encode("latin-1") + t,
+              command_bodies.map(lambda c: c) | st.just(""), st.sampled_from([b"\r", b"\x1a", b""])),
+    st.builds(lambda prefix, body: (prefix + body).encode("latin-1") + b"\r",
+              st.sampled_from(["AT+CMGS=", "AT+CMGR=", "AT+CTXD=", "AT+CMGD=", "AT+CTGS=1,"]),
+              st.text(alphabet="0123456789²³¹,\"", max_size=6)),
+), max_size=30), kind=st.sampled_from(["gsm", "satphone", "tetra"]))
+def test_any_bytes_never_break_an_emulator(chunks: list[bytes], kind: str) -> None:
+    emulator = EMULATORS[kind]()
+    for chunk in chunks:
+        emulator.feed(chunk)

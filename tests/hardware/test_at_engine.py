@@ -50,6 +50,7 @@ ROUND_TRIPS: list[tuple[str, bytes, list[Event]]] = [
     ("AT+CPIN?", b"\r\n+CME ERROR: 10\r\n", [CommandFailed(1, "+CME ERROR: 10", 10, (), FinalResult.CME_ERROR)]),
     ("AT+CPIN?", b"\r\n+CME ERROR: SIM not inserted\r\n",
      [CommandFailed(1, "+CME ERROR: SIM not inserted", None, (), FinalResult.CME_ERROR)]),
+    ("AT+CPIN?", b"\r\n+CME ERROR: \xb2\r\n", [CommandFailed(1, "+CME ERROR: \xb2", None, (), FinalResult.CME_ERROR)]),
     ("AT+CMGR=9", b"\r\n+CMS ERROR: 321\r\n", [CommandFailed(1, "+CMS ERROR: 321", 321, (), FinalResult.CMS_ERROR)]),
     ("ATD112;", b"\r\nBUSY\r\n", [CommandFailed(1, "BUSY", None, (), FinalResult.BUSY)]),
     ("ATD112;", b"\r\nNO CARRIER\r\n", [CommandFailed(1, "NO CARRIER", None, (), FinalResult.NO_CARRIER)]),
@@ -260,7 +261,8 @@ commands = st.sampled_from(["AT", "AT+CSQ", "AT+CREG?", "ATD112;", "AT+CMGS=5"])
 chunks = st.one_of(
     st.binary(max_size=40),
     st.sampled_from([b"\r\nOK\r\n", b"> ", b"\r\nERROR\r\n", b"RING\r\n", b"+CMT: ,3\r\n",
-                     b"\r\n+CME ERROR: 3\r\n", b"\x1a", b">", b"\r"]),
+                     b"\r\n+CME ERROR: 3\r\n", b"\x1a", b">", b"\r",
+                     b"+CMS ERROR: \xb9\r\n", b"NO CARRIER\r\n"]),
 )
 steps = st.lists(st.tuples(st.sampled_from(["send", "data", "tick"]), commands, chunks), max_size=40)
 
