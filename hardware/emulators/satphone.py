@@ -5,8 +5,8 @@ Voice calls, ``RING`` and ``+CLIP`` come from the GSM modem; on top of it:
 text inline, or ``READY`` then a line), ``+SBDIX[A]`` (one SBD session:
 ``+SBDIX: <MO status>, <MOMSN>, <MT status>, <MTMSN>, <MT length>, <MT
 queued>``), ``+SBDRT`` (text) and ``+SBDRB`` (binary: 2-byte length, bytes,
-2-byte checksum), ``+SBDD0/1/2``, ``+SBDS`` and ``+SBDMTA`` with the
-``SBDRING`` alert.
+2-byte checksum), ``+SBDD0/1/2``, ``+SBDS``, ``+SBDMTA`` with the
+``SBDRING`` alert, and ``+CIER`` indicator events (``+CIEV:0,<signal>``).
 """
 
 from __future__ import annotations
@@ -36,11 +36,12 @@ class SatellitePhoneEmulator(GsmModemEmulator):
         self.momsn = 0
         self.mtmsn = 0
         self.ring_alerts = True
+        self.signal_events = False
         self.handlers.update({
             "+CSQ": self._cmd_csq, "+CSQF": self._cmd_csq,
             "+SBDWT": self._cmd_sbdwt, "+SBDIX": self._cmd_sbdix, "+SBDIXA": self._cmd_sbdix,
             "+SBDRT": self._cmd_sbdrt, "+SBDRB": self._cmd_sbdrb, "+SBDS": self._cmd_sbds,
-            "+SBDMTA": self._cmd_sbdmta,
+            "+SBDMTA": self._cmd_sbdmta, "+CIER": self._cmd_cier,
             "+SBDD0": lambda op, a: self._clear(mo=True, mt=False),
             "+SBDD1": lambda op, a: self._clear(mo=False, mt=True),
             "+SBDD2": lambda op, a: self._clear(mo=True, mt=True),
@@ -51,6 +52,17 @@ class SatellitePhoneEmulator(GsmModemEmulator):
         self.mt_queue.append(data)
         if self.ring_alerts:
             self.unsolicited("SBDRING")
+
+    def inject_signal(self, bars: int) -> None:
+        """Signal strength changes (0-5); ``+CIEV:0,<bars>`` if ``AT+CIER=1,1``."""
+        self.rssi = bars
+        if self.signal_events:
+            self.unsolicited(f"+CIEV:0,{bars}")
+
+    def _cmd_cier(self, op: str, args: str) -> Reply:
+        fields = args.split(",")
+        self.signal_events = len(fields) >= 2 and fields[0] == "1" and fields[1] == "1"
+        return OK
 
     def _cmd_csq(self, op: str, args: str) -> Reply:
         return Reply((f"+CSQ:{self.rssi}",)) if op == "" else Reply(("+CSQ:(0-5)",))

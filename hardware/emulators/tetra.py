@@ -105,7 +105,11 @@ class TetraRadioEmulator(AtEmulator):
         return cc
 
     def inject_talk(self, cc: int, issi: str) -> None:
-        """Another member keys up on call ``cc``."""
+        """Another member keys up on call ``cc``.
+
+        While we hold the floor this is pre-emption: the radio drops our PTT
+        mid-burst and reports the floor granted to another user.
+        """
         self.calls[cc].talker = issi
         self.unsolicited(f"+CTXG: {cc},{TX_GRANTED_TO_OTHER},0,0,0,{issi}")
 

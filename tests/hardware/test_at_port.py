@@ -244,6 +244,9 @@ async def test_satphone_sbd_round_trip_and_ring_alert(reactor: Any) -> None:
         assert binary == AtResponse("OK", (), b"evacuate north")
         phone.rssi = 0
         assert (await dev.command("AT+SBDIX", timeout=WAIT)).lines[0].startswith("+SBDIX: 32,")
+        await dev.command("AT+CIER=1,1,0,0", timeout=WAIT)
+        phone.inject_signal(2)
+        assert await urc(dev) == Unsolicited("+CIEV", "0,2")
         phone.inject_call("+881631234567")
         assert await urc(dev) == Unsolicited("RING", "")
         await dev.command("ATA", timeout=WAIT)
@@ -272,6 +275,8 @@ async def test_tetra_group_call_floor_and_sds(reactor: Any) -> None:
         await dev.command(f"AT+CTXD={cc},0", timeout=WAIT)
         assert await urc(dev) == Unsolicited("+CTXG", f"{cc},0,0,0")
         assert radio.tx_demands == [cc, cc]
+        radio.inject_talk(cc, "2002")  # pre-empted mid-burst
+        assert await urc(dev) == Unsolicited("+CTXG", f"{cc},3,0,0,0,2002")
         await dev.command("ATH", timeout=WAIT)
         assert {(await urc(dev)).value, (await urc(dev)).value} == {"1,1", f"{cc},1"}
 
