@@ -523,6 +523,7 @@ class AtEngine:
                     events.append(ProtocolError(ProtocolErrorCode.LINE_TOO_LONG,
                                                 f"no line end within {limit} bytes"))
                 self._discarding = True
+                self._urc = None  # its payload line is lost; don't take the next line for it
                 self._buf.clear()
             return None
         end = min(ends)
@@ -535,6 +536,7 @@ class AtEngine:
         if end > limit:
             events.append(ProtocolError(ProtocolErrorCode.LINE_TOO_LONG,
                                         f"line of {end} bytes, limit {limit}"))
+            self._urc = None
             return ""
         # Latin-1 never fails: a garbled byte stays a visible character in the line.
         return raw.decode("latin-1").strip(" ")
@@ -542,6 +544,11 @@ class AtEngine:
     def _on_line(self, line: str, now: float, events: list[Event]) -> None:
         if not line:
             return
+        if self._urc is not None and classify_final(line) is not None:
+            # Payload lines are hex; a result code here means the payload never came.
+            name, value, _, extra = self._urc
+            self._urc = None
+            events.append(Unsolicited(name, value, tuple(extra)))
         if self._urc is not None:
             name, value, remaining, extra = self._urc
             extra.append(line)

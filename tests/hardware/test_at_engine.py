@@ -67,6 +67,9 @@ ROUND_TRIPS: list[tuple[str, bytes, list[Event]]] = [
     ("AT+SBDIX", b"\r\n+SBDIX: 0, 5, 1, 2, 11, 0\r\n\r\nOK\r\n",
      [CommandCompleted(1, "OK", ("+SBDIX: 0, 5, 1, 2, 11, 0",))]),
     ("AT+CSQ", b"\n+CSQ: 3\nOK\n", [CommandCompleted(1, "OK", ("+CSQ: 3",))]),
+    # A +CMT whose PDU line never came: the final result is not taken as its payload.
+    ("AT+CSQ", b"\r\n+CSQ: 3\r\n+CMT: ,22\r\nOK\r\n",
+     [Unsolicited("+CMT", ",22"), CommandCompleted(1, "OK", ("+CSQ: 3",))]),
     # The far end hangs up while an unrelated command runs: not that command's answer.
     ("AT+CSQ", b"\r\nNO CARRIER\r\n+CSQ: 9,99\r\n\r\nOK\r\n",
      [Unsolicited("NO CARRIER", ""), CommandCompleted(1, "OK", ("+CSQ: 9,99",))]),
@@ -238,6 +241,14 @@ def test_overlong_line_is_reported_once_and_skipped(bytewise: bool) -> None:
     events = feed(engine, b"X" * 40 + b"\r\nRING\r\n" + b"Y" * 17 + b"\r\n", 0.0, bytewise)
     assert [type(e) for e in events] == [ProtocolError, Unsolicited, ProtocolError]
     assert all(e.code is ProtocolErrorCode.LINE_TOO_LONG for e in events if isinstance(e, ProtocolError))
+
+
+def test_overlong_urc_payload_abandons_the_urc() -> None:
+    engine = AtEngine(AtSettings(max_line=16))
+    engine.send("AT", 0.0)
+    events = engine.receive_data(b"\r\n+CMT: ,99\r\n" + b"A" * 40 + b"\r\nOK\r\n", 0.1)
+    assert events == [ProtocolError(ProtocolErrorCode.LINE_TOO_LONG, "line of 40 bytes, limit 16"),
+                      CommandCompleted(1, "OK", ())]
 
 
 def test_response_line_count_is_capped() -> None:
