@@ -27,6 +27,7 @@ published as events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import secrets
@@ -291,10 +292,8 @@ class CampaignService:
                 claimed = await self._claim()
                 if not claimed:
                     self._wake.clear()
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), 1.0)
-                    except TimeoutError:
-                        pass
                     continue
                 await self._send(claimed)
             except Exception:  # a bug or a database outage must not end sending for good
