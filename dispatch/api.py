@@ -27,9 +27,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from dispatch import audit as audit_query
+from dispatch.api_campaigns import mount_campaigns
 from dispatch.api_reports import mount_reports
 from dispatch.audit import AuditTrail
 from dispatch.auth import AuthError, Permission, Principal, Role, UserExists, UserStore
+from dispatch.campaigns import CampaignService
 from dispatch.events import DutyLogAdded, EventHub, SubscriberOverflow
 from dispatch.metrics import CONTENT_TYPE, Metrics
 from dispatch.models import DutyLogEntry
@@ -59,6 +61,7 @@ class AppContext:
     node: str
     version: str
     reports: ReportService
+    campaigns: CampaignService
     webhook_secret: Callable[[], bytes | None]
 
 
@@ -297,6 +300,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.mount("/console", StaticFiles(directory=WEB, html=True), name="console")
     _mount_users(app, ctx, needs)
     mount_reports(app, ctx.reports, needs, ctx.webhook_secret, ctx.clock)
+    mount_campaigns(app, ctx.campaigns, needs)
     _mount_records(app, ctx, needs)
     _mount_events(app, ctx)
     return app

@@ -54,6 +54,9 @@ class Permission(enum.StrEnum):
     REPORTS_WRITE = "reports.write"
     INCIDENTS_READ = "incidents.read"
     INCIDENTS_CORRELATE = "incidents.correlate"
+    BROADCAST_READ = "broadcast.read"
+    BROADCAST_CREATE = "broadcast.create"
+    BROADCAST_APPROVE = "broadcast.approve"
 
 
 _EVERYONE = {
@@ -67,8 +70,13 @@ _EVERYONE = {
 GRANTS: dict[Role, frozenset[Permission]] = {
     Role.CALL_TAKER: frozenset(_EVERYONE),
     Role.DISPATCHER: frozenset(_EVERYONE),
-    Role.SUPERVISOR: frozenset(_EVERYONE | {Permission.AUDIT_READ, Permission.USERS_READ}),
-    Role.COMMANDER: frozenset(_EVERYONE | {Permission.AUDIT_READ}),
+    Role.SUPERVISOR: frozenset(_EVERYONE | {Permission.AUDIT_READ, Permission.USERS_READ,
+                                            Permission.BROADCAST_READ,
+                                            Permission.BROADCAST_CREATE}),
+    # The two-person rule: a commander approves what someone else created.
+    Role.COMMANDER: frozenset(_EVERYONE | {Permission.AUDIT_READ, Permission.BROADCAST_READ,
+                                           Permission.BROADCAST_CREATE,
+                                           Permission.BROADCAST_APPROVE}),
     Role.ADMIN: frozenset(Permission),
 }
 

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dispatch.audit import AuditTrail
@@ -299,6 +301,10 @@ class CampaignService:
             except Exception:  # a bug or a database outage must not end sending for good
                 log.exception("campaign sender failed; retrying in 1 s")
                 await asyncio.sleep(1.0)
+                # Whatever this node was submitting may or may not have gone out:
+                # resend it with replace_if_present, as after a crash.
+                with contextlib.suppress(Exception):
+                    await self.recover()
 
     async def _claim(self) -> list[_Claimed]:
         """Mark the next batch ``submitting`` and commit, before anything is sent."""
@@ -366,6 +372,7 @@ class CampaignService:
                 # Temporary: back off.  Unknown: the SMSC may hold a copy, so the
                 # next submit must replace it rather than add a second one.
                 delay = min(self.retry_base_s * 2 ** (c.attempts - 1), 300.0)
+                asyncio.get_running_loop().call_later(delay, self._wake.set)
                 change.update(state="queued", last_error=str(value)[:200],
                               next_attempt_at=now + dt.timedelta(seconds=delay),
                               resend_replace=c.replace or kind == "unknown")
@@ -373,7 +380,12 @@ class CampaignService:
         async with self.db.session() as s:
             await s.execute(update(CampaignRecipientRow), changes)
             if ids:
-                await s.execute(insert(MessageIdRow), ids)
+                # An SMSC may reuse ids (after its own restart): the newest owner wins.
+                stmt = (pg_insert if self.db.dialect == "postgresql" else sqlite_insert)(
+                    MessageIdRow)
+                await s.execute(stmt.on_conflict_do_update(
+                    index_elements=["message_id"],
+                    set_={"recipient_id": stmt.excluded.recipient_id}), ids)
             self.submitted += sum(1 for _, kind, _ in outcomes if kind == "ok")
             touched = {c.campaign_id for c, _, _ in outcomes}
             for campaign_id in touched:

@@ -27,6 +27,7 @@ from dispatch import logs
 from dispatch.api import AppContext, create_app
 from dispatch.audit import AuditTrail
 from dispatch.auth import UserStore
+from dispatch.campaigns import CampaignService
 from dispatch.commands import ConsoleContext, builtin_commands
 from dispatch.config import RELOADABLE, ConfigError, Settings, changed_keys, load_settings
 from dispatch.events import ConfigReloaded, EventHub
@@ -131,6 +132,11 @@ class Daemon:
         rules = Path(settings.intake.rules_dir) if settings.intake.rules_dir else None
         self.reports = ReportService(self.db, self.audit, self.hub.publish, clock, rules)
         self.services.add(self.reports, required=True)
+        # The SMS transports (SMPP, modem pool) attach their sender when they land;
+        # until then campaigns are stored, approved and wait.
+        self.campaigns = CampaignService(self.db, self.audit, self.hub.publish, clock,
+                                         settings.node.name, None)
+        self.services.add(self.campaigns, required=True)
         self._add_devices()
         self.commands = builtin_commands(ConsoleContext(
             db=self.db, users=self.users, audit=self.audit, publish=self.hub.publish,
@@ -184,6 +190,7 @@ class Daemon:
             session_ttl_s=self.settings.http.session_ttl_s,
             max_body_bytes=self.settings.http.max_body_bytes,
             node=self.settings.node.name, version=self.version, reports=self.reports,
+            campaigns=self.campaigns,
             webhook_secret=self.settings.intake.webhook_secret,
         ))
 
