@@ -102,3 +102,27 @@ async def test_login_health_duty_log_live_and_language(daemon: Any, page: Any) -
 
     await page.click("#logout")
     await page.wait_for_selector("#login:not([hidden])")
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_commander_approves_a_broadcast_in_the_console(daemon: Any, page: Any) -> None:
+    from dispatch.campaigns import RecipientIn
+
+    await daemon.users.add_user("chief", Role.COMMANDER, "chief-password", actor="test")
+    cid = await daemon.campaigns.create(
+        "东城洪水撤离", [RecipientIn("+8613800138000", "zh", "请立即撤离")], actor="duty-sup")
+    await page.goto(daemon.base_url + "/console/")
+    await page.fill("input[name=username]", "chief")
+    await page.fill("input[name=password]", "chief-password")
+    await page.click("#login button[type=submit]")
+    item = f"#campaigns li[data-campaign='{cid}']"
+    await page.wait_for_selector(f"{item}:has-text('awaiting approval')")
+    await page.click(f"{item} button.approve")
+    await page.wait_for_selector(f"{item}:has-text('sending')")
+    await page.screenshot(path=str(ARTEFACTS / "console-broadcast-approved.png"), full_page=True)
+    async with daemon.db.session() as s:
+        from dispatch.models import CampaignRow
+
+        row = await s.get(CampaignRow, cid)
+        assert row is not None and row.approved_by == "chief"
+    assert page.errors == []

@@ -18,6 +18,8 @@ const I18N = {
     natural_disaster: "自然灾害", accident: "事故灾难", public_health: "公共卫生事件",
     social_security: "社会安全事件", unclassified: "未分类", needs_location: "待定位",
     saved_in: "已登记，归入事件",
+    broadcasts: "预警短信", approve: "批准发送", cancel: "取消", pending_approval: "待批准",
+    sending: "发送中", completed: "已完成", cancelled: "已取消", recipients_n: "人",
   },
   en: {
     offline: "offline", online: "live", logout: "Log out", login_title: "Log in", username: "User name",
@@ -31,6 +33,9 @@ const I18N = {
     incidents: "Incidents", reports_n: "reports", natural_disaster: "Natural disaster",
     accident: "Accident", public_health: "Public health", social_security: "Social security",
     unclassified: "Unclassified", needs_location: "needs location", saved_in: "Saved in incident",
+    broadcasts: "Broadcasts", approve: "Approve", cancel: "Cancel",
+    pending_approval: "awaiting approval", sending: "sending", completed: "completed",
+    cancelled: "cancelled", recipients_n: "recipients",
   },
 };
 
@@ -145,11 +150,46 @@ function schedulePreview() {
   }, 250);
 }
 
+let me = null;
+
+function campaignItem(c) {
+  const counts = Object.entries(c.counts || {}).map(([k, v]) => `${k} ${v}`).join(", ");
+  const item = el("li", { "data-campaign": c.id },
+    el("strong", {}, c.title), " ", el("span", { class: "tag" }, t(c.status)),
+    ` ${c.recipients} ${t("recipients_n")} · ${c.created_by}${counts ? " · " + counts : ""} `);
+  const act = async (what) => {
+    $("#campaign-error").textContent = "";
+    try {
+      await api(`/api/v1/campaigns/${c.id}/${what}`, { method: "POST", body: what === "cancel" ? "{}" : undefined });
+      await loadCampaigns();
+    } catch (err) { $("#campaign-error").textContent = err.message; }
+  };
+  if (c.status === "pending_approval" && me.permissions.includes("broadcast.approve") && c.created_by !== me.name) {
+    const b = el("button", { type: "button", class: "approve" }, t("approve"));
+    b.addEventListener("click", () => act("approve"));
+    item.append(b);
+  }
+  if (["pending_approval", "sending"].includes(c.status) && me.permissions.includes("broadcast.create")) {
+    const b = el("button", { type: "button", class: "cancel" }, t("cancel"));
+    b.addEventListener("click", () => act("cancel"));
+    item.append(b);
+  }
+  return item;
+}
+
+async function loadCampaigns() {
+  if (!me || !me.permissions.includes("broadcast.read")) return;
+  const rows = await api("/api/v1/campaigns");
+  const full = await Promise.all(rows.slice(0, 20).map((c) => api(`/api/v1/campaigns/${c.id}`)));
+  $("#campaigns").replaceChildren(...full.map(campaignItem));
+}
+
 function onEvent(envelope) {
   if (envelope.topic === "hello") return;
   showEvent(envelope);
   if (envelope.topic === "service.state") loadHealth().catch(() => {});
   if (envelope.topic === "incident.changed") loadIncidents().catch(() => {});
+  if (envelope.topic.startsWith("campaign.")) loadCampaigns().catch(() => {});
   if (envelope.topic === "duty_log.added" && !document.querySelector(`#duty-log [data-id="${envelope.data.id}"]`)) {
     $("#duty-log").prepend(dutyItem(envelope.data));
   }
@@ -169,6 +209,7 @@ function connect() {
     retryMs = 500; setLive(true);
     // Anything may have changed while we were away: reload the views.
     loadHealth().catch(() => {}); loadDutyLog().catch(() => {}); loadIncidents().catch(() => {});
+    loadCampaigns().catch(() => {});
   };
   socket.onmessage = (msg) => onEvent(JSON.parse(msg.data));
   socket.onclose = (ev) => {
@@ -179,7 +220,9 @@ function connect() {
   };
 }
 
-function showApp(user) {
+async function showApp(user) {
+  me = await api("/api/v1/me");
+  $("#broadcasts-card").hidden = !me.permissions.includes("broadcast.read");
   $("#login").hidden = true;
   $("#app").hidden = false;
   $("#logout").hidden = false;
