@@ -226,8 +226,8 @@ class Router:
 # --- configuration ----------------------------------------------------------
 
 
-def _digits(t: Table, name: str, default: Any = None) -> Any:
-    value = t.text(name, default)
+def _digits(t: Table, name: str, required: bool = False) -> Any:
+    value = t.text(name) if required else t.text(name, None)
     if value is not None and normalise_number(value) != value:
         raise ConfigError(t.key(name), f"must be a plain national number, not {value!r}")
     return value
@@ -235,7 +235,7 @@ def _digits(t: Table, name: str, default: Any = None) -> Any:
 
 def _hotline(t: Table) -> Hotline:
     t.only(("number", "name_zh", "name_en", "queue", "priority", "agency"))
-    number = _digits(t, "number")
+    number = _digits(t, "number", required=True)
     return Hotline(
         number=number,
         name_zh=t.text("name_zh", number),

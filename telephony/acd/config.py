@@ -66,7 +66,7 @@ class Table:
     def text(self, name: str, default: Any = _MISSING) -> Any:
         """A non-empty string (or ``default`` when absent)."""
         value = self._get(name, default, (str,), "a string")
-        if isinstance(value, str) and not value.strip():
+        if name in self.data and not value.strip():
             raise ConfigError(self.key(name), "must not be empty")
         return value
 
