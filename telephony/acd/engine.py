@@ -110,6 +110,7 @@ class TimerKind(enum.Enum):
 
 
 class _CallState(enum.Enum):
+    NEW = "new"  # not yet in any queue
     QUEUED = "queued"
     RINGING = "ringing"
     CONNECTED = "connected"
@@ -152,7 +153,7 @@ class _Call:
     arrived: float
     seq: int
     queue: str = ""
-    state: _CallState = _CallState.QUEUED
+    state: _CallState = _CallState.NEW
     overflow_at: float | None = None
     ring_until: float | None = None
     ringing: set[str] = field(default_factory=set)
@@ -496,8 +497,8 @@ class AcdEngine:
         # A ringing call keeps ringing; _back_to_queue overflows it if the offer fails.
 
     def _busy(self, call: _Call, name: str, now: float) -> None:
+        self._unwait(call)
         call.queue = name
-        call.state = _CallState.QUEUED  # not in the waiting list; _unwait finds nothing
         self._queues[name].busy += 1
         self._note(call, now, TimelineKind.BUSY, name, cause="queue_full")
         self._events.append(RejectCall(call.call_id, name))
