@@ -234,7 +234,7 @@ def test_full_queue_overflows_or_rejects() -> None:
     acd.call_arrived("c2", "2", "12345", "q", 10, now=1.0)
     acd.call_arrived("c3", "3", "12345", "q", 10, now=2.0)
     events = drain(acd, *CALL_ACTIONS, CallFinished)
-    assert events[:4] == [
+    assert events[:5] == [
         CallQueued("c1", "q", 1),
         Overflowed("c2", "q", "o", "full"),
         CallQueued("c2", "o", 1),
