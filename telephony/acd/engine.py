@@ -156,6 +156,8 @@ class _Call:
     state: _CallState = _CallState.NEW
     overflow_at: float | None = None
     ring_until: float | None = None
+    overflow_timer: int = -1  # sequence number of the live heap entry
+    ring_timer: int = -1
     ringing: set[str] = field(default_factory=set)
     declined: set[str] = field(default_factory=set)
     visited: list[str] = field(default_factory=list)
@@ -178,6 +180,7 @@ class _Agent:
     call_id: str | None = None
     queues: dict[str, int] = field(default_factory=dict)  # logged-in queue -> penalty
     wrap_until: float | None = None
+    wrap_timer: int = -1
     after_call: AgentState | None = None  # NOT_READY or LOGGED_OUT asked for while busy
 
 
@@ -242,7 +245,8 @@ class AcdEngine:
 
     def pending_timers(self) -> list[tuple[float, TimerKind, str]]:
         """Live timers as (deadline, kind, call or agent id), soonest first."""
-        return sorted((w, k, key) for w, _, k, key in self._timers if self._timer_live((w, 0, k, key)))
+        live = [(w, seq, k, key) for w, seq, k, key in self._timers if self._timer_live((w, seq, k, key))]
+        return [(w, k, key) for w, _, k, key in sorted(live)]
 
     # --- calls -----------------------------------------------------------
 
@@ -451,7 +455,7 @@ class AcdEngine:
         call.overflow_at = None
         if qs.max_wait is not None and qs.overflow_queue and qs.overflow_queue not in call.visited:
             call.overflow_at = now + qs.max_wait
-            self._arm(call.overflow_at, TimerKind.OVERFLOW, call.call_id)
+            call.overflow_timer = self._arm(call.overflow_at, TimerKind.OVERFLOW, call.call_id)
         self._wait(call, now)
 
     def _wait(self, call: _Call, now: float) -> None:
@@ -541,7 +545,7 @@ class AcdEngine:
         qs = self._queues[call.queue].settings
         call.state = _CallState.RINGING
         call.ring_until = now + qs.ring_timeout
-        self._arm(call.ring_until, TimerKind.RING, call.call_id)
+        call.ring_timer = self._arm(call.ring_until, TimerKind.RING, call.call_id)
         for agent in agents:
             agent_id = agent.settings.agent_id
             call.ringing.add(agent_id)
@@ -610,7 +614,7 @@ class AcdEngine:
             return
         agent.wrap_until = now + wrap
         self._move(agent, AgentState.WRAP_UP, now, "call ended")
-        self._arm(agent.wrap_until, TimerKind.WRAP_UP, agent.settings.agent_id)
+        agent.wrap_timer = self._arm(agent.wrap_until, TimerKind.WRAP_UP, agent.settings.agent_id)
 
     def _wrap_up_done(self, agent: _Agent, now: float) -> None:
         self._withdraw(agent, now, AgentState.READY, "wrap-up over")
@@ -671,20 +675,26 @@ class AcdEngine:
             call.queue, call.agent_id, call.answered, released, cause, tuple(call.timeline),
         )
 
-    def _arm(self, when: float, kind: TimerKind, key: str) -> None:
-        heapq.heappush(self._timers, (when, next(self._seq), kind, key))
+    def _arm(self, when: float, kind: TimerKind, key: str) -> int:
+        seq = next(self._seq)
+        heapq.heappush(self._timers, (when, seq, kind, key))
+        return seq
 
     def _timer_live(self, entry: tuple[float, int, TimerKind, str]) -> bool:
-        when, _, kind, key = entry
+        _, seq, kind, key = entry
         if kind is TimerKind.WRAP_UP:
             agent = self._agents[key]
-            return agent.state is AgentState.WRAP_UP and agent.wrap_until == when
+            return agent.state is AgentState.WRAP_UP and agent.wrap_until is not None and agent.wrap_timer == seq
         call = self._calls.get(key)
         if call is None:
             return False
         if kind is TimerKind.RING:
-            return call.state is _CallState.RINGING and call.ring_until == when
-        return call.state in (_CallState.QUEUED, _CallState.RINGING) and call.overflow_at == when
+            return call.state is _CallState.RINGING and call.ring_until is not None and call.ring_timer == seq
+        return (
+            call.state in (_CallState.QUEUED, _CallState.RINGING)
+            and call.overflow_at is not None
+            and call.overflow_timer == seq
+        )
 
     def _live_call(self, call_id: str) -> _Call | None:
         call = self._calls.get(call_id)
