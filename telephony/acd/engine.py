@@ -189,6 +189,7 @@ class _Queue:
     settings: QueueSettings
     waiting: list[_SortKey] = field(default_factory=list)
     members: set[str] = field(default_factory=set)
+    ready: set[str] = field(default_factory=set)  # members in READY, kept by _move
     answered: int = 0
     abandoned: int = 0
     overflowed: int = 0
@@ -523,11 +524,9 @@ class AcdEngine:
                 return
 
     def _pick_agents(self, queue: _Queue, call: _Call) -> list[_Agent]:
-        ready = [
-            self._agents[a] for a in queue.members if self._agents[a].state is AgentState.READY
-        ]
-        if not ready:
+        if not queue.ready:
             return []
+        ready = [self._agents[a] for a in queue.ready]
         name = queue.settings.name
 
         def rank(a: _Agent) -> tuple[bool, int, float, str]:
@@ -649,6 +648,14 @@ class AcdEngine:
             raise AcdStateError(f"agent {agent.settings.agent_id}: {old.value} -> {new.value}")
         agent.state = new
         agent.since = now
+        if AgentState.READY in (old, new):
+            agent_id = agent.settings.agent_id
+            for name in agent.queues:
+                ready = self._queues[name].ready
+                if new is AgentState.READY:
+                    ready.add(agent_id)
+                else:
+                    ready.discard(agent_id)
         self._events.append(AgentStateChanged(agent.settings.agent_id, old, new, now, reason))
 
     def _note(
