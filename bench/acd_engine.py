@@ -48,7 +48,10 @@ def build(agents: int) -> AcdEngine:
     )
     names = [q.name for q in queues]
     return AcdEngine(AcdSettings(queues, tuple(
-        AgentSettings(f"a{i}", queues=(AgentMembership(names[i % 4]), AgentMembership(names[(i + 1) % 4], 1)))
+        AgentSettings(
+            f"a{i}",
+            queues=(AgentMembership(names[i % 4]), AgentMembership(names[(i + 1) % 4], 1)),
+        )
         for i in range(agents)
     )))
 
@@ -76,7 +79,8 @@ def run(calls: int, agents: int, seed: int) -> tuple[int, int, int, int, float]:
         if isinstance(event, RingAgent):
             r = rng.random()
             if r < 0.9:
-                at(now + rng.uniform(1.0, 4.0), partial(acd.agent_answered, event.call_id, event.agent_id))
+                answer = partial(acd.agent_answered, event.call_id, event.agent_id)
+                at(now + rng.uniform(1.0, 4.0), answer)
             elif r < 0.95:
                 at(now + 1.0, partial(acd.agent_rejected, event.call_id, event.agent_id))
         elif isinstance(event, Connect):
@@ -119,7 +123,8 @@ def main() -> int:
     args = parser.parse_args()
     inputs, actions, finished, peak, wall = run(args.calls, args.agents, args.seed)
     out = sys.stdout
-    out.write(f"calls={args.calls} agents={args.agents} finished={finished} peak_live_calls~{peak}\n")
+    out.write(f"calls={args.calls} agents={args.agents} finished={finished}")
+    out.write(f" peak_live_calls~{peak}\n")
     out.write(f"engine_inputs={inputs} actions_out={actions} wall_s={wall:.3f}\n")
     out.write(f"acd_actions_per_s={actions / wall:.0f}\n")
     out.write(f"acd_events_per_s={inputs / wall:.0f}\n")

@@ -246,8 +246,8 @@ class AcdEngine:
 
     def pending_timers(self) -> list[tuple[float, TimerKind, str]]:
         """Live timers as (deadline, kind, call or agent id), soonest first."""
-        live = [(w, seq, k, key) for w, seq, k, key in self._timers if self._timer_live((w, seq, k, key))]
-        return [(w, k, key) for w, _, k, key in sorted(live)]
+        live = sorted(entry for entry in self._timers if self._timer_live(entry))
+        return [(w, k, key) for w, _, k, key in live]
 
     # --- calls -----------------------------------------------------------
 
@@ -326,7 +326,9 @@ class AcdEngine:
         self._events.append(Connect(call_id, agent_id, call.queue, now - call.arrived))
         self._dispatch(self._queues_of(freed), now)
 
-    def agent_rejected(self, call_id: str, agent_id: str, now: float, cause: str = "rejected") -> None:
+    def agent_rejected(
+        self, call_id: str, agent_id: str, now: float, cause: str = "rejected"
+    ) -> None:
         """The agent leg failed or was declined (486, 480, 408, 503 ...)."""
         agent = self._agent(agent_id)
         call = self._live_call(call_id)
@@ -374,7 +376,9 @@ class AcdEngine:
             return
         self._withdraw(agent, now, AgentState.LOGGED_OUT, reason)
 
-    def agent_state(self, agent_id: str, state: AgentState, now: float, reason: str = "api") -> None:
+    def agent_state(
+        self, agent_id: str, state: AgentState, now: float, reason: str = "api"
+    ) -> None:
         """Set an agent READY or NOT_READY (console button or feature code)."""
         if state not in (AgentState.READY, AgentState.NOT_READY):
             raise AcdStateError(f"agents can only ask for ready/not_ready, not {state.value}")
@@ -585,10 +589,11 @@ class AcdEngine:
     def _withdraw(self, agent: _Agent, now: float, state: AgentState, reason: str) -> None:
         """Move a non-busy agent to ready/not_ready/logged_out, cancelling any offer."""
         call = self._calls.get(agent.call_id) if agent.call_id else None
+        agent_id = agent.settings.agent_id
         if agent.state is AgentState.RINGING and call is not None:
-            call.ringing.discard(agent.settings.agent_id)
-            self._events.append(StopRinging(call.call_id, agent.settings.agent_id, StopReason.AGENT_LEFT))
-            self._note(call, now, TimelineKind.STOPPED, call.queue, agent.settings.agent_id, "agent_left")
+            call.ringing.discard(agent_id)
+            self._events.append(StopRinging(call.call_id, agent_id, StopReason.AGENT_LEFT))
+            self._note(call, now, TimelineKind.STOPPED, call.queue, agent_id, "agent_left")
         agent.call_id = None
         agent.wrap_until = None
         self._move(agent, state, now, reason)
@@ -691,12 +696,20 @@ class AcdEngine:
         _, seq, kind, key = entry
         if kind is TimerKind.WRAP_UP:
             agent = self._agents[key]
-            return agent.state is AgentState.WRAP_UP and agent.wrap_until is not None and agent.wrap_timer == seq
+            return (
+                agent.state is AgentState.WRAP_UP
+                and agent.wrap_until is not None
+                and agent.wrap_timer == seq
+            )
         call = self._calls.get(key)
         if call is None:
             return False
         if kind is TimerKind.RING:
-            return call.state is _CallState.RINGING and call.ring_until is not None and call.ring_timer == seq
+            return (
+                call.state is _CallState.RINGING
+                and call.ring_until is not None
+                and call.ring_timer == seq
+            )
         return (
             call.state in (_CallState.QUEUED, _CallState.RINGING)
             and call.overflow_at is not None

@@ -9,8 +9,8 @@ import pytest
 
 from telephony.routing import (
     ConfigError,
-    Router,
     RouteKind,
+    Router,
     diversion_number,
     load_routing_settings,
     normalise_number,
