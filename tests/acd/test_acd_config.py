@@ -108,7 +108,7 @@ def test_sample_config_loads_and_routes_into_the_engine() -> None:
     route = router.route(request_uri_user="9119", trunk="pstn1")
     acd = AcdEngine(acd_settings)
     acd.agent_login("ct01", now=0.0)
-    acd.call_arrived("c1", "13800000000", route.called, route.queue, route.priority, now=1.0)
+    acd.call_arrived("c1", "13800000000", route.hotline.number, route.queue, route.priority, now=1.0)
     events = [e for e in acd.events() if isinstance(e, (CallQueued, RingAgent))]
     assert events == [CallQueued("c1", "emergency", 1), RingAgent("c1", "ct01", "emergency", 12.0)]
     red = router.route(trunk="pstn1", line="7")
