@@ -13,12 +13,13 @@ column = speaker) of its conference::
 
 A tick's output is ``saturate_int16(H @ X)`` with ``X`` the N x 160 block of
 the legs' int16 frames, accumulated in int32 (no overflow below 65,536 legs).
-The engine does not build ``H`` per tick: for all conferences at once it takes
-the per-conference sum ``T`` of everyone heard by all (``np.add.reduceat`` over
-legs kept sorted by conference), gives each leg ``T`` of its conference minus
-its own contribution, adds the few whisper edges, zeroes deaf legs and clips.
-That is the same product, in O(legs x samples) numpy work with no per-sample
-or per-conference Python.  :meth:`Mixer.hear_matrix` builds ``H`` explicitly
+The engine does not build ``H`` per tick.  Legs are kept in rows grouped by
+conference size, so all conferences of size K are one (C, K, 160) view of the
+input block; for each size (a handful: 2, 3, 4 ...) one numpy expression takes
+every conference's sum ``T`` of legs heard by all, gives each leg ``T`` minus
+its own contribution; then the few whisper edges are added, deaf legs zeroed
+and everything clipped.  That is the same product, in O(legs x samples) numpy
+work with no per-sample and no per-conference Python.  :meth:`Mixer.hear_matrix` builds ``H`` explicitly
 for tests and diagnostics, and the tests check the two agree.
 
 Recording: each leg is assigned a :class:`Channel` when it joins.  The tap of
@@ -96,22 +97,47 @@ class MixResult:
 
 
 @dataclass(frozen=True, slots=True)
+class _Bucket:
+    """Conferences of one size K, stored as consecutive rows: a (C, K, frame) view."""
+
+    start: int
+    count: int  # conferences
+    size: int  # legs per conference
+    speak: npt.NDArray[np.int32]  # (C, K, 1): heard by all
+    left: npt.NDArray[np.int32]  # (C, K, 1): recorded on channel 0
+    right: npt.NDArray[np.int32]  # (C, K, 1): recorded on channel 1
+    rec_slot: npt.NDArray[np.intp]  # (C,): index into rec_confs, -1 if not recorded
+    recorded: npt.NDArray[np.bool_]
+    any_recorded: bool
+    all_recorded: bool
+
+
+@dataclass(frozen=True, slots=True)
 class _Layout:
-    order: tuple[Hashable, ...]  # legs sorted by conference
-    conf_of: npt.NDArray[np.intp]
-    starts: npt.NDArray[np.intp]
-    speak: npt.NDArray[np.int32]  # heard by all in its conference
-    hear: npt.NDArray[np.int32]  # 0 for deaf legs
+    order: tuple[Hashable, ...]  # legs sorted by conference size, then conference
+    buckets: tuple[_Bucket, ...]
+    hear: npt.NDArray[np.int32]  # (L, 1): 0 for deaf legs
     whisper_src: npt.NDArray[np.intp]
     whisper_dst: npt.NDArray[np.intp]
-    rec_rows: npt.NDArray[np.intp]  # legs feeding a recording, sorted by (conf, channel)
-    rec_starts: npt.NDArray[np.intp]
-    rec_keys: tuple[tuple[Hashable, int], ...]  # (conference, channel) per reduceat segment
+    rec_confs: tuple[Hashable, ...]
+    any_deaf: bool
 
 
 def _saturate(block: npt.NDArray[np.int32]) -> Pcm:
     np.clip(block, _I16_MIN, _I16_MAX, out=block)
     return block.astype(np.int16)
+
+
+def _sum_legs(legs: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
+    """Sum (C, K, frame) over K in int32; a loop over K (small) beats a strided reduce."""
+    total = legs[:, 0].copy()
+    for k in range(1, legs.shape[1]):
+        total += legs[:, k]
+    return total
+
+
+def _column(values: list[bool], count: int, size: int) -> npt.NDArray[np.int32]:
+    return np.array(values, dtype=np.int32).reshape(count, size, 1)
 
 
 class Mixer:
@@ -209,35 +235,44 @@ class Mixer:
         return self._layout
 
     def _build_layout(self) -> _Layout:
-        confs: dict[Hashable, int] = {}
-        for cfg in self._legs.values():
-            confs.setdefault(cfg.conference, len(confs))
-        order = tuple(sorted(self._legs, key=lambda leg: confs[self._legs[leg].conference]))
+        members: dict[Hashable, list[Hashable]] = {}
+        for leg, cfg in self._legs.items():
+            members.setdefault(cfg.conference, []).append(leg)
+        confs = sorted(members, key=lambda c: len(members[c]))  # stable: join order within a size
+        order = tuple(leg for c in confs for leg in members[c])
         row = {leg: i for i, leg in enumerate(order)}
         cfgs = [self._legs[leg] for leg in order]
-        conf_of = np.array([confs[c.conference] for c in cfgs], dtype=np.intp)
-        starts = np.flatnonzero(np.r_[True, conf_of[1:] != conf_of[:-1]]) if cfgs else conf_of
         edges = [(i, row[c.whisper_to]) for i, c in enumerate(cfgs)
                  if c.whisper_to in row and row[c.whisper_to] != i
                  and self._whisper_edge(c, c.whisper_to)
                  and self._legs[c.whisper_to].conference == c.conference]
-        rec = sorted(
-            (confs[c.conference], c.channel.value, i) for i, c in enumerate(cfgs)
-            if c.conference in self._recorded and c.channel is not Channel.NONE
-            and (self._speaks(c) or any(src == i for src, _ in edges)))
-        rec_rows = np.array([r[2] for r in rec], dtype=np.intp)
-        keys = [(r[0], r[1]) for r in rec]
-        rec_starts = np.array([k for k in range(len(keys)) if k == 0 or keys[k] != keys[k - 1]],
-                              dtype=np.intp)
-        names = {v: k for k, v in confs.items()}
+        whisperers = {src for src, _ in edges}
+        audible = [self._speaks(c) or i in whisperers for i, c in enumerate(cfgs)]
+        rec_confs = tuple(c for c in confs if c in self._recorded)
+        slot = {c: k for k, c in enumerate(rec_confs)}
+        buckets, start = [], 0
+        for size in sorted({len(m) for m in members.values()}):
+            group = [c for c in confs if len(members[c]) == size]
+            rows = range(start, start + size * len(group))
+            rec = [audible[i] and cfgs[i].conference in slot for i in rows]
+            slots = np.array([slot.get(c, -1) for c in group], dtype=np.intp)
+            buckets.append(_Bucket(
+                start=start, count=len(group), size=size,
+                speak=_column([self._speaks(cfgs[i]) for i in rows], len(group), size),
+                left=_column([r and cfgs[i].channel is Channel.CALLER for i, r in zip(rows, rec)],
+                             len(group), size),
+                right=_column([r and cfgs[i].channel is Channel.CALL_TAKER
+                               for i, r in zip(rows, rec)], len(group), size),
+                rec_slot=slots, recorded=slots >= 0,
+                any_recorded=bool((slots >= 0).any()), all_recorded=bool((slots >= 0).all())))
+            start = rows.stop
         return _Layout(
-            order=order, conf_of=conf_of, starts=starts.astype(np.intp),
-            speak=np.array([self._speaks(c) for c in cfgs], dtype=np.int32),
-            hear=np.array([not c.deaf for c in cfgs], dtype=np.int32),
+            order=order, buckets=tuple(buckets),
+            hear=np.array([not c.deaf for c in cfgs], dtype=np.int32).reshape(-1, 1),
             whisper_src=np.array([e[0] for e in edges], dtype=np.intp),
             whisper_dst=np.array([e[1] for e in edges], dtype=np.intp),
-            rec_rows=rec_rows, rec_starts=rec_starts,
-            rec_keys=tuple((names[keys[k][0]], keys[k][1]) for k in rec_starts.tolist()),
+            rec_confs=rec_confs,
+            any_deaf=any(c.deaf for c in cfgs),
         )
 
     # -- the tick -------------------------------------------------------------
@@ -249,29 +284,30 @@ class Mixer:
         block (frame x 2 int16) of every recorded conference.
         """
         lay = self._get_layout()
-        if block.shape != (len(lay.order), self.frame_samples):
-            raise ValueError(f"block must be {len(lay.order)} x {self.frame_samples}")
-        if not lay.order:
-            return block.copy(), {}
+        n = self.frame_samples
+        if block.shape != (len(lay.order), n):
+            raise ValueError(f"block must be {len(lay.order)} x {n}")
         x = block.astype(np.int32)
-        spoken = x * lay.speak[:, None]
-        totals = np.add.reduceat(spoken, lay.starts, axis=0)
-        out = totals[lay.conf_of]
-        out -= spoken
+        out = np.empty_like(x)
+        # Recordings are built interleaved (conference, sample, channel) so that each
+        # value is ready for a WAV writer without a transposing copy.
+        recs = np.zeros((len(lay.rec_confs), n, 2), dtype=np.int32)
+        for b in lay.buckets:
+            stop = b.start + b.count * b.size
+            legs = x[b.start:stop].reshape(b.count, b.size, n)  # a view: rows are contiguous
+            spoken = legs * b.speak
+            np.subtract(_sum_legs(spoken)[:, None, :], spoken,
+                        out=out[b.start:stop].reshape(b.count, b.size, n))
+            if b.any_recorded:
+                mine = slice(None) if b.all_recorded else b.recorded
+                chosen, slots = legs[mine], b.rec_slot[mine]
+                recs[slots, :, 0] = _sum_legs(chosen * b.left[mine])
+                recs[slots, :, 1] = _sum_legs(chosen * b.right[mine])
         if lay.whisper_src.size:
             np.add.at(out, lay.whisper_dst, x[lay.whisper_src])
-        out *= lay.hear[:, None]
-        return _saturate(out), self._recordings(lay, x)
-
-    def _recordings(self, lay: _Layout, x: npt.NDArray[np.int32]) -> dict[Hashable, Pcm]:
-        if not self._recorded:
-            return {}
-        recs = {conf: np.zeros((self.frame_samples, 2), dtype=np.int16) for conf in self._recorded}
-        if lay.rec_rows.size:
-            sums = _saturate(np.add.reduceat(x[lay.rec_rows], lay.rec_starts, axis=0))
-            for (conf, channel), samples in zip(lay.rec_keys, sums, strict=True):
-                recs[conf][:, channel] = samples
-        return recs
+        if lay.any_deaf:
+            out *= lay.hear
+        return _saturate(out), dict(zip(lay.rec_confs, _saturate(recs), strict=True))
 
     def mix(self, frames: Mapping[Hashable, Pcm]) -> MixResult:
         """Mix one tick from a mapping leg -> int16 frame (absent legs are silent)."""
