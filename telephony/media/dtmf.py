@@ -11,7 +11,10 @@ one :class:`DtmfDigit` per new identity, whatever arrives later: updates,
 retransmitted ends, reordered stragglers.  An event longer than the 16-bit
 duration field is sent as segments whose timestamps advance (RFC 4733
 2.5.2.3); a segment that continues an unfinished event of the same digit is
-not a new key press.
+not a new key press.  Events carried with RFC 2198 redundancy (RFC 4733 2.6)
+are unpacked by :func:`parse_red`; each block is judged as if it had arrived
+alone with timestamp ``packet.timestamp - offset``, so a press whose own
+packets were all lost is still reported once, from a later packet's copy.
 
 :class:`InbandDtmfDetector` is the fallback for peers that send tones in the
 audio.  Each 20 ms frame (160 samples at 8 kHz) is projected on the eight
@@ -39,8 +42,11 @@ __all__ = [
     "DtmfDigit",
     "DtmfReceiver",
     "InbandDtmfDetector",
+    "RedundantBlock",
     "TelephoneEvent",
+    "build_red",
     "build_telephone_event",
+    "parse_red",
     "parse_telephone_event",
 ]
 
@@ -82,6 +88,53 @@ def build_telephone_event(ev: TelephoneEvent) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
+class RedundantBlock:
+    """One block of an RFC 2198 payload; the primary block has offset 0."""
+
+    payload_type: int
+    timestamp_offset: int
+    data: bytes
+
+
+MAX_RED_BLOCKS = 16
+
+
+def parse_red(payload: bytes) -> tuple[RedundantBlock, ...]:
+    """Split an RFC 2198 payload into its blocks, oldest first, primary last."""
+    cur = Cursor(payload)
+    headers: list[tuple[int, int, int]] = []
+    while True:
+        first = cur.u8("RED block header")
+        if not first & 0x80:
+            headers.append((first & 0x7F, 0, -1))  # primary: the rest of the payload
+            break
+        if len(headers) >= MAX_RED_BLOCKS:
+            raise InvalidPacket(f"more than {MAX_RED_BLOCKS} redundant blocks")
+        word = int.from_bytes(bytes((first,)) + cur.take(3, "RED block header"), "big")
+        headers.append(((word >> 24) & 0x7F, (word >> 10) & 0x3FFF, word & 0x3FF))
+    blocks = [RedundantBlock(pt, off, cur.take(n, "RED block") if n >= 0 else cur.rest())
+              for pt, off, n in headers]
+    return tuple(blocks)
+
+
+def build_red(blocks: tuple[RedundantBlock, ...] | list[RedundantBlock]) -> bytes:
+    """Encode RFC 2198 blocks (the last one is the primary)."""
+    if not blocks:
+        raise InvalidPacket("RED needs a primary block")
+    head, body = bytearray(), bytearray()
+    for b in blocks[:-1]:
+        if not (0 <= b.payload_type < 128 and 0 <= b.timestamp_offset < 1 << 14
+                and len(b.data) < 1 << 10):
+            raise InvalidPacket(f"RED block field out of range: {b}")
+        head += (0x80000000 | b.payload_type << 24 | b.timestamp_offset << 10
+                 | len(b.data)).to_bytes(4, "big")
+        body += b.data
+    if not 0 <= blocks[-1].payload_type < 128:
+        raise InvalidPacket("primary payload type out of range")
+    return bytes(head) + bytes((blocks[-1].payload_type,)) + bytes(body) + blocks[-1].data
+
+
+@dataclass(frozen=True, slots=True)
 class DtmfDigit:
     """One key press, reported once."""
 
@@ -102,14 +155,34 @@ class _Open:
 class DtmfReceiver:
     """Turns a stream of RFC 4733 packets into single :class:`DtmfDigit` events."""
 
-    def __init__(self, payload_type: int, memory: int = 64) -> None:
+    def __init__(self, payload_type: int, memory: int = 64, red_payload_type: int | None = None) -> None:
         self.payload_type = payload_type
+        self.red_payload_type = red_payload_type
         self._seen: deque[tuple[int, int]] = deque(maxlen=memory)
         self._last: _Open | None = None
         self.malformed = 0
 
+    def receive_all(self, packet: RtpPacket) -> list[DtmfDigit]:
+        """Feed one RTP packet, RED-wrapped or plain; return every new digit (oldest first)."""
+        if self.red_payload_type is None or packet.payload_type != self.red_payload_type:
+            digit = self.receive(packet)
+            return [digit] if digit is not None else []
+        try:
+            blocks = parse_red(packet.payload)
+        except (InvalidPacket, Truncated):
+            self.malformed += 1
+            return []
+        digits = []
+        for block in blocks:
+            ts = (packet.timestamp - block.timestamp_offset) & 0xFFFFFFFF
+            inner = RtpPacket(block.payload_type, packet.sequence, ts, packet.ssrc, block.data)
+            digit = self.receive(inner)
+            if digit is not None:
+                digits.append(digit)
+        return digits
+
     def receive(self, packet: RtpPacket) -> DtmfDigit | None:
-        """Feed one RTP packet (other payload types are ignored); return a new digit or None."""
+        """Feed one plain RTP packet (other payload types are ignored); return a new digit or None."""
         if packet.payload_type != self.payload_type:
             return None
         try:
@@ -117,7 +190,10 @@ class DtmfReceiver:
         except (InvalidPacket, Truncated):
             self.malformed += 1
             return None
-        key = (packet.ssrc, packet.timestamp)
+        return self._judge(packet.ssrc, packet.timestamp, ev)
+
+    def _judge(self, ssrc: int, timestamp: int, ev: TelephoneEvent) -> DtmfDigit | None:
+        key = (ssrc, timestamp)
         last = self._last
         if last is not None and (last.ssrc, last.timestamp) == key:
             last.duration = max(last.duration, ev.duration)
@@ -129,15 +205,15 @@ class DtmfReceiver:
         continuing = (
             last is not None
             and not last.ended
-            and last.ssrc == packet.ssrc
+            and last.ssrc == ssrc
             and last.event == ev.event
-            and (packet.timestamp - last.timestamp) & 0xFFFFFFFF == last.duration
+            and (timestamp - last.timestamp) & 0xFFFFFFFF == last.duration
             and last.duration >= _MAX_SEGMENT - FRAME  # only a full segment rolls over
         )
-        self._last = _Open(packet.ssrc, packet.timestamp, ev.event, ev.duration, ev.end)
+        self._last = _Open(ssrc, timestamp, ev.event, ev.duration, ev.end)
         if continuing or ev.event >= len(DIGITS):
             return None
-        return DtmfDigit(DIGITS[ev.event], packet.ssrc, packet.timestamp)
+        return DtmfDigit(DIGITS[ev.event], ssrc, timestamp)
 
 
 def _basis() -> npt.NDArray[np.complex128]:

@@ -151,7 +151,7 @@ class JitterBuffer:
         self._base_ext = 0
         self._unique = 0
         self._probe: int | None = None
-        self._played: deque[int] = deque(maxlen=MAX_MISORDER)
+        self._seen: deque[int] = deque(maxlen=MAX_MISORDER)  # recent extended sequences
         self._next_ts: int | None = None
         self._play_at = 0.0
         self._spurt: tuple[int, float] | None = None  # (timestamp, due time)
@@ -219,9 +219,10 @@ class JitterBuffer:
                 self._probe = ext
             return
         self._probe = None
-        if ext in self._buffer or ext in self._played:
+        if ext in self._seen:
             self._c.duplicate += 1
             return
+        self._seen.append(ext)
         self._c.received += 1
         self._unique += 1
         self._update_jitter(packet, now)
@@ -252,6 +253,7 @@ class JitterBuffer:
         self._c.received += 1
         self._update_jitter(packet, now)
         self._buffer = {ext: packet}
+        self._seen.append(ext)
         self._next_ts = packet.timestamp
         self._play_at = now + self.target_delay
 
@@ -286,7 +288,6 @@ class JitterBuffer:
                 found = first[0]
         self._next_ts = (slot + s.frame_samples) & 0xFFFFFFFF
         if found is not None:
-            self._played.append(found)
             self._missing = 0
             return Frame(self._buffer.pop(found))
         self._missing += 1

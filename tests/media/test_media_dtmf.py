@@ -152,3 +152,47 @@ def test_inband_needs_two_frames_and_rearms_after_a_gap() -> None:
     seq = [key, silence, key, key, key, silence, key, key]
     out = [det.feed(f) for f in seq]
     assert [d.digit if d else None for d in out] == [None, None, None, "9", None, None, None, "9"]
+
+
+from telephony.media.dtmf import RedundantBlock, build_red, parse_red  # noqa: E402
+
+RED = 100
+
+
+def test_red_round_trip_and_known_layout() -> None:
+    blocks = (RedundantBlock(PT, 320, b"\x01\x8a\x03\x20"), RedundantBlock(PT, 160, b"\x02\x0a\x00\xa0"),
+              RedundantBlock(PT, 0, b"\x03\x0a\x00\xa0"))
+    wire = build_red(blocks)
+    assert wire[:4] == bytes.fromhex("e5050004") and wire[8] == PT
+    assert parse_red(wire) == blocks
+    assert parse_red(bytes((PT,)) + b"abcd") == (RedundantBlock(PT, 0, b"abcd"),)
+
+
+@pytest.mark.parametrize(("wire", "error"), [(b"", Truncated), (b"\xe5\x05\x00", Truncated),
+                                             (b"\xe5\x05\x00\x08\x65abc", Truncated),
+                                             (b"\xe5\x05\x00\x00" * 17 + b"\x65", InvalidPacket)])
+def test_red_errors(wire: bytes, error: type[MediaError]) -> None:
+    with pytest.raises(error):
+        parse_red(wire)
+
+
+@given(st.binary(max_size=64))
+def test_red_any_bytes(data: bytes) -> None:
+    try:
+        blocks = parse_red(data)
+    except MediaError:
+        return
+    assert build_red(blocks) == data
+
+
+def test_receiver_recovers_a_lost_press_from_redundancy() -> None:
+    rx = DtmfReceiver(PT, red_payload_type=RED)
+    one = build_telephone_event(TelephoneEvent(1, True, 10, 800))
+    two = build_telephone_event(TelephoneEvent(2, False, 10, 160))
+    # Every packet of "1" (ts 1000) was lost; the first packet of "2" (ts 2000) carries a copy.
+    wire = build_red([RedundantBlock(PT, 1000, one), RedundantBlock(PT, 0, two)])
+    packet = RtpPacket(RED, 50, 2000, 7, wire)
+    assert [d.digit for d in rx.receive_all(packet)] == ["1", "2"]
+    assert rx.receive_all(packet) == []  # the same copy again
+    assert [d.digit for d in rx.receive_all(ev_packet(51, 3000, 3, 160))] == ["3"]  # plain still works
+    assert rx.receive_all(RtpPacket(RED, 52, 3000, 7, b"\xe5")) == [] and rx.malformed == 1
