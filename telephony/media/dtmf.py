@@ -155,7 +155,9 @@ class _Open:
 class DtmfReceiver:
     """Turns a stream of RFC 4733 packets into single :class:`DtmfDigit` events."""
 
-    def __init__(self, payload_type: int, memory: int = 64, red_payload_type: int | None = None) -> None:
+    def __init__(
+        self, payload_type: int, memory: int = 64, red_payload_type: int | None = None
+    ) -> None:
         self.payload_type = payload_type
         self.red_payload_type = red_payload_type
         self._seen: deque[tuple[int, int]] = deque(maxlen=memory)
@@ -182,7 +184,7 @@ class DtmfReceiver:
         return digits
 
     def receive(self, packet: RtpPacket) -> DtmfDigit | None:
-        """Feed one plain RTP packet (other payload types are ignored); return a new digit or None."""
+        """Feed one plain RTP packet (other payload types are ignored); a new digit or None."""
         if packet.payload_type != self.payload_type:
             return None
         try:

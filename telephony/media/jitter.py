@@ -297,16 +297,20 @@ class JitterBuffer:
         return SILENCE
 
     def _skip_overflow(self) -> None:
+        # A sender whose clock runs fast fills the buffer past max_delay: skip one slot
+        # per tick until it is back in bounds (a jump of more than twice max_delay is a
+        # timestamp jump, handled in pop, not drift).
         s = self.settings
-        assert self._next_ts is not None
+        slot = self._next_ts
+        assert slot is not None
         if self._spurt is not None or not self._buffer:
             return
-        newest = max(self._buffer.values(), key=lambda p: ts_diff(p.timestamp, self._next_ts or 0))
-        if ts_diff(newest.timestamp, self._next_ts) > s.max_delay * s.clock_rate:
-            if ts_diff(newest.timestamp, self._next_ts) <= 2 * s.max_delay * s.clock_rate:
-                self._next_ts = (self._next_ts + s.frame_samples) & 0xFFFFFFFF
+        span = max(ts_diff(p.timestamp, slot) for p in self._buffer.values())
+        if s.max_delay * s.clock_rate < span <= 2 * s.max_delay * s.clock_rate:
+            for ext in [e for e, p in self._buffer.items() if p.timestamp == slot]:
+                del self._buffer[ext]
                 self._c.overflow += 1
-                self._drop_before(self._next_ts)
+            self._next_ts = (slot + s.frame_samples) & 0xFFFFFFFF
 
 
 Address = tuple[str, int]

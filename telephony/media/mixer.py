@@ -19,8 +19,8 @@ input block; for each size (a handful: 2, 3, 4 ...) one numpy expression takes
 every conference's sum ``T`` of legs heard by all, gives each leg ``T`` minus
 its own contribution; then the few whisper edges are added, deaf legs zeroed
 and everything clipped.  That is the same product, in O(legs x samples) numpy
-work with no per-sample and no per-conference Python.  :meth:`Mixer.hear_matrix` builds ``H`` explicitly
-for tests and diagnostics, and the tests check the two agree.
+work with no per-sample and no per-conference Python.  :meth:`Mixer.hear_matrix`
+builds ``H`` explicitly for tests and diagnostics; the tests check the two agree.
 
 Recording: each leg is assigned a :class:`Channel` when it joins.  The tap of
 a recorded conference yields a 160 x 2 int16 block per tick: channel 0 is the
@@ -259,10 +259,10 @@ class Mixer:
             buckets.append(_Bucket(
                 start=start, count=len(group), size=size,
                 speak=_column([self._speaks(cfgs[i]) for i in rows], len(group), size),
-                left=_column([r and cfgs[i].channel is Channel.CALLER for i, r in zip(rows, rec)],
-                             len(group), size),
+                left=_column([r and cfgs[i].channel is Channel.CALLER
+                              for i, r in zip(rows, rec, strict=True)], len(group), size),
                 right=_column([r and cfgs[i].channel is Channel.CALL_TAKER
-                               for i, r in zip(rows, rec)], len(group), size),
+                               for i, r in zip(rows, rec, strict=True)], len(group), size),
                 rec_slot=slots, recorded=slots >= 0,
                 any_recorded=bool((slots >= 0).any()), all_recorded=bool((slots >= 0).all())))
             start = rows.stop

@@ -55,7 +55,8 @@ class WavWriter:
         if self._closed:
             raise ValueError("recording already closed")
         if block.dtype != np.int16 or block.ndim != 2 or block.shape[1] != self.channels:
-            raise ValueError(f"expected (n, {self.channels}) int16, got {block.shape} {block.dtype}")
+            raise ValueError(f"expected (n, {self.channels}) int16,"
+                             f" got {block.shape} {block.dtype}")
         raw = np.ascontiguousarray(block).astype("<i2", copy=False).tobytes()
         if self.data_bytes + len(raw) > MAX_DATA_BYTES:
             raise ValueError("WAV data would exceed 4 GiB; start a new file")

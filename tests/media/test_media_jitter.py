@@ -212,7 +212,7 @@ def test_any_network_plays_in_order_once(events: list[tuple[int, float, bool]], 
     """Loss, reordering, duplication and delay: frames come out in order, each at most once."""
     jb = JitterBuffer()
     arrivals = [(i * TICK + delay, pkt(i, seq0=seq0, ts0=ts0)) for i, delay, _ in events]
-    arrivals += [(t + 0.01, p) for (t, p), (_, _, dup) in zip(arrivals, events) if dup]
+    arrivals += [(t + 0.01, p) for (t, p), (_, _, dup) in zip(arrivals, events, strict=True) if dup]
     out = run(jb, arrivals, 100)
     played = [x for x in out if isinstance(x, int)]
     indices = sorted({i for i, _, _ in events})
@@ -221,3 +221,15 @@ def test_any_network_plays_in_order_once(events: list[tuple[int, float, bool]], 
     s = jb.stats()
     assert s.received == len(indices)
     assert s.received == len(played) + s.late + s.overflow + len(jb._buffer)
+
+
+def test_fast_sender_clock_is_trimmed_to_max_delay() -> None:
+    jb = JitterBuffer(JitterSettings(max_delay=0.1))
+    # The sender's clock runs 25 % fast: five frames every four ticks.
+    arrivals = [(i * TICK * 0.8, pkt(i)) for i in range(200)]
+    out = run(jb, arrivals, 160)
+    played = [x for x in out if isinstance(x, int)]
+    assert all((b - a) % 256 >= 1 for a, b in zip(played, played[1:], strict=False))
+    s = jb.stats()
+    assert s.overflow > 0 and s.concealed == 0
+    assert len(jb._buffer) <= 0.1 / TICK + 2  # never more than max_delay queued
