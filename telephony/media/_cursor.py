@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 from telephony.media.errors import Truncated
 
 __all__ = ["Cursor"]
@@ -34,6 +36,14 @@ class Cursor:
         chunk = self._data[self._pos : self._pos + n]
         self._pos += n
         return chunk
+
+    def unpack(self, layout: struct.Struct, what: str) -> tuple[int, ...]:
+        """Several fixed-width fields at once (one bounds check, one C call)."""
+        if layout.size > self.remaining:
+            raise Truncated(f"{what}: need {layout.size} bytes, {self.remaining} left")
+        fields = layout.unpack_from(self._data, self._pos)
+        self._pos += layout.size
+        return tuple(fields)
 
     def u8(self, what: str) -> int:
         """One unsigned byte."""

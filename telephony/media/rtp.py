@@ -18,6 +18,7 @@ packet in order; SR, RR and BYE are decoded, any other type is kept raw as
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass, field
 
 from telephony.media._cursor import Cursor
@@ -47,7 +48,7 @@ __all__ = [
 
 MAX_DATAGRAM = 2048  # media over UDP without fragmentation; anything larger is hostile
 RTP_VERSION = 2
-_U32 = 0xFFFFFFFF
+_RTP_HEADER = struct.Struct("!BBHII")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +84,9 @@ def parse_rtp(data: bytes, max_size: int = MAX_DATAGRAM) -> RtpPacket:
     if len(data) > max_size:
         raise LimitExceeded(f"RTP datagram of {len(data)} bytes exceeds {max_size}")
     cur = Cursor(data)
-    first = cur.u8("RTP first octet")
+    first, second, sequence, timestamp, ssrc = cur.unpack(_RTP_HEADER, "RTP fixed header")
     if first >> 6 != RTP_VERSION:
         raise InvalidPacket(f"RTP version {first >> 6}")
-    second = cur.u8("RTP marker/PT")
-    sequence = cur.u16("RTP sequence")
-    timestamp = cur.u32("RTP timestamp")
-    ssrc = cur.u32("RTP SSRC")
     csrcs = tuple(cur.u32("RTP CSRC") for _ in range(first & 0x0F))
     extension = None
     if first & 0x10:
