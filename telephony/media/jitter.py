@@ -303,8 +303,8 @@ class JitterBuffer:
         s = self.settings
         slot = self._next_ts
         assert slot is not None
-        if self._spurt is not None or not self._buffer:
-            return
+        if self._spurt is not None or len(self._buffer) < 2:
+            return  # a lone packet far ahead is a gap or a jump, not drift
         span = max(ts_diff(p.timestamp, slot) for p in self._buffer.values())
         if s.max_delay * s.clock_rate < span <= 2 * s.max_delay * s.clock_rate:
             for ext in [e for e, p in self._buffer.items() if p.timestamp == slot]:

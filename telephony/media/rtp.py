@@ -115,19 +115,22 @@ def parse_rtp(data: bytes, max_size: int = MAX_DATAGRAM) -> RtpPacket:
 
 def build_rtp(packet: RtpPacket) -> bytes:
     """Encode ``packet``; raise InvalidPacket if a field does not fit its width."""
-    _check_range("payload_type", packet.payload_type, 7)
-    _check_range("sequence", packet.sequence, 16)
-    _check_range("timestamp", packet.timestamp, 32)
-    _check_range("ssrc", packet.ssrc, 32)
-    _check_range("padding", packet.padding, 8)
+    if not (0 <= packet.payload_type < 128 and 0 <= packet.sequence < 1 << 16
+            and 0 <= packet.timestamp < 1 << 32 and 0 <= packet.ssrc < 1 << 32
+            and 0 <= packet.padding < 256):
+        # The slow path only to name the offending field.
+        for name, value, bits in (("payload_type", packet.payload_type, 7),
+                                  ("sequence", packet.sequence, 16),
+                                  ("timestamp", packet.timestamp, 32),
+                                  ("ssrc", packet.ssrc, 32), ("padding", packet.padding, 8)):
+            _check_range(name, value, bits)
     if len(packet.csrcs) > 15:
         raise InvalidPacket("at most 15 CSRCs")
     first = RTP_VERSION << 6 | len(packet.csrcs)
     first |= 0x20 if packet.padding else 0
     first |= 0x10 if packet.extension is not None else 0
-    out = bytearray((first, packet.payload_type | (0x80 if packet.marker else 0)))
-    out += packet.sequence.to_bytes(2, "big")
-    out += packet.timestamp.to_bytes(4, "big") + packet.ssrc.to_bytes(4, "big")
+    second = packet.payload_type | (0x80 if packet.marker else 0)
+    out = bytearray(_RTP_HEADER.pack(first, second, packet.sequence, packet.timestamp, packet.ssrc))
     for csrc in packet.csrcs:
         _check_range("csrc", csrc, 32)
         out += csrc.to_bytes(4, "big")
