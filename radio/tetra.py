@@ -310,6 +310,17 @@ class TetraGateway:
         """``who`` withdraws a queued request."""
         return self._apply(self.floor.cancel(group, who, self._now()))
 
+    async def hang_up(self, group: str) -> None:
+        """End the group call on ``group``: revoke its floor (unkey), then ``ATH``.
+
+        The PEI's ``ATH`` ends the radio's calls; other groups' calls that it
+        takes down come back as ``+CTCR`` and revoke their floors too.
+        """
+        if group not in self.floor.groups:
+            raise RadioError(f"{self.name}: not a configured talkgroup: {group!r}")
+        self._apply(self.floor.revoke(group, "call ended by dispatcher", self._now()))
+        await self.device.command("ATH", timeout=self.settings.command_timeout_s)
+
     async def send_sds(self, called: str, text: str) -> int | None:
         """Send ``text`` as Simple Text SDS to ``called`` (ISSI or GSSI); the radio's reference."""
         if not _digits(called) or len(called) > 8:

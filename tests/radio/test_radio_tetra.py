@@ -146,6 +146,12 @@ async def test_key_unkey_round_trip(tmp_path: Path, reactor: Any) -> None:
         assert (await h.next(RadioKeyed)).cc == 1
         h.gw.release_ptt("9001", "disp1")
         await h.command("AT+CUTXC=1")
+        await h.gw.hang_up("9001")
+        assert await h.next(CallReleased) == CallReleased("tetra1", "9001", 1, 1)
+        assert h.radio.calls == {}
+        h.gw.request_ptt("9001", "disp1", Priority.DISPATCHER)
+        await h.command("ATD9001")  # no call any more: a new one is set up
+        assert (await h.next(RadioKeyed)).cc == 2
 
 
 async def test_three_talkers_contend_with_priorities(tmp_path: Path, reactor: Any) -> None:
