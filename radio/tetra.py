@@ -38,7 +38,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hardware.at import AtError, AtLinkDown, AtSettings, Unsolicited
+from hardware.at import (
+    AtCommandError,
+    AtError,
+    AtLinkDown,
+    AtSettings,
+    AtTimeout,
+    Event as AtEvent,
+    Resynchronised,
+    Unsolicited,
+)
 from hardware.atport import AtDevice
 from hardware.serial import PortFactory, twisted_serial_port
 from radio.floor import (
@@ -52,7 +61,7 @@ from radio.floor import (
 from radio.sds import decode_text, encode_text
 
 __all__ = [
-    "CallReleased", "GatewayEvent", "GroupsAttached", "IncomingGroupCall", "LinkDown", "LinkUp",
+    "CallReleased", "GatewayEvent", "GatewayFault", "GroupsAttached", "IncomingGroupCall", "LinkDown", "LinkUp",
     "RadioError", "RadioEvent", "RadioKeyed", "RadioUnkeyed", "SdsReceived", "TalkerChanged",
     "TetraGateway", "TetraSettings",
 ]
@@ -83,6 +92,10 @@ class TetraSettings:
     #: ``AT+CTSDC`` for a half-duplex group call (EN 300 392-5 6.15.x).
     call_setup: str = "0,0,0,1,1,0,1,1,0,0"
     sds_ai_service: int = 12
+    #: ``+CTICN`` priority level at or above which a handset's call is an emergency.
+    emergency_priority: int = 15
+    #: How often an unanswered ``AT+CUTXC`` is written again before giving up.
+    release_attempts: int = 3
     floor: FloorSettings = field(default_factory=FloorSettings)
 
     def __post_init__(self) -> None:
@@ -145,6 +158,8 @@ class IncomingGroupCall:
     group: str
     cc: int
     calling: str
+    priority: int = 0
+    emergency: bool = False
 
 
 @dataclass(frozen=True)
@@ -238,7 +253,7 @@ class TetraGateway:
         self._port_factory = port_factory
         self.device = AtDevice(settings.name, settings.device, reactor, settings=at_settings,
                                baudrate=settings.baudrate, retry_s=settings.retry_s,
-                               port_factory=self._open_port)
+                               port_factory=self._open_port, on_event=self._at_event)
         self._actions: asyncio.Queue[Key | Unkey] = asyncio.Queue()
         self._calls: dict[int, str] = {}          # call instance -> group
         self._keyed: dict[str, int | None] = {}   # group -> call instance we keyed
@@ -291,6 +306,7 @@ class TetraGateway:
             "ready": self._up,
             "attached_groups": list(self._attached),
             "keyed_groups": sorted(self._keyed),
+            "unconfirmed_releases": sorted(self._must_release),
             "talkers": {g: self.floor.talker(g) for g in self.floor.groups},
             "last_error": self._last_error or health.get("last_error"),
         })
@@ -352,6 +368,8 @@ class TetraGateway:
     def _link_lost(self, reason: Any) -> None:
         why = getattr(reason, "getErrorMessage", lambda: str(reason))()
         self._up = False
+        if self._stopping:
+            return  # our own close: the fail-safe has already run
         self._must_release.update(cc for cc in self._keyed.values() if cc is not None)
         self._keyed.clear()
         self._calls.clear()
@@ -370,9 +388,12 @@ class TetraGateway:
                 await self._best_effort(f"AT+CUTXC={cc}")
             await self._best_effort("ATH")
             self._must_release.clear()
-            for command in ("ATE0", "AT+CMEE=1", "AT+CTOM=0",
-                            *(f"AT+CTSP={p}" for p in self.settings.service_profiles)):
-                await self.device.command(command, timeout=timeout)
+            await self.device.command("ATE0", timeout=timeout)
+            await self.device.command("AT+CMEE=1", timeout=timeout)
+            for optional in ("AT+CTOM=0", *(f"AT+CTSP={p}" for p in
+                                            self.settings.service_profiles)):
+                if not await self._best_effort(optional):
+                    self._report(GatewayFault(self.name, f"radio refused {optional}"))
             attach = ",".join(f"1,{g}" for g in self.settings.groups)
             await self.device.command(f"AT+CTGS={attach}", timeout=timeout)
         except AtError as exc:
@@ -380,6 +401,11 @@ class TetraGateway:
             self._report(GatewayFault(self.name, self._last_error))
             log.warning("TETRA initialisation failed", extra={"device": self.name,
                                                               "error": str(exc)})
+            if not isinstance(exc, AtLinkDown) and not self._stopping:
+                # The link is up but the radio would not cooperate: try again later
+                # (a link loss brings its own retry when the port reopens).
+                loop = asyncio.get_running_loop()
+                loop.call_later(self.settings.retry_s, self._retry_init)
             return
         self._attached = self.settings.groups
         self._up = True
@@ -387,13 +413,29 @@ class TetraGateway:
         self._report(LinkUp(self.name))
         self._report(GroupsAttached(self.name, self._attached))
 
+    def _at_event(self, event: AtEvent) -> None:
+        if isinstance(event, Resynchronised) and self._must_release and not self._stopping:
+            # The radio answers again after going silent: finish the releases it missed.
+            asyncio.get_running_loop().create_task(self._release_pending())
+
+    async def _release_pending(self) -> None:
+        for cc in sorted(self._must_release):
+            try:
+                await self._best_effort(f"AT+CUTXC={cc}")
+            except AtError as exc:
+                self._last_error = f"release of call {cc} unconfirmed: {exc}"
+                return
+            self._must_release.discard(cc)
+
+    def _retry_init(self) -> None:
+        if not self._stopping and not self._up and self.device.link.connected:
+            self._bring_up = asyncio.get_running_loop().create_task(self._reconcile_and_init())
+
     async def _best_effort(self, command: str) -> bool:
-        """Write a release command; a refusal (no such call) is fine, a dead link is not."""
+        """Write a command whose refusal is fine (no such call); silence or a dead link is not."""
         try:
             await self.device.command(command, timeout=self.settings.release_timeout_s)
-        except AtLinkDown:
-            raise
-        except AtError as exc:
+        except AtCommandError as exc:
             log.info("release refused", extra={"device": self.name, "command": command,
                                                "error": str(exc)})
             return False
@@ -433,6 +475,8 @@ class TetraGateway:
     async def _run_actions(self) -> None:
         while True:
             action = await self._actions.get()
+            if isinstance(action, Key) and action.group not in self.floor.keyed():
+                continue  # revoked before it reached the radio: never key for a dead grant
             try:
                 if isinstance(action, Key):
                     await self._key(action.group)
@@ -477,13 +521,18 @@ class TetraGateway:
         # The +CDTXC that answers this is ours, not the radio ending a later transmission:
         # the next Key may already be on the wire when the URC is read.
         self._ceasing[cc] = self._ceasing.get(cc, 0) + 1
-        try:
-            released = await self._best_effort(f"AT+CUTXC={cc}")
-        except AtLinkDown:
-            self._must_release.add(cc)
-            raise
-        if not released:
-            self._expect_no_cdtxc(cc)
+        for attempt in range(1, self.settings.release_attempts + 1):
+            try:
+                if not await self._best_effort(f"AT+CUTXC={cc}"):
+                    self._expect_no_cdtxc(cc)
+                return
+            except AtTimeout:
+                if attempt == self.settings.release_attempts:
+                    self._must_release.add(cc)
+                    raise
+            except AtLinkDown:
+                self._must_release.add(cc)
+                raise
 
     async def _read_unsolicited(self) -> None:
         while True:
@@ -520,8 +569,13 @@ class TetraGateway:
             self._report(GatewayFault(self.name, f"short +CTICN: {urc.value[:80]}"))
             return
         group, calling = fields[11], fields[4]
+        priority = (_int(fields[12]) if len(fields) > 12 else None) or 0
+        emergency = priority >= self.settings.emergency_priority
         self._calls[cc] = group
-        self._report(IncomingGroupCall(self.name, group, cc, calling))
+        self._report(IncomingGroupCall(self.name, group, cc, calling, priority, emergency))
+        if emergency and group in self.floor.groups:
+            # A handset's emergency call overrides every dispatcher on the group.
+            self._apply(self.floor.revoke(group, f"emergency call from {calling}", self._now()))
 
     def _on_ctxg(self, cc: int, fields: list[str], urc: Unsolicited) -> None:
         group = self._calls.get(cc)

@@ -26,6 +26,7 @@ from radio.floor import (
 from radio.sds import decode_text, encode_text
 from radio.tetra import (
     CallReleased,
+    GatewayFault,
     GroupsAttached,
     IncomingGroupCall,
     LinkDown,
@@ -53,7 +54,8 @@ def at(event: object) -> float:
 class Harness:
     """A gateway on an emulated radio behind a symlink (so the device can be re-plugged)."""
 
-    def __init__(self, tmp_path: Path, reactor: Any, floor: FloorSettings) -> None:
+    def __init__(self, tmp_path: Path, reactor: Any, floor: FloorSettings,
+                 release_timeout_s: float = 2.0) -> None:
         self.radio = TetraRadioEmulator()
         self.link = tmp_path / "ttyTETRA0"
         self.events: asyncio.Queue[RadioEvent] = asyncio.Queue()
@@ -62,7 +64,8 @@ class Harness:
         self.radio.on_command = self.commands.put_nowait
         self.plug()
         self.gw = TetraGateway(
-            TetraSettings("tetra1", str(self.link), ("9001", "9002"), retry_s=0.02, floor=floor),
+            TetraSettings("tetra1", str(self.link), ("9001", "9002"), retry_s=0.02, floor=floor,
+                          release_timeout_s=release_timeout_s),
             reactor, self._event)
 
     def _event(self, event: RadioEvent) -> None:
@@ -237,6 +240,10 @@ async def test_a_crash_in_the_service_still_unkeys(tmp_path: Path, reactor: Any)
         h.gw.release_ptt("9001", "disp1")
         await h.command("AT+CUTXC=1")
         assert h.radio.calls[1].talker is None
+        assert h.gw.health()["ready"] is False
+        assert "RuntimeError" in h.gw.health()["last_error"]
+        denied = h.gw.request_ptt("9001", "disp1", Priority.DISPATCHER)
+        assert isinstance(denied[0], FloorDenied)  # a crashed gateway refuses presses
 
 
 async def test_incoming_call_talkers_and_radio_refusals(tmp_path: Path, reactor: Any) -> None:
@@ -278,3 +285,49 @@ async def test_sds_round_trip_chinese_and_latin1(tmp_path: Path, reactor: Any) -
 def test_settings_refuse_bad_groups() -> None:
     with pytest.raises(RadioError):
         TetraSettings("t", "/dev/null", ("9001;ATH",))
+
+
+async def test_handset_emergency_call_overrides_the_dispatcher(tmp_path: Path,
+                                                               reactor: Any) -> None:
+    async with gateway(tmp_path, reactor) as h:
+        h.gw.request_ptt("9001", "cmdr", Priority.COMMANDER)
+        await h.next(RadioKeyed)
+        h.radio.unsolicited("+CTICN: 7,0,0,0,2005,1,1,0,1,1,1,9001,15")
+        call = await h.next(IncomingGroupCall)
+        assert (call.calling, call.emergency) == ("2005", True)
+        revoked = await h.next(FloorRevoked)
+        assert (revoked.who, revoked.why) == ("cmdr", "emergency call from 2005")
+        await h.command("AT+CUTXC=1")
+        assert h.radio.calls[1].talker is None and h.gw.health()["keyed_groups"] == []
+
+
+async def test_a_press_revoked_before_it_reaches_the_radio_never_keys(
+        tmp_path: Path, reactor: Any) -> None:
+    async with gateway(tmp_path, reactor) as h:
+        before = len(h.radio.commands)
+        h.gw.request_ptt("9001", "disp1", Priority.DISPATCHER)
+        h.gw.release_ptt("9001", "disp1")  # in the same loop turn: the worker has not run
+        h.gw.request_ptt("9002", "disp1", Priority.DISPATCHER)
+        await h.command("ATD9002")
+        assert "ATD9001" not in h.radio.commands[before:]
+
+
+async def test_release_into_a_silent_radio_is_retried_until_it_answers(
+        tmp_path: Path, reactor: Any) -> None:
+    h = Harness(tmp_path, reactor, FloorSettings(hang_time_s=0.0), release_timeout_s=0.05)
+    await h.gw.start()
+    try:
+        h.gw.request_ptt("9001", "disp1", Priority.DISPATCHER)
+        await h.next(RadioKeyed)
+        h.radio.faults.silent = True
+        h.gw.release_ptt("9001", "disp1")
+        fault = await h.next(GatewayFault)
+        assert fault.detail.startswith("Unkey 9001")
+        assert h.gw.health()["unconfirmed_releases"] == [1]
+        assert h.radio.calls[1].talker == "self"  # the radio never heard us
+        h.radio.faults.silent = False
+        await h.command("AT+CUTXC=1")
+        assert h.radio.calls[1].talker is None
+    finally:
+        await h.gw.stop()
+        h.radio.close()
