@@ -33,6 +33,7 @@ Fail-safe: the radio is never left keyed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,14 +45,18 @@ from hardware.at import (
     AtLinkDown,
     AtSettings,
     AtTimeout,
-    Event as AtEvent,
     Resynchronised,
     Unsolicited,
+)
+from hardware.at import (
+    Event as AtEvent,
 )
 from hardware.atport import AtDevice
 from hardware.serial import PortFactory, twisted_serial_port
 from radio.floor import (
     Event as FloorEvent,
+)
+from radio.floor import (
     FloorControl,
     FloorSettings,
     Key,
@@ -61,7 +66,8 @@ from radio.floor import (
 from radio.sds import decode_text, encode_text
 
 __all__ = [
-    "CallReleased", "GatewayEvent", "GatewayFault", "GroupsAttached", "IncomingGroupCall", "LinkDown", "LinkUp",
+    "CallReleased", "GatewayEvent", "GatewayFault", "GroupsAttached", "IncomingGroupCall",
+    "LinkDown", "LinkUp",
     "RadioError", "RadioEvent", "RadioKeyed", "RadioUnkeyed", "SdsReceived", "TalkerChanged",
     "TetraGateway", "TetraSettings",
 ]
@@ -287,10 +293,8 @@ class TetraGateway:
         service, self._service = self._service, None
         if service is not None:
             service.cancel()
-            try:
-                await service
-            except asyncio.CancelledError:
-                pass
+            with contextlib.suppress(asyncio.CancelledError):
+                await service  # its ``finally`` runs the fail-safe
         else:
             await self._fail_safe("gateway stopping")
         if self._bring_up is not None:

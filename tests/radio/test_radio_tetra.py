@@ -44,9 +44,9 @@ WAIT = 5.0
 T = TypeVar("T")
 
 
-def at(event: object) -> float:
+def at(event: Any) -> float:
     """The time stamp of a floor event (the adapter's clock, not known to the test)."""
-    value = getattr(event, "at")
+    value = event.at
     assert isinstance(value, float)
     return value
 
