@@ -182,16 +182,29 @@ class _RowParser:
         self._districts: dict[str, str] = {}
         self._groups: dict[frozenset[str], frozenset[str]] = {}
 
-    def parse(self, row_no: int, row: dict[str, str]) -> Recipient | RowError:
-        """Validate every column of ``row``; the first problem found is reported."""
+    def _check_fields(self, row_no: int, row: dict[str, str]) -> RowError | None:
+        """Field length and control characters; the clean row is checked in one pass."""
+        limit = self._limits.max_field_chars
+        try:
+            check_text("".join(row.values()))
+            if max(map(len, row.values()), default=0) <= limit:
+                return None
+        except EncodingError:
+            pass
         for column, value in row.items():
-            if len(value) > self._limits.max_field_chars:
-                return RowError(row_no, column, f"longer than {self._limits.max_field_chars} "
-                                                "characters")
+            if len(value) > limit:
+                return RowError(row_no, column, f"longer than {limit} characters")
             try:
                 check_text(value)
             except EncodingError as exc:
                 return RowError(row_no, column, str(exc))
+        return None
+
+    def parse(self, row_no: int, row: dict[str, str]) -> Recipient | RowError:
+        """Validate every column of ``row``; the first problem found is reported."""
+        problem = self._check_fields(row_no, row)
+        if problem is not None:
+            return problem
         try:
             msisdn = normalise_msisdn(row.get("phone", ""), self._country)
         except MsisdnError as exc:
