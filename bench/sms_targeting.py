@@ -19,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sms.targeting import SpatialIndex, DistrictCatalogue  # noqa: E402
+from sms.targeting import DistrictCatalogue, SpatialIndex  # noqa: E402
 
 BOX = (113.50, 22.60, 114.20, 23.15)  # min_lon, min_lat, max_lon, max_lat
 CENTRES = ((113.752, 23.040), (113.790, 23.025), (113.670, 22.815))

@@ -302,7 +302,7 @@ def _check_row(row_no: int, names: list[str], cells: list[str], limits: ImportLi
         return RowError(row_no, "", f"{len(cells)} cells but the header has {len(names)}")
     if len(cells) > limits.max_columns:
         return RowError(row_no, "", f"more than {limits.max_columns} cells")
-    row = {name: cell for name, cell in zip(names, cells) if name}
+    row = {name: cell for name, cell in zip(names, cells, strict=False) if name}
     return parser.parse(row_no, row)
 
 

@@ -229,7 +229,15 @@ class TemplateSet:
                                   language) from exc
         return Rendered(template_id, language, text, seg.encoding, seg.total)
 
-    def render_all(self, template_id: str,
-                   values: Mapping[str, str]) -> dict[Language, Rendered]:
-        """Render every language (what the approval screen shows; what the engine sends)."""
-        return {lang: self.render(template_id, lang, values) for lang in LANGUAGES}
+    def render_all(self, template_id: str, values: Mapping[str, str],
+                   per_language: Mapping[Language, Mapping[str, str]] | None = None,
+                   ) -> dict[Language, Rendered]:
+        """Render every language (what the approval screen shows; what the engine sends).
+
+        ``values`` apply to all languages; ``per_language`` adds or overrides
+        values for one language (``{"en": {"area": "Guancheng"}}``), so an
+        English text does not carry Chinese place names and fall back to UCS-2.
+        """
+        extra = per_language or {}
+        return {lang: self.render(template_id, lang, {**values, **extra.get(lang, {})})
+                for lang in LANGUAGES}

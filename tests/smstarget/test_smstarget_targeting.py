@@ -22,6 +22,7 @@ from sms.targeting import (
     NumbersTarget,
     RecipientIndex,
     SpatialIndex,
+    Target,
     TargetError,
     haversine_m,
     parse_geometry,
@@ -36,7 +37,7 @@ HOLE = [[113.74, 23.04], [113.76, 23.04], [113.76, 23.06], [113.74, 23.06], [113
 def scalar_in_ring(x: float, y: float, ring: list[tuple[float, float]]) -> bool:
     """Textbook ray casting, one point at a time (the reference for the vectorised test)."""
     inside = False
-    for (x1, y1), (x2, y2) in zip(ring, ring[1:]):
+    for (x1, y1), (x2, y2) in zip(ring, ring[1:], strict=False):
         if (y1 > y) != (y2 > y) and x < (x2 - x1) * (y - y1) / (y2 - y1) + x1:
             inside = not inside
     return inside
@@ -205,9 +206,10 @@ def test_district_target_includes_registered_residents_without_coordinates() -> 
 
 def test_union_counts_each_resident_once_and_honours_opt_out() -> None:
     index = RecipientIndex(registry(), load_districts())
-    targets = [CircleTarget(23.045, 113.750, 500), GroupTarget("三防责任人"),
-               NumbersTarget.parse(["13800000002", "+8613900000009", "139 0000 0009"]),
-               DistrictTarget("Humen")]
+    targets: list[Target] = [
+        CircleTarget(23.045, 113.750, 500), GroupTarget("三防责任人"),
+        NumbersTarget.parse(["13800000002", "+8613900000009", "139 0000 0009"]),
+        DistrictTarget("Humen")]
     res = index.resolve(targets)
     assert res.positions.tolist() == [0, 1, 4]
     assert res.extra_msisdns == ("+8613900000009",)
