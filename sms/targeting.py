@@ -27,6 +27,7 @@ the same without the position array, for the approval screen.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -471,9 +472,12 @@ class RecipientIndex:
             # Inside the boundary, or registered in the district by name or code:
             # a resident without coordinates must still be reached.
             d = self.districts.get(target.key)
-            parts = [self._geo_pos[self.spatial.in_area(d.area)],
-                     self.by_district.get(d.name, empty), self.by_district.get(d.code, empty)]
-            return np.unique(np.concatenate(parts)), ()
+            inside = self._geo_pos[self.spatial.in_area(d.area)]
+            listed = np.concatenate([self.by_district.get(d.name, empty),
+                                     self.by_district.get(d.code, empty)])
+            if not len(listed):
+                return inside, ()
+            return np.union1d(inside, listed), ()
         if isinstance(target, GroupTarget):
             if target.name not in self.by_group:
                 raise TargetError(f"no resident is in group {target.name!r}")
@@ -494,15 +498,16 @@ class RecipientIndex:
             raise TargetError("no target given")
         if len(targets) > MAX_TARGETS:
             raise TargetError(f"more than {MAX_TARGETS} targets")
-        parts: list[IndexArray] = []
+        # A boolean mask over the registry makes the union O(n) with no sort.
+        chosen = np.zeros(len(self.recipients), dtype=np.bool_)
         extras: dict[str, None] = {}
         per_target: list[int] = []
         for target in targets:
             positions, extra = self._positions(target)
-            parts.append(positions)
+            chosen[positions] = True
             extras.update(dict.fromkeys(extra))
             per_target.append(len(positions) + len(extra))
-        union = np.unique(np.concatenate(parts))
+        union: IndexArray = np.flatnonzero(chosen).astype(np.int64)
         skipped = 0
         extra_list = tuple(extras)
         if not override_opt_out:
@@ -527,3 +532,36 @@ class RecipientIndex:
     def recipients_of(self, resolution: Resolution) -> Iterable[Recipient]:
         """The registry records a resolution reaches, in registry order."""
         return (self.recipients[int(i)] for i in resolution.positions)
+
+
+MAX_DISTRICT_FILE_BYTES = 64 * 1024 * 1024
+
+
+def load_districts(path: str, *, max_vertices: int = 200_000) -> DistrictCatalogue:
+    """Read a district GeoJSON file (size-limited) into a :class:`DistrictCatalogue`."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_DISTRICT_FILE_BYTES + 1)
+    if len(data) > MAX_DISTRICT_FILE_BYTES:
+        raise TargetError(f"{path} is larger than {MAX_DISTRICT_FILE_BYTES} bytes")
+    try:
+        obj = json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TargetError(f"{path}: not UTF-8 JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise TargetError(f"{path}: not a GeoJSON object")
+    return DistrictCatalogue.from_geojson(obj, max_vertices=max_vertices)
+
+
+def geometry_of(targets: Sequence[Target], districts: DistrictCatalogue,
+                ) -> tuple[tuple[Area, ...], tuple[CircleTarget, ...]]:
+    """The areas and circles of ``targets`` (for maps and CAP); groups and numbers have none."""
+    areas: list[Area] = []
+    circles: list[CircleTarget] = []
+    for target in targets:
+        if isinstance(target, CircleTarget):
+            circles.append(target)
+        elif isinstance(target, AreaTarget):
+            areas.append(target.area)
+        elif isinstance(target, DistrictTarget):
+            areas.append(districts.get(target.key).area)
+    return tuple(areas), tuple(circles)

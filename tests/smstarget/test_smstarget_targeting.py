@@ -24,7 +24,9 @@ from sms.targeting import (
     SpatialIndex,
     Target,
     TargetError,
+    geometry_of,
     haversine_m,
+    load_districts,
     parse_geometry,
     points_in_area,
 )
@@ -43,7 +45,7 @@ def scalar_in_ring(x: float, y: float, ring: list[tuple[float, float]]) -> bool:
     return inside
 
 
-def load_districts() -> DistrictCatalogue:
+def shipped_districts() -> DistrictCatalogue:
     with open(DISTRICTS, encoding="utf-8") as f:
         return DistrictCatalogue.from_geojson(json.load(f))
 
@@ -191,7 +193,7 @@ def registry() -> list[Recipient]:
 
 
 def test_district_catalogue_lookup() -> None:
-    cat = load_districts()
+    cat = shipped_districts()
     assert cat.get("441900006") is cat.get("莞城街道") is cat.get("guancheng")
     assert len(list(cat)) == 5
     with pytest.raises(TargetError, match="unknown district"):
@@ -199,13 +201,13 @@ def test_district_catalogue_lookup() -> None:
 
 
 def test_district_target_includes_registered_residents_without_coordinates() -> None:
-    index = RecipientIndex(registry(), load_districts())
+    index = RecipientIndex(registry(), shipped_districts())
     res = index.resolve([DistrictTarget("莞城街道")])
     assert res.positions.tolist() == [0, 1, 3] and res.opted_out == 1
 
 
 def test_union_counts_each_resident_once_and_honours_opt_out() -> None:
-    index = RecipientIndex(registry(), load_districts())
+    index = RecipientIndex(registry(), shipped_districts())
     targets: list[Target] = [
         CircleTarget(23.045, 113.750, 500), GroupTarget("三防责任人"),
         NumbersTarget.parse(["13800000002", "+8613900000009", "139 0000 0009"]),
@@ -236,3 +238,18 @@ def test_area_target_and_errors() -> None:
         NumbersTarget.parse(["12"])
     with pytest.raises(TargetError, match="twice"):
         RecipientIndex([Recipient("+8613800000001"), Recipient("+8613800000001")])
+
+
+def test_load_districts_and_geometry_of(tmp_path: Path) -> None:
+    cat = load_districts(str(DISTRICTS))
+    targets: list[Target] = [DistrictTarget("长安镇"), CircleTarget(23.0, 113.7, 100),
+                             GroupTarget("村长")]
+    areas, circles = geometry_of(targets, cat)
+    assert len(areas) == 1 and len(areas[0].polygons) == 2 and len(circles) == 1
+    bad = tmp_path / "bad.geojson"
+    bad.write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(TargetError, match="not a GeoJSON object"):
+        load_districts(str(bad))
+    bad.write_text('{"type": "FeatureCollection", "features": [{"properties": {}}]}')
+    with pytest.raises(TargetError, match="feature 0"):
+        load_districts(str(bad))
