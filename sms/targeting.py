@@ -126,13 +126,15 @@ def _polygon(raw: Any, where: str, budget: list[int]) -> Polygon:
     return Polygon(rings[0], tuple(rings[1:]))
 
 
-def parse_geometry(obj: Mapping[str, Any], *, max_vertices: int = DEFAULT_MAX_VERTICES) -> Area:
+def parse_geometry(obj: Any, *, max_vertices: int = DEFAULT_MAX_VERTICES) -> Area:
     """Validate a GeoJSON Polygon or MultiPolygon geometry (RFC 7946) into an :class:`Area`.
 
     Rings must be closed and have at least four positions; longitudes and
     latitudes must be in range; the whole geometry has at most ``max_vertices``
     positions.  Raises :class:`TargetError` naming the offending ring/position.
     """
+    if not isinstance(obj, Mapping):
+        raise TargetError("geometry is not a JSON object")
     kind = obj.get("type")
     coords = obj.get("coordinates")
     budget = [max_vertices]
@@ -376,7 +378,7 @@ class DistrictCatalogue:
                     or not isinstance(props.get("name"), str):
                 raise TargetError(f"feature {i}: properties.code and properties.name are needed")
             try:
-                area = parse_geometry(feature.get("geometry") or {}, max_vertices=max_vertices)
+                area = parse_geometry(feature.get("geometry"), max_vertices=max_vertices)
             except TargetError as exc:
                 raise TargetError(f"feature {i} ({props['name']}): {exc}") from exc
             districts.append(District(props["code"], props["name"],

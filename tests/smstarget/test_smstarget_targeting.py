@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -253,3 +254,42 @@ def test_load_districts_and_geometry_of(tmp_path: Path) -> None:
     bad.write_text('{"type": "FeatureCollection", "features": [{"properties": {}}]}')
     with pytest.raises(TargetError, match="feature 0"):
         load_districts(str(bad))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-200, 200) | st.floats(allow_nan=True)
+    | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=6)
+    | st.dictionaries(st.sampled_from(["type", "coordinates", "features", "properties",
+                                       "geometry", "code", "name"]), children, max_size=4),
+    max_leaves=40)
+geometry_like = st.fixed_dictionaries(
+    {"type": st.sampled_from(["Polygon", "MultiPolygon", "Point"]), "coordinates": json_values})
+
+
+@settings(max_examples=300, deadline=None)
+@given(geometry_like | st.dictionaries(st.text(max_size=3), json_values, max_size=3))
+def test_any_geometry_parses_or_raises_target_error(obj: dict[str, Any]) -> None:
+    try:
+        area = parse_geometry(obj)
+    except TargetError:
+        return
+    assert area.polygons
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fixed_dictionaries({"type": st.just("FeatureCollection"),
+                              "features": st.lists(json_values | st.fixed_dictionaries(
+                                  {"properties": json_values, "geometry": geometry_like}),
+                                  max_size=3)}))
+def test_any_feature_collection_loads_or_raises_target_error(obj: dict[str, Any]) -> None:
+    with contextlib.suppress(TargetError):
+        DistrictCatalogue.from_geojson(obj)
+
+
+@pytest.mark.parametrize("geometry", [None, [], "Polygon", 3])
+def test_feature_geometry_must_be_an_object(geometry: Any) -> None:
+    doc = {"type": "FeatureCollection", "features": [
+        {"properties": {"code": "1", "name": "x"}, "geometry": geometry}]}
+    with pytest.raises(TargetError, match="feature 0"):
+        DistrictCatalogue.from_geojson(doc)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sms.encoding import Encoding
 from sms.templates import Severity, TemplateError, TemplateSet, TemplateTooLong
@@ -99,3 +103,17 @@ def test_file_level_errors() -> None:
         TemplateSet.from_toml("")["nope"]
     with pytest.raises(TemplateError, match="larger than"):
         TemplateSet.from_toml("#" * (1024 * 1024 + 1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200), st.text(max_size=60))
+def test_any_document_loads_or_raises_template_error(header: str, body: str) -> None:
+    doc = f'[[template]]\nid = "t"\nseverity = "minor"\nzh = {json.dumps(body)}\n' \
+          f'en = {json.dumps(body)}\n' + header
+    try:
+        ts = TemplateSet.from_toml(doc)
+    except TemplateError:
+        return
+    for tid in ts.ids():
+        with contextlib.suppress(TemplateError):
+            ts.render_all(tid, dict.fromkeys(ts[tid].placeholders, "x"))
