@@ -72,6 +72,7 @@ class ImportLimits:
     max_chars: int = 512 * 1024 * 1024
     max_rows: int = 5_000_000
     max_field_chars: int = 512
+    max_line_chars: int = 64 * 1024
     max_groups: int = 32
     max_columns: int = 64
     max_errors_kept: int = 10_000
@@ -132,18 +133,32 @@ class ImportReport:
 
 
 class _LimitedReader:
-    """A text stream wrapper that refuses to read past ``limit`` characters."""
+    """A line source that refuses to read past ``limit`` characters or one over-long line.
 
-    def __init__(self, inner: TextIO | Iterable[str], limit: int) -> None:
-        self._lines = iter(inner)
+    A stream with ``readline`` is read at most ``max_line`` characters at a
+    time, so a file without newlines cannot make us buffer all of it.
+    """
+
+    def __init__(self, inner: TextIO | Iterable[str], limit: int, max_line: int) -> None:
+        self._readline = getattr(inner, "readline", None)
+        self._lines = None if self._readline is not None else iter(inner)
         self._limit = limit
+        self._max_line = max_line
         self.count = 0
 
     def __iter__(self) -> Iterator[str]:
         return self
 
     def __next__(self) -> str:
-        line = next(self._lines)
+        if self._readline is not None:
+            line: str = self._readline(self._max_line + 1)
+            if not line:
+                raise StopIteration
+        else:
+            assert self._lines is not None
+            line = next(self._lines)
+        if len(line) > self._max_line:
+            raise RegistryLimitError(f"a line is longer than {self._max_line} characters")
         self.count += len(line)
         if self.count > self._limit:
             raise RegistryLimitError(f"registry is larger than {self._limit} characters")
@@ -272,7 +287,7 @@ def iter_registry(stream: TextIO | Iterable[str], *, limits: ImportLimits = Impo
     bad row raises :class:`RegistryRowError`; limits always raise
     :class:`RegistryLimitError`.
     """
-    source = _LimitedReader(stream, limits.max_chars)
+    source = _LimitedReader(stream, limits.max_chars, limits.max_line_chars)
     reader = csv.reader(source, strict=True)
     try:
         names = _read_header(reader, limits)

@@ -115,6 +115,7 @@ def test_header_problems() -> None:
 @pytest.mark.parametrize(("limits", "rows"), [
     (ImportLimits(max_rows=2), 3),
     (ImportLimits(max_chars=200), 10),
+    (ImportLimits(max_line_chars=10), 1),
 ])
 def test_limits_stop_the_import(limits: ImportLimits, rows: int) -> None:
     data = csv_text(*(f"1380013{i:04d},,,,,,,," for i in range(rows)))
@@ -176,3 +177,13 @@ def test_any_text_imports_or_raises_our_error(text: str) -> None:
             assert isinstance(item, (Recipient, Duplicate, RowError))
     except SmsError:
         pass
+
+
+def test_a_file_without_newlines_is_not_buffered_whole() -> None:
+    class Endless(io.StringIO):
+        def readline(self, size: int | None = -1) -> str:
+            assert size is not None and 0 < size <= 64 * 1024 + 1
+            return "x" * size
+
+    with pytest.raises(RegistryLimitError, match="line is longer"):
+        import_registry(Endless())
