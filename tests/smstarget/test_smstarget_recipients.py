@@ -181,7 +181,7 @@ def test_any_text_imports_or_raises_our_error(text: str) -> None:
 
 def test_a_file_without_newlines_is_not_buffered_whole() -> None:
     class Endless(io.StringIO):
-        def readline(self, size: int | None = -1) -> str:
+        def readline(self, size: int | None = -1) -> str:  # type: ignore[override]
             assert size is not None and 0 < size <= 64 * 1024 + 1
             return "x" * size
 
