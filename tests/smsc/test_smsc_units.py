@@ -60,3 +60,13 @@ def test_settings_reject_what_cannot_work(bad: dict[str, object]) -> None:
                                "password": "p"}
     with pytest.raises(ValueError):
         SmppSettings(**(base | bad))  # type: ignore[arg-type]
+
+
+def test_error_responses_keep_or_drop_their_body_as_smpp_34_says() -> None:
+    # Regression: smpp.twisted3 rejected a bodyless deliver_sm_resp, so ESME_RX_T_APPN was lost.
+    from sms.smpp.codec import DeliverSmResp, SubmitSmResp, decode_pdu, encode_pdu
+
+    nack = encode_pdu(DeliverSmResp(sequence_number=3, command_status=0x64))
+    assert nack[16:] == b"\x00" and decode_pdu(nack) == DeliverSmResp(sequence_number=3,
+                                                                       command_status=0x64)
+    assert len(encode_pdu(SubmitSmResp(sequence_number=3, command_status=0x58))) == 16
