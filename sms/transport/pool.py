@@ -39,7 +39,7 @@ class SmppPool:
             done, _ = await asyncio.wait(waits, timeout=timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
             if not done:
-                raise asyncio.TimeoutError(f"no SMPP bind of {self.name} came up")
+                raise TimeoutError(f"no SMPP bind of {self.name} came up")
             for task in done:
                 task.result()
         finally:

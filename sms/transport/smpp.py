@@ -28,6 +28,7 @@ SMSC's own response timeout).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import ssl
@@ -395,7 +396,7 @@ class SmppClient:
             bound_before = self.counters.binds
             try:
                 await self._connect_once()
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 self._error(f"connect to {self.settings.host}:{self.settings.port} failed: "
                             f"{exc or type(exc).__name__}")
             if self._stopping:
@@ -407,10 +408,8 @@ class SmppClient:
             delay = min(delay * 2, self.settings.reconnect_max)
             assert self._wake is not None
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), pause)
-            except asyncio.TimeoutError:
-                pass
 
     async def _connect_once(self) -> None:
         loop = asyncio.get_running_loop()

@@ -66,7 +66,7 @@ class SmscSim:
             self.proc.stdin.close()
             try:
                 await asyncio.wait_for(self.proc.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
         self._reader.cancel()

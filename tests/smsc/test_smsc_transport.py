@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from smscpeer import PASSWORD, SYSTEM_ID, WAIT, SmscFactory, SmscSim
 
 from sms.inbound import InboundMessage
 from sms.smpp import CommandStatus, DeliveryReceipt, MessageState, SessionSettings
@@ -22,8 +23,6 @@ from sms.transport import (
     SubmitHandle,
     SubmitOutcomeUnknownError,
 )
-
-from smscpeer import PASSWORD, SYSTEM_ID, WAIT, SmscFactory, SmscSim
 
 EVAC = "请立即撤离到高地，避开河道。"
 MO_TEXT = "我家在河边三号楼，一楼已经进水，老人行动不便，请派船来接我们。" * 3  # > 70 chars
