@@ -577,19 +577,27 @@ class SmppClient:
     def _receipt(self, event: DeliveryReceipt) -> None:
         self.counters.receipts += 1
         assert self._session is not None
-        self._spawn(self._deliver_receipt(event, self._session))
+        acks = [(self._session, event.seq)]
+        try:
+            result = self._on_receipt(event) if self._on_receipt is not None else None
+        except Exception:
+            log.exception("SMPP %s: receipt callback failed", self.name)
+            self._ack(acks, CommandStatus.ESME_RX_T_APPN)
+            return
+        if result is None:
+            self._ack(acks, CommandStatus.ESME_ROK)  # the common, synchronous case: no task
+        else:
+            self._spawn(self._finish_receipt(result, acks))
 
-    async def _deliver_receipt(self, event: DeliveryReceipt, session: SmppSession) -> None:
+    async def _finish_receipt(self, pending: Awaitable[None],
+                              acks: list[tuple[SmppSession, int]]) -> None:
         status = CommandStatus.ESME_ROK
-        if self._on_receipt is not None:
-            try:
-                result = self._on_receipt(event)
-                if result is not None:
-                    await result
-            except Exception:
-                log.exception("SMPP %s: receipt callback failed", self.name)
-                status = CommandStatus.ESME_RX_T_APPN
-        self._ack([(session, event.seq)], status)
+        try:
+            await pending
+        except Exception:
+            log.exception("SMPP %s: receipt callback failed", self.name)
+            status = CommandStatus.ESME_RX_T_APPN
+        self._ack(acks, status)
 
     def _message(self, event: MessageReceived) -> None:
         assert self._session is not None and self._loop is not None

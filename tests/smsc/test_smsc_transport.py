@@ -206,7 +206,17 @@ async def test_failing_callback_makes_the_smsc_redeliver(smsc: SmscSim) -> None:
 
 
 async def test_pool_spreads_submits_over_binds(smsc: SmscSim) -> None:
-    clients = [SmppClient(settings(smsc.port, name=f"bind{i}")) for i in range(3)]
+    receipts: list[str] = []
+    all_in = asyncio.Event()
+
+    async def on_receipt(receipt: DeliveryReceipt) -> None:  # awaited before the ack
+        await asyncio.sleep(0)
+        receipts.append(receipt.message_id)
+        if len(receipts) == 300:
+            all_in.set()
+
+    clients = [SmppClient(settings(smsc.port, name=f"bind{i}"), on_receipt=on_receipt)
+               for i in range(3)]
     pool = SmppPool("carrier", clients)
     await pool.start()
     await pool.wait_bound(WAIT, all_binds=True)
@@ -215,6 +225,9 @@ async def test_pool_spreads_submits_over_binds(smsc: SmscSim) -> None:
     per_bind = {c.name: c.counters.accepted for c in clients}
     assert sum(per_bind.values()) == 300 and all(n > 0 for n in per_bind.values()), per_bind
     assert {h.transport for h in handles} == set(per_bind)
+    await asyncio.wait_for(all_in.wait(), WAIT)
+    assert len(set(receipts)) == 300
+    assert sum(c.counters.acks_ok for c in clients) == 300
     health = pool.health()
     assert health["bound"] == 3 and health["queued"] == 0
     assert (await smsc.stats())["binds"] == 3
