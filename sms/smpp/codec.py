@@ -204,6 +204,9 @@ class Pdu:
     _FIELDS: ClassVar[tuple[tuple[str, FieldKind], ...]] = ()
     # Responses may omit the body when command_status is non-zero (SMPP 3.4 §3.3).
     _BODY_OPTIONAL: ClassVar[bool] = False
+    # ... but only bind_resp (§4.1.2) and submit_sm_resp (§4.4.2) are *sent* without one:
+    # deliver_sm_resp keeps its NULL message_id, and MCs (smpp.twisted3) reject it bodyless.
+    _OMIT_BODY_ON_ERROR: ClassVar[bool] = False
     _TLVS_ALLOWED: ClassVar[bool] = False
 
     @property
@@ -270,6 +273,7 @@ class BindResp(Pdu):
     COMMAND_ID = CommandId.BIND_TRANSCEIVER_RESP
     _FIELDS = (("system_id", cstr(16)),)
     _BODY_OPTIONAL = True
+    _OMIT_BODY_ON_ERROR = True
     _TLVS_ALLOWED = True
 
     @property
@@ -364,6 +368,7 @@ class SubmitSmResp(Pdu):
     COMMAND_ID = CommandId.SUBMIT_SM_RESP
     _FIELDS = (("message_id", cstr(65)),)
     _BODY_OPTIONAL = True
+    _OMIT_BODY_ON_ERROR = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -476,7 +481,7 @@ def encode_pdu(pdu: Pdu, max_length: int = DEFAULT_MAX_COMMAND_LENGTH) -> bytes:
         raise SmppEncodeError("sequence_number and command_status must fit 32 bits")
     body = bytearray()
     # A failed response carries no body (SMPP 3.4 §3.3); the MC must cope either way.
-    if not (pdu._BODY_OPTIONAL and pdu.command_status != 0):
+    if not (pdu._OMIT_BODY_ON_ERROR and pdu.command_status != 0):
         for name, kind in pdu._FIELDS:
             _put_field(body, pdu, name, kind)
     if pdu.tlvs and not pdu._TLVS_ALLOWED:
