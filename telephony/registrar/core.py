@@ -164,13 +164,10 @@ class Registrar(NullTransactionUser):
 
     async def stop(self) -> None:
         """Stop the sweeper and abandon REGISTERs in progress."""
-        for task in [*self._tasks, *([self._sweeper] if self._sweeper else [])]:
+        tasks = [*self._tasks, *([self._sweeper] if self._sweeper else [])]
+        for task in tasks:
             task.cancel()
-        for task in [*self._tasks, *([self._sweeper] if self._sweeper else [])]:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._sweeper = None
 
     def health(self) -> dict[str, object]:

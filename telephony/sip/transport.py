@@ -34,7 +34,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from telephony.sip.errors import SipBadExtension, SipError, SipFramingError
 from telephony.sip.events import (
@@ -262,8 +262,8 @@ class _DatagramListener(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the transport for sending."""
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # Python 3.11's selector datagram transport does not subclass DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
         """One datagram is one message."""
@@ -666,7 +666,7 @@ class SipEndpoint:
                 ),
                 self.settings.connect_timeout,
             )
-        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
             log.info("SIP %s connect to %s:%d failed: %s",
                      dest.transport, dest.host, dest.port, exc)
             for key, _data in self._pending.pop(dest, []):
