@@ -16,7 +16,7 @@ Order of checks, cheapest and least revealing first:
 2. the per-source token bucket: 503 with Retry-After;
 3. digest authentication.  No credentials, an unknown user, a wrong
    password and a replayed nonce-count all get the *same* 401 with a fresh
-   challenge (SHA-256 and MD5, ``qop="auth"``), produced by the same code
+   challenge (MD5 and SHA-256 by default, ``qop="auth"``), produced by the same code
    path: an unknown user is verified against a dummy HA1 so the work done
    and the answer are indistinguishable (no user enumeration).  Failures
    count toward blocking the source.  An expired nonce with the right
@@ -83,7 +83,13 @@ class RegistrarSettings:
     max_expires: int = 7200
     max_bindings: int = 10
     nonce_ttl: float = 300.0
-    algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    algorithms: tuple[str, ...] = ("MD5", "SHA-256")
+    """Challenges in this order.  MD5 leads by default because SIPp, sipvicious
+    and many phones answer only the first WWW-Authenticate and know only MD5
+    (SIPp 3.6 fails outright on a SHA-256 first challenge).  This costs no
+    security: whoever answers picks the algorithm among those offered anyway;
+    only a SHA-256-capable client that blindly takes the first is downgraded.
+    Put SHA-256 first, or offer it alone, when every phone supports RFC 8760."""
     check_digest_uri: bool = True
     """Digest ``uri`` must equal the Request-URI (RFC 3261 22.4 point 2 of 8)."""
     rate: float = 5.0

@@ -45,13 +45,27 @@ def shape(response: SipResponse) -> tuple[int, list[str], list[str]]:
     return response.status, [n for n, _ in response.headers], challenges
 
 
-async def test_challenge_offers_sha256_and_md5_with_qop() -> None:
-    reg, _ = make_registrar()
+@pytest.mark.parametrize("order", [("MD5", "SHA-256"), ("SHA-256", "MD5"), ("SHA-256",)])
+async def test_challenge_offers_configured_algorithms_with_qop(order: tuple[str, ...]) -> None:
+    reg, _ = make_registrar(algorithms=order)
     response = await reg.handle(register(), SRC, Clock().now)
     assert response is not None and response.status == 401
     challenges = [parse_challenge(v) for v in response.headers.get_all("WWW-Authenticate")]
-    assert [c.algorithm for c in challenges] == ["SHA-256", "MD5"]
+    assert tuple(c.algorithm for c in challenges) == order
     assert all(c.qop == ("auth",) and c.realm == REALM for c in challenges)
+    assert len({c.nonce for c in challenges}) == 1
+
+
+async def test_algorithm_not_offered_is_refused() -> None:
+    clock = Clock()
+    reg, _ = make_registrar(clock, algorithms=("SHA-256",))
+    first = await reg.handle(register(), SRC, clock.now)
+    assert first is not None
+    md5_challenge = first.headers.get_all("WWW-Authenticate")[0].replace("SHA-256", "MD5")
+    first.headers.set("WWW-Authenticate", md5_challenge)
+    auth = authorize(first, "alice", "secret1", URI)
+    again = await reg.handle(register(authorization=auth, cseq=2), SRC, clock.now)
+    assert again is not None and again.status == 401
 
 
 @pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
