@@ -618,16 +618,15 @@ class SipEndpoint:
             self.layer.transport_error(event.key, self.loop_time())
 
     def _send_udp(self, data: bytes, dest: Destination) -> bool:
-        want_v6 = _is_ipv6(dest.host)
+        try:
+            want_v6 = ipaddress.ip_address(dest.host).version == 6
+        except ValueError:
+            # Resolving a name here would block the loop; the TU resolves
+            # (RFC 3263) before sending.
+            log.warning("SIP UDP destination %s is not an address", dest.host)
+            return False
         for udp, v6 in self._udp:
             if v6 == want_v6 and not udp.is_closing():
-                try:
-                    ipaddress.ip_address(dest.host)
-                except ValueError:
-                    # Resolving a name here would block the loop; the TU
-                    # resolves (RFC 3263) before sending.
-                    log.warning("SIP UDP destination %s is not an address", dest.host)
-                    return False
                 udp.sendto(data, (dest.host, dest.port))
                 return True
         log.warning("SIP no UDP socket for %s", dest.host)
