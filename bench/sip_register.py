@@ -50,7 +50,9 @@ async def start_server() -> tuple[SipEndpoint, Registrar]:
     return endpoint, registrar
 
 
-async def run_step(sipp: str, port: int, rate: int, seconds: float, tmp: Path) -> tuple[int, int, float]:
+async def run_step(
+    sipp: str, port: int, rate: int, seconds: float, tmp: Path
+) -> tuple[int, int, float]:
     """One SIPp run; returns (successful, failed, wall seconds)."""
     calls = max(1, int(rate * seconds))
     stat = tmp / f"stat-{rate}.csv"

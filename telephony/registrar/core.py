@@ -126,6 +126,8 @@ class _Reject(Exception):
 class Registrar(NullTransactionUser):
     """REGISTER handling with digest auth, rate limiting and blocking (module docs)."""
 
+    name = "sip-registrar"
+
     def __init__(
         self,
         settings: RegistrarSettings,

@@ -429,3 +429,31 @@ async def test_retransmission_is_absorbed_and_answer_repeated(
     again = await client.ask(data, addr(endpoint))
     assert first.to_bytes() == again.to_bytes()  # same To tag: the transaction resent it
 
+
+
+async def test_ipv6_tcp_options() -> None:
+    endpoint = await make_endpoint(listen=(ListenAddress("TCP", "::1", 0),))
+    try:
+        host, port = addr(endpoint, "TCP", ipv6=True)
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(options_text(f"[{host}]", port, "TCP"))
+        response = await read_response(reader, StreamFramer())
+        assert response is not None and response.status == 200
+        writer.close()
+    finally:
+        await endpoint.stop()
+
+
+async def test_idle_connection_closed() -> None:
+    endpoint = await make_endpoint(idle_timeout=0.5)
+    try:
+        host, port = addr(endpoint, "TCP")
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(options_text(host, port, "TCP"))
+        assert await read_response(reader, StreamFramer()) is not None
+        # The sweep runs every max(1 s, idle/4): EOF arrives within a few seconds.
+        assert await asyncio.wait_for(reader.read(), WAIT) == b""
+        assert endpoint.connection_count == 0
+        writer.close()
+    finally:
+        await endpoint.stop()
