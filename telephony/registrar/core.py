@@ -33,6 +33,7 @@ REGISTERs cannot lose each other's bindings on this node.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import secrets
 import time
@@ -99,6 +100,9 @@ class RegistrarSettings:
     """Failed authentications in ``failure_window`` that block a source."""
     failure_window: float = 60.0
     block_for: float = 300.0
+    exempt_networks: tuple[str, ...] = ()
+    """Sources never rate limited or blocked (CIDR): trunks, and a front proxy
+    such as Kamailio, behind which every phone shares one source address."""
     expiry_interval: float = 5.0
     """How often stored bindings are swept for expiry."""
     max_pending: int = 512
@@ -112,6 +116,8 @@ class RegistrarSettings:
             raise ValueError("max_bindings and max_pending must be positive")
         for algorithm in self.algorithms:
             base_algorithm(algorithm)
+        for network in self.exempt_networks:
+            ipaddress.ip_network(network)
 
 
 class _Reject(Exception):
@@ -150,6 +156,7 @@ class Registrar(NullTransactionUser):
                                       settings.block_for)
         self.endpoint: SipEndpoint | None = None
         self._dummy_password = secrets.token_hex(16)
+        self._exempt = tuple(ipaddress.ip_network(n) for n in settings.exempt_networks)
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -185,6 +192,16 @@ class Registrar(NullTransactionUser):
     def admit(self, host: str) -> bool:
         """The endpoint's gate: False while ``host`` is blocked (drop silently)."""
         return not self.blocker.is_blocked(host, self.clock())
+
+    def exempt(self, host: str) -> bool:
+        """True for sources in ``exempt_networks``."""
+        if not self._exempt:
+            return False
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self._exempt)
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -251,9 +268,10 @@ class Registrar(NullTransactionUser):
         if request.method != "REGISTER":
             return build_response(request, 405, extra_headers=[("Allow", "REGISTER")])
         host = source.host
-        if self.blocker.is_blocked(host, now):
+        exempt = self.exempt(host)
+        if not exempt and self.blocker.is_blocked(host, now):
             return None
-        if not self.limiter.allow(host, now):
+        if not exempt and not self.limiter.allow(host, now):
             self._emit(RateLimited(host, now))
             retry = str(self.limiter.retry_after(host))
             return build_response(request, 503, extra_headers=[("Retry-After", retry)])
@@ -307,7 +325,7 @@ class Registrar(NullTransactionUser):
 
     def _failed(self, host: str, username: str, why: AuthFailure, now: float) -> None:
         self._emit(AuthFailed(host, username, why, now))
-        if self.blocker.record_failure(host, now):
+        if not self.exempt(host) and self.blocker.record_failure(host, now):
             until = self.blocker.blocked_until(host) or now
             log.warning("registrar: blocking %s until %.0f after failed logins", host, until)
             self._emit(SourceBlocked(host, self.settings.max_failures, until))

@@ -300,3 +300,15 @@ async def test_event_callback_errors_do_not_break_registration() -> None:
 
     reg.on_event = explode
     assert (await login(reg, clock)).status == 200
+
+
+async def test_exempt_networks_are_never_limited_or_blocked() -> None:
+    clock = Clock()
+    reg, rec = make_registrar(clock, rate=1.0, burst=1.0, max_failures=2,
+                              exempt_networks=("198.51.100.0/24",))
+    for _ in range(4):
+        assert (await login(reg, clock, "alice", "guess")).status == 401
+    assert rec.of(SourceBlocked) == [] and rec.of(RateLimited) == []
+    assert reg.admit(SRC.host)
+    limited = await login(reg, clock, source=Destination("UDP", "192.0.2.5", 5060))
+    assert limited.status == 503  # outside the exempt network: second request in a second
