@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,19 +43,12 @@ def pg_server() -> Iterator[pgserver.PgServer | str]:
         server.stop()
 
 
-def fresh_pg_url(server: pgserver.PgServer | str) -> str:
-    """A new, empty database on the session's server."""
-    if isinstance(server, str):
-        return server
-    return server.create_database(f"t_{uuid.uuid4().hex[:12]}")
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty database URL, once for SQLite and once for PostgreSQL."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'dispatchd.db'}"
-    return fresh_pg_url(request.getfixturevalue("pg_server"))
+    return pgserver.fresh_pg_url(request.getfixturevalue("pg_server"))
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,3 +96,10 @@ def start() -> PgServer:
     server.run(str(bindir / "pg_ctl"), "-D", str(root / "data"), "-o", options,
                "-l", str(root / "log"), "-w", "-t", "60", "start")
     return server
+
+
+def fresh_pg_url(server: PgServer | str) -> str:
+    """A new, empty database on the session's server (or the given URL as is)."""
+    if isinstance(server, str):
+        return server
+    return server.create_database(f"t_{uuid.uuid4().hex[:12]}")

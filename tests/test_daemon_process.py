@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from daemonproc import DaemonProcess
+from pgserver import fresh_pg_url
 
 from dispatch.storage import schema_head
 
@@ -186,8 +187,6 @@ def test_db_commands(tmp_path: Path) -> None:
 
 def test_postgresql_schema_must_be_upgraded_deliberately_then_data_survives(
         tmp_path: Path, procs: list[DaemonProcess], pg_server: object) -> None:
-    from conftest import fresh_pg_url
-
     url = fresh_pg_url(pg_server)  # type: ignore[arg-type]
     config = write_config(tmp_path / "pg.toml", f'[database]\nurl = "{url}"\n')
     refused = start(procs, tmp_path, config)
