@@ -63,6 +63,7 @@ class AppContext:
     reports: ReportService
     campaigns: CampaignService
     webhook_secret: Callable[[], bytes | None]
+    districts: Callable[[], dict[str, Any] | None] = lambda: None
 
 
 # ---------------------------------------------------------------- models
@@ -369,6 +370,13 @@ def _mount_records(app: FastAPI, ctx: AppContext, needs: Any) -> None:
                                            subject=subject, actor=actor)
             return [AuditOut(id=r.id, at=r.at, actor=r.actor, action=r.action,
                              subject=r.subject, details=r.details) for r in rows]
+
+    @app.get(f"{API}/map", tags=["console"])
+    async def read_map(
+        _: Annotated[Principal, Depends(needs(Permission.INCIDENTS_READ))],
+    ) -> dict[str, Any]:
+        """The offline map's layers: the jurisdiction's districts (GeoJSON) or null."""
+        return {"districts": ctx.districts()}
 
     @app.get(f"{API}/duty-log", tags=["duty log"])
     async def read_duty_log(

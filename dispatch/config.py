@@ -145,6 +145,70 @@ class DeviceSettings(_Section):
     retry_s: Annotated[float, Field(ge=0.1, le=3600)] = 5.0
 
 
+MAX_MAP_BYTES = 10 * 1024 * 1024
+MAX_MAP_FEATURES = 10_000
+
+
+def read_districts(path: str) -> dict[str, Any]:
+    """Read and check a GeoJSON FeatureCollection of district polygons for the map.
+
+    Each feature is a Polygon or MultiPolygon with longitude/latitude pairs and a
+    ``name`` (``name_en`` optional).  Raises ValueError saying what is wrong.
+    """
+    import json
+
+    file = Path(path)
+    try:
+        size = file.stat().st_size
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if size > MAX_MAP_BYTES:
+        raise ValueError(f"{path} is {size} bytes; the limit is {MAX_MAP_BYTES}")
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection" \
+            or not isinstance(doc.get("features"), list):
+        raise ValueError(f"{path} is not a GeoJSON FeatureCollection")
+    if len(doc["features"]) > MAX_MAP_FEATURES:
+        raise ValueError(f"{path} has more than {MAX_MAP_FEATURES} features")
+
+    def ring_ok(ring: Any) -> bool:
+        return isinstance(ring, list) and len(ring) >= 4 and all(
+            isinstance(pt, list) and len(pt) >= 2
+            and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in pt[:2])
+            and -180 <= pt[0] <= 180 and -90 <= pt[1] <= 90 for pt in ring)
+
+    for i, feature in enumerate(doc["features"]):
+        geometry = feature.get("geometry") if isinstance(feature, dict) else None
+        props = feature.get("properties") if isinstance(feature, dict) else None
+        if not isinstance(props, dict) or not isinstance(props.get("name"), str):
+            raise ValueError(f"{path}: feature {i} has no properties.name")
+        kind = geometry.get("type") if isinstance(geometry, dict) else None
+        coords = geometry.get("coordinates") if isinstance(geometry, dict) else None
+        polygons = [coords] if kind == "Polygon" else coords if kind == "MultiPolygon" else None
+        if not isinstance(polygons, list) or not all(
+                isinstance(poly, list) and poly and all(ring_ok(r) for r in poly)
+                for poly in polygons):
+            raise ValueError(f"{path}: feature {i} ({props['name']}) is not a valid "
+                             "Polygon or MultiPolygon of lon/lat rings")
+    return doc
+
+
+class ConsoleSettings(_Section):
+    """The web console: layers for its offline map."""
+
+    districts_geojson: str | None = None
+
+    @field_validator("districts_geojson")
+    @classmethod
+    def _readable_map(cls, value: str | None) -> str | None:
+        if value is not None:
+            read_districts(value)
+        return value
+
+
 class Settings(_Section):
     """Every setting of the daemon; one frozen tree passed in explicitly."""
 
@@ -156,6 +220,7 @@ class Settings(_Section):
     ssh: SshSettings = SshSettings()
     intake: IntakeSettings = IntakeSettings()
     email_intake: EmailIntakeSettings = EmailIntakeSettings()
+    console: ConsoleSettings = ConsoleSettings()
     # TOML arrays are lists; accept them (non-strict) into an immutable tuple.
     devices: Annotated[tuple[DeviceSettings, ...], Field(strict=False)] = ()
 

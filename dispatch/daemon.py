@@ -29,7 +29,14 @@ from dispatch.audit import AuditTrail
 from dispatch.auth import UserStore
 from dispatch.campaigns import CampaignService
 from dispatch.commands import ConsoleContext, builtin_commands
-from dispatch.config import RELOADABLE, ConfigError, Settings, changed_keys, load_settings
+from dispatch.config import (
+    RELOADABLE,
+    ConfigError,
+    Settings,
+    changed_keys,
+    load_settings,
+    read_districts,
+)
 from dispatch.events import ConfigReloaded, EventHub
 from dispatch.httpserver import HttpService
 from dispatch.metrics import Metrics
@@ -115,6 +122,7 @@ class Daemon:
         self.clock = clock
         self.reactor = reactor
         self.version = dispatchd_version()
+        self._district_cache: dict[str, Any] | None = None
         self.hub = EventHub(clock=clock, queue_size=settings.http.event_queue)
         self.services = ServiceManager(self.hub.publish, clock)
         self.audit = AuditTrail(self.hub.publish, clock)
@@ -192,7 +200,17 @@ class Daemon:
             node=self.settings.node.name, version=self.version, reports=self.reports,
             campaigns=self.campaigns,
             webhook_secret=self.settings.intake.webhook_secret,
+            districts=self._districts,
         ))
+
+    def _districts(self) -> dict[str, Any] | None:
+        """The console map's district layer, read once (checked when the config loaded)."""
+        path = self.settings.console.districts_geojson
+        if path is None:
+            return None
+        if self._district_cache is None:
+            self._district_cache = read_districts(path)
+        return self._district_cache
 
     async def start(self) -> None:
         """Start every service; raise :class:`RequiredServiceFailed`."""

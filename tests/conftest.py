@@ -76,6 +76,8 @@ async def daemon(db_url: str, tmp_path: Path, reactor: Any) -> AsyncIterator[Any
         "http": {"port": 0},
         "ssh": {"port": 0},
         "auth": {"max_failures": 3},
+        "console": {"districts_geojson": str(Path(__file__).resolve().parent.parent / "conf"
+                                             / "sms" / "districts.geojson")},
     }, "test")
     d = Daemon(settings, reactor=reactor)
     await d.start()

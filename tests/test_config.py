@@ -18,6 +18,7 @@ from dispatch.config import (
     load_settings,
     mask_url,
     parse_settings,
+    read_districts,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,3 +149,31 @@ def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert "topsecret" not in run.stdout and '"url": "postgresql://a:***@h/d"' in run.stdout
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (None, "cannot read"),
+    ("{not json", "is not JSON"),
+    ('{"type": "Feature"}', "not a GeoJSON FeatureCollection"),
+    ('{"type": "FeatureCollection", "features": [{"properties": {}, "geometry": null}]}',
+     "feature 0 has no properties.name"),
+    ('{"type": "FeatureCollection", "features": [{"properties": {"name": "A"}, "geometry":'
+     ' {"type": "Polygon", "coordinates": [[[200, 0], [1, 1], [0, 1], [200, 0]]]}}]}',
+     "feature 0 (A) is not a valid Polygon"),
+])
+def test_a_bad_map_file_is_named_with_its_key(tmp_path: Path, content: str | None,
+                                              says: str) -> None:
+    geo = tmp_path / "districts.geojson"
+    if content is not None:
+        geo.write_text(content)
+    config = tmp_path / "d.toml"
+    config.write_text(f'[console]\ndistricts_geojson = "{geo}"\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(config)
+    [line] = err.value.problems
+    assert line.startswith(f"{config}: console.districts_geojson: ") and says in line, line
+
+
+def test_the_shipped_districts_load_for_the_map() -> None:
+    doc = read_districts(str(ROOT / "conf" / "sms" / "districts.geojson"))
+    assert {f["properties"]["name"] for f in doc["features"]} >= {"莞城街道", "南城街道"}

@@ -88,10 +88,23 @@ async def test_login_health_duty_log_live_and_language(daemon: Any, page: Any) -
     await page.click("#report-form button[type=submit]")
     await page.wait_for_selector("#preview:has-text('Saved in incident')")
     await page.wait_for_selector("#incidents li .grade.yellow")
+    # The offline map: the configured districts (conf/sms/districts.geojson) and the
+    # incident as a yellow dot inside the district that holds its coordinates.
+    await page.wait_for_selector("#map circle.inc.yellow")
+    assert await page.locator("#map path.district").count() == 5
+    assert await page.locator("#map text", has_text="Nancheng").count() == 1
+    holder = await page.evaluate("""() => {
+        const dot = document.querySelector('#map circle.inc');
+        const pt = new DOMPoint(Number(dot.getAttribute('cx')), Number(dot.getAttribute('cy')));
+        return [...document.querySelectorAll('#map path.district')]
+            .filter((p) => p.isPointInFill(pt)).map((p) => p.dataset.district);
+    }""")
+    assert holder == ["南城街道"]
     await page.screenshot(path=str(ARTEFACTS / "console-report-en.png"), full_page=True)
 
     await page.click("#lang")
     await page.wait_for_selector("h2:has-text('值班记录')")
+    await page.wait_for_selector("#map text:has-text('南城街道')")
     assert await page.text_content("tr[data-service=database] td.state-running") == "运行中"
     await page.screenshot(path=str(ARTEFACTS / "console-zh.png"), full_page=True)
 

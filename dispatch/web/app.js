@@ -20,6 +20,7 @@ const I18N = {
     saved_in: "已登记，归入事件",
     broadcasts: "预警短信", approve: "批准发送", cancel: "取消", pending_approval: "待批准",
     sending: "发送中", completed: "已完成", cancelled: "已取消", recipients_n: "人",
+    map: "态势图", map_empty: "暂无辖区边界或带坐标的事件",
   },
   en: {
     offline: "offline", online: "live", logout: "Log out", login_title: "Log in", username: "User name",
@@ -36,6 +37,7 @@ const I18N = {
     broadcasts: "Broadcasts", approve: "Approve", cancel: "Cancel",
     pending_approval: "awaiting approval", sending: "sending", completed: "completed",
     cancelled: "cancelled", recipients_n: "recipients",
+    map: "Map", map_empty: "No district boundaries or located incidents yet",
   },
 };
 
@@ -53,6 +55,9 @@ function applyLanguage() {
   document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
   document.querySelectorAll("[data-i18n-placeholder]").forEach((el) => {
     el.placeholder = t(el.dataset.i18nPlaceholder);
+  });
+  document.querySelectorAll("[data-i18n-aria-label]").forEach((el) => {
+    el.setAttribute("aria-label", t(el.dataset.i18nAriaLabel));
   });
   $("#lang").textContent = lang === "zh" ? "EN" : "中文";
   setLive(socket && socket.readyState === WebSocket.OPEN);
@@ -125,9 +130,73 @@ function incidentItem(inc) {
     inc.needs_location ? el("span", { class: "tag" }, t("needs_location")) : "");
 }
 
+let lastIncidents = [];
 async function loadIncidents() {
   const rows = await api("/api/v1/incidents");
+  lastIncidents = rows;
   $("#incidents").replaceChildren(...rows.map(incidentItem));
+  drawMap();
+}
+
+// ---- the offline map: district polygons (GeoJSON from conf/) and incidents, drawn as SVG
+// with an equirectangular projection corrected for latitude; no tiles, no internet.
+const SVGNS = "http://www.w3.org/2000/svg";
+let mapLayers = null;
+
+function svgEl(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVGNS, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  for (const c of children) node.append(c);
+  return node;
+}
+
+function ringsOf(geometry) {
+  return geometry.type === "Polygon" ? geometry.coordinates : geometry.coordinates.flat();
+}
+
+async function loadMap() {
+  mapLayers = await api("/api/v1/map");
+  drawMap();
+}
+
+function drawMap() {
+  const box = $("#map");
+  const features = (mapLayers && mapLayers.districts) ? mapLayers.districts.features : [];
+  const located = lastIncidents.filter((i) => i.lat != null && i.lon != null);
+  const points = located.map((i) => [i.lon, i.lat]);
+  for (const f of features) for (const ring of ringsOf(f.geometry)) points.push(...ring);
+  $("#map-empty").hidden = points.length > 0;
+  if (!points.length) { box.replaceChildren(); return; }
+  let [minX, minY, maxX, maxY] = [Infinity, Infinity, -Infinity, -Infinity];
+  for (const [x, y] of points) {
+    minX = Math.min(minX, x); maxX = Math.max(maxX, x); minY = Math.min(minY, y); maxY = Math.max(maxY, y);
+  }
+  const k = Math.cos(((minY + maxY) / 2) * Math.PI / 180);
+  const spanX = Math.max((maxX - minX) * k, 0.01), spanY = Math.max(maxY - minY, 0.01);
+  const W = 600, H = Math.min(600, Math.max(240, W * spanY / spanX)), pad = 20;
+  const scale = Math.min((W - 2 * pad) / spanX, (H - 2 * pad) / spanY);
+  const offX = (W - spanX * scale) / 2, offY = (H - spanY * scale) / 2;
+  const project = ([lon, lat]) => [offX + (lon - minX) * k * scale, offY + (maxY - lat) * scale];
+  box.setAttribute("viewBox", `0 0 ${W} ${Math.round(H)}`);
+  const layer = [];
+  for (const f of features) {
+    const name = (lang === "en" && f.properties.name_en) || f.properties.name;
+    const rings = ringsOf(f.geometry);
+    const d = rings.map((r) => "M" + r.map((p) => project(p).map((v) => v.toFixed(1)).join(",")).join("L") + "Z").join("");
+    layer.push(svgEl("path", { class: "district", d, "data-district": f.properties.name },
+      svgEl("title", {}, name)));
+    const outer = rings[0];
+    const [cx, cy] = project([outer.reduce((a, p) => a + p[0], 0) / outer.length,
+      outer.reduce((a, p) => a + p[1], 0) / outer.length]);
+    layer.push(svgEl("text", { x: cx.toFixed(1), y: cy.toFixed(1), "text-anchor": "middle" }, name));
+  }
+  for (const inc of located) {
+    const [x, y] = project([inc.lon, inc.lat]);
+    layer.push(svgEl("circle", { class: `inc ${inc.colour}`, cx: x.toFixed(1), cy: y.toFixed(1),
+      r: Math.min(14, 6 + inc.report_count), "data-incident": inc.id },
+      svgEl("title", {}, `${inc.grade} ${t(inc.category || "unclassified")} · ${inc.report_count} ${t("reports_n")}`)));
+  }
+  box.replaceChildren(...layer);
 }
 
 let previewTimer = null;
@@ -227,6 +296,7 @@ async function showApp(user) {
   $("#app").hidden = false;
   $("#logout").hidden = false;
   $("#who").textContent = `${user.name} (${user.role})`;
+  loadMap().catch(() => {});
   connect();
 }
 
@@ -285,6 +355,7 @@ $("#lang").addEventListener("click", () => {
   localStorage.setItem("dispatchd.lang", lang);
   applyLanguage();
   if (token) { loadHealth().catch(() => {}); loadDutyLog().catch(() => {}); loadIncidents().catch(() => {}); }
+  drawMap();
 });
 $("#logout").addEventListener("click", logout);
 
