@@ -89,10 +89,13 @@ def test_accepted_messages_parse_and_round_trip(name: str) -> None:
     assert again.to_bytes() == message.to_bytes()
 
 
-@pytest.mark.parametrize("name", ACCEPTED)
+# dblreq (trailing octets) and inv2543 (no Content-Length) are datagram-only
+# messages: on a stream they cannot be framed, by RFC 3261 section 18.3.
+STREAMABLE = [name for name in ACCEPTED if name not in ("dblreq", "inv2543")]
+
+
+@pytest.mark.parametrize("name", STREAMABLE)
 def test_accepted_messages_frame_on_a_stream(name: str) -> None:
-    if name in ("dblreq", "inv2543"):
-        pytest.skip("datagram-only: trailing octets / no Content-Length")
     framer = StreamFramer()
     data = load(name)
     frames = framer.feed(data + data)
