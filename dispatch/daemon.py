@@ -29,6 +29,7 @@ from dispatch.audit import AuditTrail
 from dispatch.auth import UserStore
 from dispatch.campaigns import CampaignService
 from dispatch.commands import ConsoleContext, builtin_commands
+from dispatch.commands_intake import add_intake_commands
 from dispatch.config import (
     RELOADABLE,
     ConfigError,
@@ -149,6 +150,7 @@ class Daemon:
         self.commands = builtin_commands(ConsoleContext(
             db=self.db, users=self.users, audit=self.audit, publish=self.hub.publish,
             health=self.services.health, clock=clock))
+        add_intake_commands(self.commands, self.db, self.campaigns)
         if settings.ssh.enabled:
             self._add_ssh()
         if settings.email_intake.enabled:

@@ -157,3 +157,44 @@ async def test_password_login_and_lockout(daemon: Any) -> None:
         rows = [r for r in await query(s, subject="user:op") if r.action.startswith("auth.")]
     assert [r.action for r in rows] == ["auth.login_failed"] * 4 + ["auth.login"]
     assert {r.details["via"] for r in rows} == {"ssh"}
+
+
+async def test_incident_and_broadcast_commands(daemon: Any, tmp_path: Path) -> None:
+    import datetime as dt
+
+    from dispatch.campaigns import RecipientIn
+    from dispatch.reports import NewReport
+    from intake.model import Channel
+
+    lead, chief = await make_key(tmp_path, "lead"), await make_key(tmp_path, "chief")
+    await register(daemon, "lead", Role.SUPERVISOR, lead)
+    await register(daemon, "chief", Role.COMMANDER, chief)
+    placed = await daemon.reports.submit(NewReport(
+        Channel.SMS, "长安镇化工厂爆炸起火，十二人死亡", dt.datetime.now(dt.UTC),
+        caller="+8613800000000", lat=22.81, lon=113.81), actor="sms")
+    short = placed.incident_id[:8]
+
+    status, out, _ = await ssh(daemon, lead, "lead", "show", "incidents")
+    assert status == 0
+    row = next(line.split() for line in out.splitlines() if line.startswith(short))
+    assert row[1:3] == ["II", "new"] and row[3] == "accident"
+    status, out, _ = await ssh(daemon, lead, "lead", "show", "incident", short)
+    assert status == 0 and "grade reasons: most severe of 1 report" in out
+    assert "+8613800000000" in out and "22.81000,113.81000" in out
+    status, _, err = await ssh(daemon, lead, "lead", "show", "incident", "zzzz")
+    assert status == 2 and "hexadecimal" in err
+
+    cid = await daemon.campaigns.create(
+        "长安镇疏散", [RecipientIn("+8613900000001", "zh", "请立即撤离")], actor="lead")
+    status, out, _ = await ssh(daemon, lead, "lead", "show", "broadcasts")
+    assert status == 0 and cid[:8] in out and "pending_approval" in out
+    # The creator may not approve (two-person rule), and a supervisor has no approve command.
+    status, _, err = await ssh(daemon, lead, "lead", "broadcast", "approve", cid[:8])
+    assert status == 1 and "may not broadcast.approve" in err
+    status, out, _ = await ssh(daemon, chief, "chief", "broadcast", "approve", cid[:8])
+    assert status == 0 and "approved" in out, out
+    status, out, _ = await ssh(daemon, chief, "chief", "show", "broadcast", cid[:6])
+    assert status == 0 and "approved by chief" in out
+    async with daemon.db.session() as s:
+        rows = await query(s, action="campaign.approved")
+    assert [r.actor for r in rows] == ["chief"]
