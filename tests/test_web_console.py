@@ -72,6 +72,9 @@ async def test_login_health_duty_log_live_and_language(daemon: Any, page: Any) -
     await page.wait_for_selector("#live.on")
     await page.wait_for_selector("tr[data-service=database] td.state-running")
     assert await page.text_content("#who") == "lead (supervisor)"
+    # A supervisor starts on the supervisor's view: services and events, no report form.
+    assert await page.get_attribute("#views button[data-view=supervisor]", "aria-pressed") == "true"
+    assert await page.is_hidden("#report-form")
 
     await page.fill("#duty-form textarea", "19:05 三号台话机已修复")
     await page.click("#duty-form button[type=submit]")
@@ -80,6 +83,9 @@ async def test_login_health_duty_log_live_and_language(daemon: Any, page: Any) -
     await page.screenshot(path=str(ARTEFACTS / "console-en.png"), full_page=True)
 
     # A call taker types a report: the classification follows the typing, then it is filed.
+    await page.click("#views button[data-view=taker]")
+    await page.wait_for_selector("#report-form", state="visible")
+    assert await page.is_hidden("#services")
     await page.fill("#report-form textarea", "东城街道一栋居民楼起火，三人死亡，十二人受伤")
     await page.wait_for_selector("#preview .grade.yellow:has-text('III')")
     assert "Accident" in await page.text_content("#preview")
@@ -105,6 +111,7 @@ async def test_login_health_duty_log_live_and_language(daemon: Any, page: Any) -
     await page.click("#lang")
     await page.wait_for_selector("h2:has-text('值班记录')")
     await page.wait_for_selector("#map text:has-text('南城街道')")
+    await page.click("#views button:has-text('班长席')")
     assert await page.text_content("tr[data-service=database] td.state-running") == "运行中"
     await page.screenshot(path=str(ARTEFACTS / "console-zh.png"), full_page=True)
 

@@ -21,6 +21,7 @@ const I18N = {
     broadcasts: "预警短信", approve: "批准发送", cancel: "取消", pending_approval: "待批准",
     sending: "发送中", completed: "已完成", cancelled: "已取消", recipients_n: "人",
     map: "态势图", map_empty: "暂无辖区边界或带坐标的事件",
+    view_taker: "接警", view_dispatcher: "调度", view_supervisor: "班长席", view_command: "指挥",
   },
   en: {
     offline: "offline", online: "live", logout: "Log out", login_title: "Log in", username: "User name",
@@ -38,6 +39,8 @@ const I18N = {
     pending_approval: "awaiting approval", sending: "sending", completed: "completed",
     cancelled: "cancelled", recipients_n: "recipients",
     map: "Map", map_empty: "No district boundaries or located incidents yet",
+    view_taker: "Call taker", view_dispatcher: "Dispatcher", view_supervisor: "Supervisor",
+    view_command: "Command",
   },
 };
 
@@ -289,9 +292,29 @@ function connect() {
   };
 }
 
+// ---- role views: each card names the views it belongs to (data-views); a user starts on
+// the view of their role and may switch (the API still checks every action's permission).
+const ROLE_VIEW = { call_taker: "taker", dispatcher: "dispatcher", supervisor: "supervisor",
+  commander: "command", admin: "supervisor" };
+function showView(view) {
+  sessionStorage.setItem("dispatchd.view", view);
+  document.querySelectorAll("#views button").forEach((b) => {
+    b.setAttribute("aria-pressed", String(b.dataset.view === view));
+  });
+  document.querySelectorAll("#app > [data-views]").forEach((card) => {
+    const allowed = card.dataset.needs ? me && me.permissions.includes(card.dataset.needs) : true;
+    card.hidden = !allowed || !card.dataset.views.split(" ").includes(view);
+  });
+  drawMap();
+}
+document.querySelectorAll("#views button").forEach((b) => {
+  b.addEventListener("click", () => showView(b.dataset.view));
+});
+
 async function showApp(user) {
   me = await api("/api/v1/me");
-  $("#broadcasts-card").hidden = !me.permissions.includes("broadcast.read");
+  $("#views").hidden = false;
+  showView(sessionStorage.getItem("dispatchd.view") || ROLE_VIEW[me.role] || "taker");
   $("#login").hidden = true;
   $("#app").hidden = false;
   $("#logout").hidden = false;
@@ -306,6 +329,8 @@ function logout() {
   sessionStorage.removeItem("dispatchd.token");
   if (socket) socket.close();
   $("#app").hidden = true;
+  $("#views").hidden = true;
+  sessionStorage.removeItem("dispatchd.view");
   $("#logout").hidden = true;
   $("#login").hidden = false;
   $("#who").textContent = "";
