@@ -143,7 +143,13 @@ def _check_config(args: argparse.Namespace) -> int:
     if path is None:
         raise UsageError("check-config needs a FILE (or -c FILE)")
     settings = load_settings(path)
+    from dispatch.dispatchconf import load_dispatch_files
+
+    # Units, plans (预案) and roster files: one line per mistake, exit 2, as at start-up.
+    files = load_dispatch_files(settings.dispatch)
     print(json.dumps(effective_settings(settings), indent=2, ensure_ascii=False))
+    print(f"dispatch: {len(files.units)} units, {len(files.depots)} depots, "
+          f"{len(files.plans)} plans, {len(files.officials)} officials on the roster")
     return EXIT_OK
 
 

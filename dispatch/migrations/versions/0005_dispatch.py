@@ -151,6 +151,7 @@ def upgrade() -> None:
         sa.Column("person", sa.String(64), nullable=False),
         sa.Column("channel", sa.String(16), nullable=False),
         sa.Column("address", sa.String(254), nullable=False),
+        sa.Column("phone", sa.String(20), nullable=False),
         sa.Column("subject", sa.String(200), nullable=False),
         sa.Column("text", sa.Text(), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
