@@ -277,7 +277,8 @@ class NotificationService:
         async with self._lock:
             at = self._at(now)
             await self._deliver_due(at)
-            await self._escalate_due(at)
+            if await self._escalate_due(at):
+                await self._deliver_due(at)  # the next official hears now, not a tick later
 
     async def _deliver_due(self, at: dt.datetime) -> None:
         async with self.db.session() as s:
@@ -341,13 +342,14 @@ class NotificationService:
                                                         "gave_up": row.status == "failed"})
             self._announce(s, row, row.last_error)
 
-    async def _escalate_due(self, at: dt.datetime) -> None:
+    async def _escalate_due(self, at: dt.datetime) -> int:
         async with self.db.session() as s:
             overdue = (await s.scalars(select(NotificationRow).where(
                 NotificationRow.target_kind == "official",
                 NotificationRow.status.in_(OPEN_STATES),
                 NotificationRow.ack_due_at <= at).order_by(NotificationRow.ack_due_at)
                 .limit(MAX_BATCH))).all()
+        escalated = 0
         for row in overdue:
             nxt = await self.roster.next_after(row.agency, row.role, row.rank)
             async with self.db.session() as s:
@@ -372,12 +374,14 @@ class NotificationService:
                                 + row.text.split("\n\nAcknowledge:")[0], "system", at)
                 current.status, current.escalated_to = "escalated", new.id
                 self.counts["escalated"] += 1
+                escalated += 1
                 self.audit.record(s, actor="system", action="notification.escalated",
                                   subject=subject,
                                   details={"notification": row.id, "from": row.person,
                                            "to": nxt.person, "to_notification": new.id,
                                            "waited_min": waited})
                 self._announce(s, current, f"escalated to {nxt.person}")
+        return escalated
 
     # ------------------------------------------------------------ acknowledgement
 
