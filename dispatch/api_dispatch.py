@@ -7,8 +7,6 @@ acknowledges.  The GET does not acknowledge by itself because mail security scan
 every link in a message, and a scanner must never silence an escalation.
 """
 
-from __future__ import annotations
-
 import datetime as dt
 import html
 from dataclasses import dataclass

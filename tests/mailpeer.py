@@ -12,6 +12,7 @@ import email
 import email.policy
 import ipaddress
 import ssl
+import warnings
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -93,19 +94,25 @@ class MailSink:
         handler = _Handler(self)
 
         def protocol() -> SMTP:
-            return SMTP(handler, enable_SMTPUTF8=True, hostname="mail.test",
-                        tls_context=context if self.security == "starttls" else None,
-                        require_starttls=self.security == "starttls",
-                        auth_required=self.login is not None,
-                        # Implicit TLS is invisible to aiosmtpd: only STARTTLS counts.
-                        auth_require_tls=self.security == "starttls",
-                        authenticator=self._authenticate if self.login else None)
+            with warnings.catch_warnings():
+                # aiosmtpd warns that AUTH without STARTTLS is unsafe: here TLS is implicit.
+                warnings.simplefilter("ignore", UserWarning)
+                return self._smtp(handler, context)
 
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             protocol, "127.0.0.1", 0, ssl=context if self.security == "tls" else None)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
+
+    def _smtp(self, handler: _Handler, context: ssl.SSLContext | None) -> SMTP:
+        return SMTP(handler, enable_SMTPUTF8=True, hostname="mail.test",
+                    tls_context=context if self.security == "starttls" else None,
+                    require_starttls=self.security == "starttls",
+                    auth_required=self.login is not None,
+                    # Implicit TLS is invisible to aiosmtpd: only STARTTLS counts.
+                    auth_require_tls=self.security == "starttls",
+                    authenticator=self._authenticate if self.login else None)
 
     async def next(self, timeout: float = 10.0) -> EmailMessage:
         """The next accepted message (waits for it, bounded)."""

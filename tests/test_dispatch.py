@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mailpeer import MailSink, make_cert
 from sqlalchemy import select
 
 from dispatch.audit import AuditTrail, query
@@ -29,7 +30,6 @@ from dispatch.roster import RosterService
 from dispatch.stats import StatsService
 from dispatch.storage import Database
 from dispatch.units import UnitError, UnitService, UnitStatus
-from mailpeer import MailSink, make_cert
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_795_000_000.0  # 2026-11-18T...Z
