@@ -49,6 +49,7 @@ MAX_TEXT = 2000
 MAX_BATCH = 100
 _HEADER_BAD = re.compile(r"[\x00-\x1f\x7f]")
 OPEN_STATES = ("pending", "sent", "failed")
+LEASE_S = 300
 
 
 class TextSender(Protocol):
@@ -281,10 +282,15 @@ class NotificationService:
                 await self._deliver_due(at)  # the next official hears now, not a tick later
 
     async def _deliver_due(self, at: dt.datetime) -> None:
+        # Claim the due rows by pushing their next attempt past a lease: a second node
+        # sharing the database skips them (and takes over if this one dies mid-send).
         async with self.db.session() as s:
             due = (await s.scalars(select(NotificationRow).where(
                 NotificationRow.status == "pending", NotificationRow.next_attempt_at <= at)
-                .order_by(NotificationRow.created_at).limit(MAX_BATCH))).all()
+                .order_by(NotificationRow.created_at).limit(MAX_BATCH)
+                .with_for_update(skip_locked=True))).all()
+            for row in due:
+                row.next_attempt_at = at + dt.timedelta(seconds=LEASE_S)
         for row in due:
             errors = await self._send(row)
             await self._store_attempt(row.id, errors, at)
@@ -353,7 +359,8 @@ class NotificationService:
         for row in overdue:
             nxt = await self.roster.next_after(row.agency, row.role, row.rank)
             async with self.db.session() as s:
-                current = await s.get(NotificationRow, row.id)
+                current = await s.scalar(select(NotificationRow).where(
+                    NotificationRow.id == row.id).with_for_update())
                 if current is None or current.status not in OPEN_STATES:
                     continue
                 subject = f"incident:{row.incident_id}" if row.incident_id else "notification"

@@ -527,3 +527,32 @@ async def test_roster_hand_over(database: Database) -> None:
     assert old["off_at"] is not None and history[0]["handed_over_by"] == "sup"
     await w.roster.start()
     assert len(await w.roster.on_duty()) == 6, "seeding never runs on a roster in use"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+async def test_a_plan_activates_when_the_grade_rises_and_after_a_restart(
+        database: Database) -> None:
+    w = await World(database, shipped()).start()
+    iid = await w.incident(grade=4)
+    flood = await w.incident(category="natural_disaster", subtype="flood", grade=3, iid="inc-2")
+    # The events were "lost" (no hook ran): start() finds both incidents without their plans.
+    await w.plans.start()
+    assert {(a.incident_id, a.plan_id) for a in await w.plans.actions()} == {
+        (iid, "building-fire-IV"), (flood, "flood-III")}
+    broadcast = next(a for a in await w.plans.actions(incident_id=flood) if a.kind == "broadcast")
+    assert broadcast.payload["text"].startswith("【防汛提醒】23.0205,113.7518 一带发生内涝")
+    assert broadcast.status == "proposed", "a public broadcast always waits for a human"
+    async with database.session() as s:
+        row = await s.get(IncidentRow, iid)
+        assert row is not None
+        row.grade = 3
+    assert await w.plans.activate(iid) == ["building-fire-III"]
+    async with database.session() as s:
+        row = await s.get(IncidentRow, iid)
+        assert row is not None
+        row.status = "closed"
+    async with database.session() as s:
+        row = await s.get(IncidentRow, iid)
+        assert row is not None
+        row.grade = 1
+    assert await w.plans.activate(iid) == [], "a closed incident activates nothing"
