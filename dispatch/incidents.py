@@ -28,7 +28,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dispatch.audit import AuditTrail
 from dispatch.auth import Permission, Principal
-from dispatch.models import AuditEntry, IncidentLinkRow, IncidentNoteRow, IncidentRow
+from dispatch.models import (
+    AuditEntry,
+    IncidentLinkRow,
+    IncidentNoteRow,
+    IncidentRow,
+    ReportRow,
+)
 from dispatch.models import IncidentTransitionRow as TransitionRow
 from dispatch.storage import Database, after_commit
 
@@ -246,8 +252,12 @@ class IncidentService:
         """Audit rows, notes and links of one incident, oldest first (过程溯源)."""
         async with self.db.session() as s:
             await self.get(s, incident_id)
+            # The incident's own rows and those of its reports (received, assessed).
+            reports = (await s.scalars(select(ReportRow.id).where(
+                ReportRow.incident_id == incident_id).limit(limit))).all()
+            subjects = [f"incident:{incident_id}", *(f"report:{r}" for r in reports)]
             audits = (await s.scalars(
-                select(AuditEntry).where(AuditEntry.subject == f"incident:{incident_id}")
+                select(AuditEntry).where(AuditEntry.subject.in_(subjects))
                 .order_by(AuditEntry.id).limit(limit))).all()
             notes = (await s.scalars(select(IncidentNoteRow).where(
                 IncidentNoteRow.incident_id == incident_id).limit(limit))).all()
@@ -257,7 +267,7 @@ class IncidentService:
         for a in audits:
             items.append((a.at, 0, a.id, {"kind": "audit", "at": a.at.isoformat(),
                                           "actor": a.actor, "action": a.action,
-                                          "details": a.details}))
+                                          "subject": a.subject, "details": a.details}))
         for n in notes:
             items.append((n.at, 1, n.id, {"kind": "note", "at": n.at.isoformat(),
                                           "actor": n.author, "text": n.text}))

@@ -161,13 +161,14 @@ async def test_report_to_plan_to_dispatch_through_the_api(ddaemon: Any, mail: Ma
                               json={"kind": "fax", "ref": "x"})).status_code == 422
         line = (await ct.get(f"/api/v1/incidents/{iid}/timeline")).json()
         actions_seen = [i.get("action") for i in line if i["kind"] == "audit"]
-        for expected in ("incident.opened", "plan.activated", "notification.created",
+        for expected in ("report.received", "report.assessed", "incident.opened", "plan.activated", "notification.created",
                          "notification.sent", "notification.acknowledged",
                          "incident.acknowledged", "unit.assigned", "incident.dispatched",
                          "plan.action_confirmed", "unit.on_scene", "incident.on_scene",
                          "incident.note_added", "incident.linked"):
             assert expected in actions_seen, expected
-        assert actions_seen.index("incident.opened") < actions_seen.index("plan.activated")
+        assert actions_seen.index("report.received") < actions_seen.index("incident.opened") \
+            < actions_seen.index("plan.activated")
         assert [i["kind"] for i in line].count("note") == 1
 
         # Units and depots are editable by an administrator only.
