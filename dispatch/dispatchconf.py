@@ -53,7 +53,9 @@ MAX_PLAN_FILES = 500
 
 Ident = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
 Code = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z0-9_]+$")]
-Label = Annotated[str, Field(max_length=128)]
+# Names go into mail headers and SMS: no control characters (newlines included).
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+Label = Annotated[str, Field(max_length=128, pattern=_PRINTABLE)]
 Phone = Annotated[str, Field(max_length=20, pattern=r"^(\+?[0-9]{3,19})?$")]
 Lat = Annotated[float, Field(ge=-90, le=90)]
 Lon = Annotated[float, Field(ge=-180, le=180)]
@@ -137,7 +139,7 @@ class PlanSpec(_Strict):
     """
 
     id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=_PRINTABLE)]
     category: Category
     subtype: Annotated[str | None, Field(max_length=64, pattern=r"^[a-z0-9_]+$")] = None
     grade: Grade
@@ -188,7 +190,7 @@ class OfficialSpec(_Strict):
     agency: Code
     role: Code = "duty_officer"
     rank: Annotated[int, Field(ge=1, le=100)] = 1
-    person: Annotated[str, Field(min_length=1, max_length=64)]
+    person: Annotated[str, Field(min_length=1, max_length=64, pattern=_PRINTABLE)]
     email: Annotated[str, Field(max_length=254, pattern=r"^([^@\s<>]+@[^@\s<>]+)?$")] = ""
     phone: Phone = ""
 
@@ -230,6 +232,10 @@ def _errors(exc: ValidationError, prefix: str) -> list[str]:
             lines.append(f"{prefix}{where}unknown key")
         elif err["type"] == "missing":
             lines.append(f"{prefix}{where}required key is missing")
+        elif (err["type"] == "string_pattern_mismatch"
+              and (err.get("ctx") or {}).get("pattern") == _PRINTABLE):
+            lines.append(f"{prefix}{where}control characters (such as newlines) are not "
+                         f"allowed (got {err['input']!r})")
         else:
             msg = str(err["msg"]).removeprefix("Value error, ")
             lines.append(f"{prefix}{where}{msg} (got {err['input']!r})")

@@ -191,6 +191,10 @@ class NotificationService:
         """Counters since start."""
         return dict(self.counts)
 
+    def wake(self) -> None:
+        """Run a delivery round soon (new notifications are waiting)."""
+        self._wake.set()
+
     async def _loop(self) -> None:
         while True:
             try:
@@ -267,8 +271,8 @@ class NotificationService:
                               details={"notification": nid, "unit": unit.unit_id,
                                        "channel": channel})
             self._announce(s, row, "created")
-        if channel != "none":
-            await self.run_once()
+        # Sent by the loop at once, so a slow SMS transport never holds up an assignment.
+        self.wake()
         return nid
 
     # ------------------------------------------------------------ the round

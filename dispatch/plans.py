@@ -228,8 +228,8 @@ class PlanService:
         except IntegrityError:
             return False  # another node (or event) activated it first
         self.counts["activated"] += 1
-        # Officials hear at once: deliver now rather than at the next tick.
-        await self.notifications.run_once()
+        # Officials hear at once: the delivery loop runs now rather than at its next tick.
+        self.notifications.wake()
         return True
 
     async def actions(self, *, incident_id: str | None = None,

@@ -198,7 +198,7 @@ units = [{ type = "fire_engine", count = 1 }]
 
 [[plan]]
 id = "bad"
-name = "bad one"
+name = "bad\\none"
 category = "acident"
 grade = "V"
 units = [{ type = "fire_engine", count = 0 }, { type = "submarine", count = 1 }]
@@ -218,7 +218,9 @@ units = [{ type = "hovercraft", count = 1 }]
     with pytest.raises(ConfigError) as err:
         load_dispatch_files(settings)
     a, b, c = (str(plans / n) for n in ("a.toml", "b.toml", "c.toml"))
-    assert err.value.problems[:5] == [
+    assert err.value.problems[:6] == [
+        f"{a}: plan 'bad': name: control characters (such as newlines) are not allowed "
+        "(got 'bad\\none')",
         f"{a}: plan 'bad': category: unknown category 'acident' (one of natural_disaster, "
         "accident, public_health, social_security) (got 'acident')",
         f"{a}: plan 'bad': grade: unknown grade 'V' (I, II, III or IV) (got 'V')",
@@ -226,9 +228,9 @@ units = [{ type = "hovercraft", count = 1 }]
         f"{a}: plan 'bad': units[0].count: Input should be greater than or equal to 1 (got 0)",
         f"{a}: plan 'bad': colour: unknown key",
     ]
-    assert err.value.problems[5] == f"{b}: plan 'ok': id: already used in {a}"
-    assert err.value.problems[6].startswith(f"{c}: invalid TOML: ")
-    assert len(err.value.problems) == 7
+    assert err.value.problems[6] == f"{b}: plan 'ok': id: already used in {a}"
+    assert err.value.problems[7].startswith(f"{c}: invalid TOML: ")
+    assert len(err.value.problems) == 8
     # The second copy of "ok" was refused, so its unknown unit type is not reported twice;
     # a unit type no unit has is a mistake of its own:
     (plans / "b.toml").unlink()
@@ -288,6 +290,7 @@ async def test_recommend_assign_notify_and_positions(database: Database) -> None
     w.clock.now += 60
     refs = await w.units.assign(iid, ["E-201", "A-11"], who(Role.DISPATCHER, "disp"))
     assert len(refs) == 2
+    await w.notes.run_once()
     assert (await w.units.get("E-201")).status == "assigned"
     async with database.session() as s:
         inc = await s.get(IncidentRow, iid)
@@ -353,6 +356,7 @@ async def test_plan_activation_notifies_and_escalates_on_a_stepped_clock(
     iid = await w.incident(grade=3)
     assert await w.plans.activate(iid) == ["building-fire-IV", "building-fire-III"]
     assert await w.plans.activate(iid) == [], "a plan activates once per incident"
+    await w.notes.run_once()
 
     # Officials hear at once: 119 rank 1 (twice: both plans name 119) and 120 rank 1.
     got = [await mail_sink.next() for _ in range(3)]
