@@ -560,3 +560,20 @@ async def test_a_plan_activates_when_the_grade_rises_and_after_a_restart(
         assert row is not None
         row.grade = 1
     assert await w.plans.activate(iid) == [], "a closed incident activates nothing"
+
+
+@pytest.mark.parametrize(("utc", "shift"), [
+    ("2026-11-21T00:00:00+00:00", "day"),      # 08:00 local (UTC+8): the day shift starts
+    ("2026-11-20T23:59:00+00:00", "night"),    # 07:59 local: still last night's shift
+    ("2026-11-21T11:59:00+00:00", "day"),      # 19:59 local
+    ("2026-11-21T12:00:00+00:00", "night"),    # 20:00 local
+    ("2026-11-21T16:30:00+00:00", "night"),    # 00:30 local, after midnight
+])
+def test_shift_of_local_times(utc: str, shift: str) -> None:
+    from dispatch.config import ShiftSettings
+    from dispatch.stats import shift_of, summary
+
+    shifts = (ShiftSettings(name="night", start="20:00"), ShiftSettings(name="day", start="08:00"))
+    assert shift_of(dt.datetime.fromisoformat(utc), shifts, 8.0) == shift
+    assert summary([]) == {"count": 0, "mean_s": None, "median_s": None, "p90_s": None}
+    assert summary([float(x) for x in range(1, 11)])["p90_s"] == 9.0
