@@ -147,9 +147,11 @@ def _check_config(args: argparse.Namespace) -> int:
 
     # Units, plans (预案) and roster files: one line per mistake, exit 2, as at start-up.
     files = load_dispatch_files(settings.dispatch)
-    print(json.dumps(effective_settings(settings), indent=2, ensure_ascii=False))
-    print(f"dispatch: {len(files.units)} units, {len(files.depots)} depots, "
-          f"{len(files.plans)} plans, {len(files.officials)} officials on the roster")
+    effective = effective_settings(settings)
+    effective["dispatch_files"] = {"units": len(files.units), "depots": len(files.depots),
+                                   "plans": [p.id for p in files.plans],
+                                   "officials": len(files.officials)}
+    print(json.dumps(effective, indent=2, ensure_ascii=False))
     return EXIT_OK
 
 

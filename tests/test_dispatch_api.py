@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import re
 import subprocess
 import sys
@@ -236,4 +237,5 @@ async def test_check_config_refuses_a_bad_plan_file(tmp_path: Path, db_url: str)
     run = subprocess.run([sys.executable, "-m", "dispatch.cli", "check-config", str(conf)],
                          capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert run.returncode == 0, run.stderr
-    assert "dispatch: 0 units, 0 depots, 1 plans, 0 officials on the roster" in run.stdout
+    assert json.loads(run.stdout)["dispatch_files"] == {"units": 0, "depots": 0,
+                                                        "plans": ["x"], "officials": 0}
