@@ -302,7 +302,13 @@ class UnitService:
         """A unit reports (or a dispatcher sets) a status; times land on the assignment."""
         actor = who if isinstance(who, str) else who.name
         async with self.db.session() as s:
-            row = await s.scalar(select(UnitRow).where(UnitRow.id == unit_id).with_for_update())
+            # Lock in the order assign() does (incident, then unit), so the two never deadlock.
+            seen = await s.scalar(select(UnitRow.incident_id).where(UnitRow.id == unit_id))
+            if seen is not None:
+                await s.scalar(select(IncidentRow.id).where(IncidentRow.id == seen)
+                               .with_for_update())
+            row = await s.scalar(select(UnitRow).where(UnitRow.id == unit_id).with_for_update()
+                                 .execution_options(populate_existing=True))
             if row is None:
                 raise UnitError(f"no unit {unit_id}", 404)
             current = UnitStatus(row.status)

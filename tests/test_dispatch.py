@@ -262,6 +262,10 @@ async def test_recommend_assign_notify_and_positions(database: Database) -> None
     sms = RecordingSms()
     w = await World(database, shipped(), sms=sms).start()
     assert await w.units.seed(shipped().units, ()) == 0, "seeding twice adds nothing"
+    nowhere = await w.incident(lat=None, lon=None, iid="inc-nowhere")
+    with pytest.raises(UnitError) as unplaced:
+        await w.units.recommend(nowhere, [UnitNeed(type="fire_engine", count=1)])
+    assert unplaced.value.status == 409 and "no location" in str(unplaced.value)
     iid = await w.incident()
     picks = await w.units.recommend(iid, [UnitNeed(type="fire_engine", count=2),
                                           UnitNeed(type="ambulance", count=1)])

@@ -211,6 +211,12 @@ async def test_report_to_plan_to_dispatch_through_the_api(ddaemon: Any, mail: Ma
     deputy = Principal(0, "sup", Role.SUPERVISOR)
     listing = await d.commands.run("show notifications", deputy)
     assert "王医生" in listing
+    open_ = [n for n in await d.dispatch.notifications.recent(status="sent")
+             if n.target_kind == "official"]
+    assert [n.person for n in open_] == ["张值班"]
+    assert (await d.commands.run(f"notify ack {open_[0].id}", deputy)) == (
+        f"notification {open_[0].id} acknowledged (张值班)")
+    assert await d.dispatch.notifications.recent(status="sent") == []
     out = await d.commands.run("show units", deputy)
     assert "E-101" in out and "on_scene" in out
 
