@@ -28,6 +28,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from dispatch import audit as audit_query
 from dispatch.api_campaigns import mount_campaigns
+from dispatch.api_dispatch import DispatchContext, mount_dispatch
 from dispatch.api_reports import mount_reports
 from dispatch.audit import AuditTrail
 from dispatch.auth import AuthError, Permission, Principal, Role, UserExists, UserStore
@@ -64,6 +65,7 @@ class AppContext:
     campaigns: CampaignService
     webhook_secret: Callable[[], bytes | None]
     districts: Callable[[], dict[str, Any] | None] = lambda: None
+    dispatch: DispatchContext | None = None
 
 
 # ---------------------------------------------------------------- models
@@ -302,6 +304,8 @@ def create_app(ctx: AppContext) -> FastAPI:
     _mount_users(app, ctx, needs)
     mount_reports(app, ctx.reports, needs, ctx.webhook_secret, ctx.clock)
     mount_campaigns(app, ctx.campaigns, needs)
+    if ctx.dispatch is not None:
+        mount_dispatch(app, ctx.dispatch, needs)
     _mount_records(app, ctx, needs)
     _mount_events(app, ctx)
     return app

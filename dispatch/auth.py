@@ -57,6 +57,18 @@ class Permission(enum.StrEnum):
     BROADCAST_READ = "broadcast.read"
     BROADCAST_CREATE = "broadcast.create"
     BROADCAST_APPROVE = "broadcast.approve"
+    INCIDENTS_MANAGE = "incidents.manage"
+    INCIDENTS_CLOSE = "incidents.close"
+    UNITS_READ = "units.read"
+    UNITS_DISPATCH = "units.dispatch"
+    UNITS_MANAGE = "units.manage"
+    PLANS_READ = "plans.read"
+    PLANS_DECIDE = "plans.decide"
+    ROSTER_READ = "roster.read"
+    ROSTER_MANAGE = "roster.manage"
+    NOTIFICATIONS_READ = "notifications.read"
+    NOTIFICATIONS_ACK = "notifications.ack"
+    STATS_READ = "stats.read"
 
 
 _EVERYONE = {
@@ -64,17 +76,23 @@ _EVERYONE = {
     Permission.REPORTS_READ, Permission.REPORTS_WRITE, Permission.INCIDENTS_READ,
     # "A call taker can merge and split" incidents, and correct a classification.
     Permission.INCIDENTS_CORRELATE,
+    # Notes, links and the lifecycle steps the transition table allows the role.
+    Permission.INCIDENTS_MANAGE, Permission.UNITS_READ, Permission.PLANS_READ,
+    Permission.ROSTER_READ, Permission.NOTIFICATIONS_READ, Permission.NOTIFICATIONS_ACK,
 }
+_DISPATCH = {Permission.UNITS_DISPATCH, Permission.PLANS_DECIDE}
+_LEAD = _DISPATCH | {Permission.ROSTER_MANAGE, Permission.STATS_READ, Permission.INCIDENTS_CLOSE}
 
 #: Which role may do what.  Later capabilities add their permissions here.
 GRANTS: dict[Role, frozenset[Permission]] = {
     Role.CALL_TAKER: frozenset(_EVERYONE),
-    Role.DISPATCHER: frozenset(_EVERYONE),
-    Role.SUPERVISOR: frozenset(_EVERYONE | {Permission.AUDIT_READ, Permission.USERS_READ,
-                                            Permission.BROADCAST_READ,
-                                            Permission.BROADCAST_CREATE}),
+    Role.DISPATCHER: frozenset(_EVERYONE | _DISPATCH),
+    Role.SUPERVISOR: frozenset(_EVERYONE | _LEAD | {Permission.AUDIT_READ, Permission.USERS_READ,
+                                                    Permission.BROADCAST_READ,
+                                                    Permission.BROADCAST_CREATE}),
     # The two-person rule: a commander approves what someone else created.
-    Role.COMMANDER: frozenset(_EVERYONE | {Permission.AUDIT_READ, Permission.BROADCAST_READ,
+    Role.COMMANDER: frozenset(_EVERYONE | _LEAD | {Permission.AUDIT_READ,
+                                                   Permission.BROADCAST_READ,
                                            Permission.BROADCAST_CREATE,
                                            Permission.BROADCAST_APPROVE}),
     Role.ADMIN: frozenset(Permission),

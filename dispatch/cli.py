@@ -143,7 +143,15 @@ def _check_config(args: argparse.Namespace) -> int:
     if path is None:
         raise UsageError("check-config needs a FILE (or -c FILE)")
     settings = load_settings(path)
-    print(json.dumps(effective_settings(settings), indent=2, ensure_ascii=False))
+    from dispatch.dispatchconf import load_dispatch_files
+
+    # Units, plans (预案) and roster files: one line per mistake, exit 2, as at start-up.
+    files = load_dispatch_files(settings.dispatch)
+    effective = effective_settings(settings)
+    effective["dispatch_files"] = {"units": len(files.units), "depots": len(files.depots),
+                                   "plans": [p.id for p in files.plans],
+                                   "officials": len(files.officials)}
+    print(json.dumps(effective, indent=2, ensure_ascii=False))
     return EXIT_OK
 
 

@@ -135,6 +135,60 @@ class EmailIntakeSettings(_Section):
                           Field(strict=False)] = ()
 
 
+class SmtpSettings(_Section):
+    """The mail server that carries notifications to officials (aiosmtplib)."""
+
+    host: str = "127.0.0.1"
+    port: Port = 25
+    security: Literal["none", "starttls", "tls"] = "starttls"
+    username: str | None = None
+    #: The password comes from this environment variable (never from the file).
+    password_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")] = "DISPATCHD_SMTP_PASSWORD"
+    sender: Annotated[str, Field(min_length=3, max_length=254)] = "dispatchd@localhost"
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 30.0
+    #: Path of a CA bundle to trust (a private mail relay); unset = the system's.
+    ca_file: str | None = None
+
+    def password(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The SMTP password from the environment, if set."""
+        env = os.environ if environ is None else environ
+        return env.get(self.password_env) or None
+
+
+class ShiftSettings(_Section):
+    """A named shift starting at a local time of day (statistics per shift)."""
+
+    name: Name
+    start: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
+class DispatchSettings(_Section):
+    """Incidents, units, response plans (预案), duty roster and notifications."""
+
+    #: Travel distance = straight-line distance x road_factor.
+    road_factor: Annotated[float, Field(ge=1.0, le=5.0)] = 1.3
+    #: An unacknowledged notification goes to the next official after this long.
+    ack_timeout_minutes: Annotated[float, Field(gt=0, le=1440)] = 10.0
+    #: Delivery attempts per notification, and the first retry delay (doubles each time).
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    retry_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    #: How often the notifier looks for due deliveries and escalations.
+    tick_s: Annotated[float, Field(ge=0.1, le=300)] = 5.0
+    plans_dir: str | None = None
+    units_file: str | None = None
+    roster_file: str | None = None
+    #: Base of the acknowledgement links put in notifications (the console's URL).
+    public_url: str = "http://127.0.0.1:8080"
+    #: Secret that signs acknowledgement links; the environment variable wins.
+    ack_secret_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")] = "DISPATCHD_ACK_SECRET"
+    email: bool = False
+    smtp: SmtpSettings = SmtpSettings()
+    #: Local-time shifts for statistics, and the offset of local time from UTC.
+    shifts: Annotated[tuple[ShiftSettings, ...], Field(strict=False)] = (
+        ShiftSettings(name="day", start="08:00"), ShiftSettings(name="night", start="20:00"))
+    utc_offset_hours: Annotated[float, Field(ge=-14, le=14)] = 8.0
+
+
 class DeviceSettings(_Section):
     """A serial device the daemon keeps open (a radio, satphone or modem port)."""
 
@@ -221,6 +275,7 @@ class Settings(_Section):
     intake: IntakeSettings = IntakeSettings()
     email_intake: EmailIntakeSettings = EmailIntakeSettings()
     console: ConsoleSettings = ConsoleSettings()
+    dispatch: DispatchSettings = DispatchSettings()
     # TOML arrays are lists; accept them (non-strict) into an immutable tuple.
     devices: Annotated[tuple[DeviceSettings, ...], Field(strict=False)] = ()
 

@@ -146,11 +146,22 @@ class Daemon:
         self.campaigns = CampaignService(self.db, self.audit, self.hub.publish, clock,
                                          settings.node.name, None)
         self.services.add(self.campaigns, required=True)
+        from dispatch.dispatchwire import build_dispatch
+
+        # Incidents, units, plans (预案), roster and notifications; a bad plan file → exit 2.
+        self.dispatch = build_dispatch(settings, self.db, self.audit, self.hub.publish, clock)
+        for service in (self.dispatch.roster, self.dispatch.units, self.dispatch.notifications,
+                        self.dispatch.plans):
+            self.services.add(service, required=True)
+        self.hub.listen(self.dispatch.plans.on_event)
         self._add_devices()
         self.commands = builtin_commands(ConsoleContext(
             db=self.db, users=self.users, audit=self.audit, publish=self.hub.publish,
             health=self.services.health, clock=clock))
         add_intake_commands(self.commands, self.db, self.campaigns)
+        from dispatch.dispatchwire import add_console_commands
+
+        add_console_commands(self.commands, self.dispatch)
         if settings.ssh.enabled:
             self._add_ssh()
         if settings.email_intake.enabled:
@@ -200,7 +211,7 @@ class Daemon:
             session_ttl_s=self.settings.http.session_ttl_s,
             max_body_bytes=self.settings.http.max_body_bytes,
             node=self.settings.node.name, version=self.version, reports=self.reports,
-            campaigns=self.campaigns,
+            campaigns=self.campaigns, dispatch=self.dispatch.context(),
             webhook_secret=self.settings.intake.webhook_secret,
             districts=self._districts,
         ))

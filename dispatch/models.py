@@ -267,3 +267,200 @@ class MessageIdRow(Base):
     recipient_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("campaign_recipients.id", ondelete="CASCADE"), index=True
     )
+
+
+# ---------------------------------------------------------------- dispatch (issue 6)
+
+
+class IncidentTransitionRow(Base):
+    """One step of an incident's lifecycle: from, to, who, when and why."""
+
+    __tablename__ = "incident_transitions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    from_status: Mapped[str] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    at: Mapped[dt.datetime]
+    actor: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(512), default="")
+
+
+class IncidentNoteRow(Base):
+    """A note written on an incident by an operator."""
+
+    __tablename__ = "incident_notes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    at: Mapped[dt.datetime]
+    author: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+
+
+class IncidentLinkRow(Base):
+    """A typed link from an incident to a call, report, recording, broadcast or conference."""
+
+    __tablename__ = "incident_links"
+    __table_args__ = (UniqueConstraint("incident_id", "kind", "ref", name="uq_incident_link"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    ref: Mapped[str] = mapped_column(String(160))
+    at: Mapped[dt.datetime]
+    actor: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(String(512), default="")
+
+
+class UnitRow(Base):
+    """A field unit: agency, type, home station, contacts, status, position, capabilities."""
+
+    __tablename__ = "units"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    agency: Mapped[str] = mapped_column(String(32), index=True)
+    type: Mapped[str] = mapped_column(String(32), index=True)
+    station: Mapped[str] = mapped_column(String(128), default="")
+    home_lat: Mapped[float] = mapped_column(Float)
+    home_lon: Mapped[float] = mapped_column(Float)
+    radio_id: Mapped[str | None] = mapped_column(String(32), unique=True)
+    sip_uri: Mapped[str] = mapped_column(String(255), default="")
+    phone: Mapped[str] = mapped_column(String(20), default="")
+    satphone: Mapped[str] = mapped_column(String(20), default="")
+    capabilities: Mapped[list[str]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    incident_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    position_source: Mapped[str] = mapped_column(String(16))
+    position_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+
+
+class UnitAssignmentRow(Base):
+    """A unit sent to an incident, with the times that statistics are made of."""
+
+    __tablename__ = "unit_assignments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    unit_id: Mapped[str] = mapped_column(ForeignKey("units.id", ondelete="CASCADE"), index=True)
+    agency: Mapped[str] = mapped_column(String(32))
+    assigned_at: Mapped[dt.datetime]
+    assigned_by: Mapped[str] = mapped_column(String(64))
+    distance_km: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(String(512), default="")
+    en_route_at: Mapped[dt.datetime | None]
+    on_scene_at: Mapped[dt.datetime | None]
+    cleared_at: Mapped[dt.datetime | None]
+
+
+class DepotRow(Base):
+    """A resource depot (应急物资库)."""
+
+    __tablename__ = "depots"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    agency: Mapped[str] = mapped_column(String(32))
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[dt.datetime]
+
+
+class DepotStockRow(Base):
+    """How much of one item a depot holds."""
+
+    __tablename__ = "depot_stock"
+    __table_args__ = (UniqueConstraint("depot_id", "item", name="uq_depot_item"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    depot_id: Mapped[str] = mapped_column(ForeignKey("depots.id", ondelete="CASCADE"), index=True)
+    item: Mapped[str] = mapped_column(String(64))
+    quantity: Mapped[int] = mapped_column(Integer)
+    unit: Mapped[str] = mapped_column(String(16), default="")
+
+
+class PlanActivationRow(Base):
+    """A response plan activated for an incident (at most once per plan and incident)."""
+
+    __tablename__ = "plan_activations"
+    __table_args__ = (UniqueConstraint("incident_id", "plan_id", name="uq_plan_activation"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    plan_id: Mapped[str] = mapped_column(String(64))
+    grade: Mapped[int] = mapped_column(Integer)
+    at: Mapped[dt.datetime]
+
+
+class ProposedActionRow(Base):
+    """A plan's action that moves resources or reaches the public: waits for a human."""
+
+    __tablename__ = "proposed_actions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    plan_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[dt.datetime]
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[dt.datetime | None]
+    decision_note: Mapped[str] = mapped_column(String(512), default="")
+
+
+class DutyShiftRow(Base):
+    """An official on duty (值班) for a role of an agency; ``rank`` orders escalation."""
+
+    __tablename__ = "duty_roster"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    agency: Mapped[str] = mapped_column(String(32), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    rank: Mapped[int] = mapped_column(Integer)
+    person: Mapped[str] = mapped_column(String(64))
+    email: Mapped[str] = mapped_column(String(254), default="")
+    phone: Mapped[str] = mapped_column(String(20), default="")
+    on_since: Mapped[dt.datetime]
+    off_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    handed_over_by: Mapped[str] = mapped_column(String(64), default="")
+
+
+class NotificationRow(Base):
+    """A message to an official or a unit that must be delivered and acknowledged."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    incident_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    plan_id: Mapped[str | None] = mapped_column(String(64))
+    target_kind: Mapped[str] = mapped_column(String(16))
+    agency: Mapped[str] = mapped_column(String(32), default="")
+    role: Mapped[str] = mapped_column(String(32), default="")
+    rank: Mapped[int] = mapped_column(Integer, default=0)
+    person: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(254), default="")
+    phone: Mapped[str] = mapped_column(String(20), default="")
+    subject: Mapped[str] = mapped_column(String(200))
+    text: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime]
+    sent_at: Mapped[dt.datetime | None]
+    ack_due_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    acked_at: Mapped[dt.datetime | None]
+    acked_by: Mapped[str | None] = mapped_column(String(64))
+    escalated_to: Mapped[str | None] = mapped_column(String(36))
+    last_error: Mapped[str | None] = mapped_column(String(200))
