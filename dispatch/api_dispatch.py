@@ -230,7 +230,13 @@ def _mount_units(app: FastAPI, ctx: DispatchContext, needs: Any) -> None:
                         count: Annotated[int, Query(ge=1, le=50)] = 1) -> dict[str, Any]:
         """Nearest available units: of ``type`` (× count), else of the incident's plans."""
         if type:
-            needs_ = [UnitNeed(type=t, count=count) for t in type]
+            from pydantic import ValidationError
+
+            try:
+                needs_ = [UnitNeed(type=t, count=count) for t in type]
+            except ValidationError as exc:
+                raise HTTPException(422, [{**e, "loc": ["query", "type"]} for e in exc.errors(
+                    include_url=False, include_context=False, include_input=False)]) from None
         else:
             needs_ = [UnitNeed.model_validate(n, strict=False)
                       for a in await ctx.plans.actions(incident_id=incident_id)

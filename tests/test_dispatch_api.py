@@ -246,3 +246,12 @@ async def test_check_config_refuses_a_bad_plan_file(tmp_path: Path, db_url: str)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["dispatch_files"] == {"units": 0, "depots": 0,
                                                         "plans": ["x"], "officials": 0}
+
+
+async def test_bad_recommendation_queries_are_422_or_404(ddaemon: Any) -> None:
+    # Found by schemathesis: a unit type outside [a-z0-9_] used to raise a 500.
+    async with client_for(ddaemon, Role.DISPATCHER, "disp2") as disp:
+        r = await disp.get("/api/v1/incidents/0/recommendation", params={"type": "AAA"})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "type"]
+        r = await disp.get("/api/v1/incidents/0/recommendation", params={"type": "fire_engine"})
+        assert r.status_code == 404 and "no incident 0" in r.text
