@@ -5,16 +5,21 @@ Screenshots are kept in ``test-artefacts/`` for people to look at.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from dispatch.auth import Role
 
-ARTEFACTS = Path(__file__).resolve().parent.parent / "test-artefacts"
+ROOT = Path(__file__).resolve().parent.parent
+ARTEFACTS = ROOT / "test-artefacts"
 CANDIDATES = ("/usr/lib/chromium/chromium", "/usr/bin/chromium", "/usr/bin/chromium-browser")
 
 
@@ -31,8 +36,8 @@ def chromium_path() -> str:
     raise RuntimeError("Chromium is not installed: run scripts/test, which installs it")
 
 
-@pytest.fixture
-async def page(daemon: Any) -> Any:
+@asynccontextmanager
+async def browser_page() -> AsyncIterator[Any]:
     """A fresh browser page (its console errors are collected on ``page.errors``)."""
     from playwright.async_api import async_playwright
 
@@ -51,6 +56,36 @@ async def page(daemon: Any) -> Any:
             yield pg
         finally:
             await browser.close()
+
+
+@pytest.fixture
+async def page(daemon: Any) -> AsyncIterator[Any]:
+    """A browser page for the ``daemon`` fixture's console."""
+    async with browser_page() as pg:
+        yield pg
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def ddaemon(db_url: str, tmp_path: Path, reactor: Any) -> AsyncIterator[Any]:
+    """A daemon with the shipped units, response plans and roster (no mail relay)."""
+    from dispatch.config import parse_settings
+    from dispatch.daemon import Daemon
+
+    d = Daemon(parse_settings({
+        "node": {"data_dir": str(tmp_path / "var")},
+        "database": {"url": db_url, "auto_migrate": True},
+        "http": {"port": 0}, "ssh": {"enabled": False},
+        "console": {"districts_geojson": str(ROOT / "conf/sms/districts.geojson")},
+        "dispatch": {"plans_dir": str(ROOT / "conf/plans"),
+                     "units_file": str(ROOT / "conf/units.toml"),
+                     "roster_file": str(ROOT / "conf/roster.toml")},
+    }, "test"), reactor=reactor)
+    await d.start()
+    d.base_url = f"http://127.0.0.1:{d.http.bound[1]}"
+    try:
+        yield d
+    finally:
+        await d.stop()
 
 
 # The console is the same on both backends: one browser run (on SQLite) is enough.
@@ -146,3 +181,64 @@ async def test_commander_approves_a_broadcast_in_the_console(daemon: Any, page: 
         row = await s.get(CampaignRow, cid)
         assert row is not None and row.approved_by == "chief"
     assert page.errors == []
+
+
+async def log_in(page: Any, base_url: str, name: str, password: str) -> None:
+    await page.goto(base_url + "/console/")
+    await page.fill("input[name=username]", name)
+    await page.fill("input[name=password]", password)
+    await page.click("#login button[type=submit]")
+    await page.wait_for_selector("#app:not([hidden])")
+    await page.wait_for_selector("#live.on")
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_dispatcher_acknowledges_recommends_and_assigns(ddaemon: Any) -> None:
+    from dispatch.reports import NewReport
+    from intake.model import Channel
+
+    await ddaemon.users.add_user("disp", Role.DISPATCHER, "disp-password", actor="test")
+    placed = await ddaemon.reports.submit(NewReport(
+        Channel.API, "东城街道一栋居民楼起火，三人死亡，十二人受伤", dt.datetime.now(dt.UTC),
+        caller="+8613800000001", lat=23.0205, lon=113.7518), actor="taker")
+    iid = placed.incident_id
+    async with browser_page() as page:
+        await log_in(page, ddaemon.base_url, "disp", "disp-password")
+        # The dispatcher's view: incidents, plan actions, units on the map.
+        assert await page.get_attribute("#views button[data-view=dispatcher]",
+                                        "aria-pressed") == "true"
+        await page.wait_for_selector("#units tbody tr[data-unit=E-101]")
+        await page.wait_for_selector("#actions li:has-text('units')")
+        assert await page.locator("#map rect.unit.available").count() >= 5
+
+        await page.click(f"#incidents li[data-incident='{iid}']")
+        await page.wait_for_selector(f"#incident-card[data-incident='{iid}']:not([hidden])")
+        await page.click("#incident-steps button[data-step=acknowledged]")
+        await page.wait_for_selector("#incident-status:has-text('acknowledged')")
+
+        await page.click("#recommend")
+        await page.wait_for_selector("#recommendation li[data-unit] >> nth=0")
+        picked = await page.eval_on_selector_all(
+            "#recommendation li[data-unit]", "els => els.map(e => e.dataset.unit)")
+        reason = await page.text_content("#recommendation li[data-unit] .by")
+        assert "km by road" in (reason or "")
+        await page.click("#assign")
+        await page.wait_for_selector("#incident-status:has-text('dispatched')")
+        for unit in picked:
+            await page.wait_for_selector(f"#units tr[data-unit='{unit}'] td.unit-assigned")
+
+        await page.fill("#note-form textarea", "指挥车已出发")
+        await page.click("#note-form button[type=submit]")
+        await page.wait_for_selector("#timeline li:has-text('指挥车已出发')")
+        await page.wait_for_selector("#timeline li:has-text('incident.acknowledged')")
+        await page.wait_for_selector("#timeline li:has-text('unit.assigned')")
+        await page.screenshot(path=str(ARTEFACTS / "console-dispatcher.png"), full_page=True)
+        assert page.errors == []
+
+    async with ddaemon.db.session() as s:
+        from sqlalchemy import select
+
+        from dispatch.models import IncidentRow
+
+        status = await s.scalar(select(IncidentRow.status).where(IncidentRow.id == iid))
+    assert status == "dispatched"

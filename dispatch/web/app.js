@@ -22,6 +22,12 @@ const I18N = {
     sending: "发送中", completed: "已完成", cancelled: "已取消", recipients_n: "人",
     map: "态势图", map_empty: "暂无辖区边界或带坐标的事件",
     view_taker: "接警", view_dispatcher: "调度", view_supervisor: "班长席", view_command: "指挥",
+    incident_detail: "事件详情", recommend_units: "推荐力量", assign: "一键派遣", note_placeholder: "备注…",
+    add_note: "添加备注", timeline: "处置过程", proposed_actions: "预案待确认", units: "力量",
+    unit: "单位", type: "类型", agency: "部门", incident: "事件", confirm: "确认", reject: "驳回",
+    new: "新建", acknowledged: "已受理", dispatched: "已派遣", on_scene: "已到场", contained: "已控制",
+    closed: "已结案", merged: "已合并", available: "待命", en_route: "途中", returning: "返回",
+    out_of_service: "停用", step_to: "→", reason_prompt: "请说明原因", no_units: "没有可用的力量",
   },
   en: {
     offline: "offline", online: "live", logout: "Log out", login_title: "Log in", username: "User name",
@@ -41,6 +47,14 @@ const I18N = {
     map: "Map", map_empty: "No district boundaries or located incidents yet",
     view_taker: "Call taker", view_dispatcher: "Dispatcher", view_supervisor: "Supervisor",
     view_command: "Command",
+    incident_detail: "Incident", recommend_units: "Recommend units", assign: "Assign",
+    note_placeholder: "Note…", add_note: "Add note", timeline: "Timeline",
+    proposed_actions: "Plan actions to confirm", units: "Units", unit: "Unit", type: "Type",
+    agency: "Agency", incident: "Incident", confirm: "Confirm", reject: "Reject", new: "new",
+    acknowledged: "acknowledged", dispatched: "dispatched", on_scene: "on scene",
+    contained: "contained", closed: "closed", merged: "merged", available: "available",
+    en_route: "en route", returning: "returning", out_of_service: "out of service", step_to: "→",
+    reason_prompt: "Why?", no_units: "No available units",
   },
 };
 
@@ -124,13 +138,130 @@ function gradeBadge(grade, colour) {
 }
 
 function incidentItem(inc) {
-  return el("li", { "data-incident": inc.id },
+  const item = el("li", { "data-incident": inc.id, class: inc.id === selectedIncident ? "selected" : "" },
     gradeBadge(inc.grade, inc.colour),
+    el("span", { class: "status" }, t(inc.status)),
     el("strong", {}, t(inc.category || "unclassified")), " ",
     inc.subtype ? el("span", { class: "tag" }, inc.subtype) : "",
     ...inc.agencies.map((a) => el("span", { class: "tag" }, a)),
     ` ${inc.report_count} ${t("reports_n")}`,
     inc.needs_location ? el("span", { class: "tag" }, t("needs_location")) : "");
+  item.addEventListener("click", () => selectIncident(inc.id));
+  return item;
+}
+
+// ---- incident detail: lifecycle steps, recommendation and assignment, notes, timeline
+let selectedIncident = null;
+let lastUnits = [];
+// The lifecycle (dispatch/incidents.py TRANSITIONS); the server checks each step and role.
+const STEPS = { new: ["acknowledged", "dispatched", "closed"], acknowledged: ["dispatched", "closed"],
+  dispatched: ["on_scene", "contained"], on_scene: ["contained"], contained: ["closed"], closed: ["acknowledged"] };
+const NEEDS_REASON = new Set(["new>closed", "acknowledged>closed", "closed>acknowledged"]);
+const can = (perm) => me && me.permissions.includes(perm);
+
+async function selectIncident(id) {
+  selectedIncident = id;
+  document.querySelectorAll("#incidents li").forEach((li) => li.classList.toggle("selected", li.dataset.incident === id));
+  $("#recommendation").replaceChildren();
+  $("#assign").hidden = true;
+  $("#incident-error").textContent = "";
+  showView(currentView());
+  await loadIncidentDetail();
+}
+
+async function loadIncidentDetail() {
+  if (!selectedIncident) return;
+  const id = selectedIncident;
+  const [inc, timeline] = await Promise.all([api(`/api/v1/incidents/${id}`),
+    api(`/api/v1/incidents/${id}/timeline`)]);
+  if (id !== selectedIncident) return;
+  $("#incident-card").dataset.incident = id;
+  $("#incident-head").replaceChildren(gradeBadge(inc.grade, inc.colour),
+    el("span", { class: "status", id: "incident-status" }, t(inc.status)),
+    el("strong", {}, t(inc.category || "unclassified")), " ", inc.subtype || "", " ",
+    el("span", { class: "mono" }, id.slice(0, 8)));
+  const steps = (STEPS[inc.status] || []).map((to) => {
+    const b = el("button", { type: "button", "data-step": to }, `${t("step_to")} ${t(to)}`);
+    b.addEventListener("click", () => takeStep(id, inc.status, to));
+    return b;
+  });
+  $("#incident-steps").replaceChildren(...(can("incidents.manage") ? steps : []));
+  $("#timeline").replaceChildren(...timeline.slice().reverse().map((e) => el("li", {},
+    el("time", {}, when(e.at)), el("span", { class: "by" }, e.actor || ""),
+    e.kind === "note" ? e.text : e.kind === "link" ? `${e.link_kind} ${e.ref}` : e.action)));
+}
+
+async function takeStep(id, from, to) {
+  const body = { to };
+  if (NEEDS_REASON.has(`${from}>${to}`)) {
+    const reason = window.prompt(t("reason_prompt"));
+    if (!reason) return;
+    body.reason = reason;
+  }
+  $("#incident-error").textContent = "";
+  try {
+    await api(`/api/v1/incidents/${id}/transition`, { method: "POST", body: JSON.stringify(body) });
+    await loadIncidentDetail();
+  } catch (err) { $("#incident-error").textContent = err.message; }
+}
+
+async function recommend() {
+  const id = selectedIncident;
+  $("#incident-error").textContent = "";
+  try {
+    const rec = await api(`/api/v1/incidents/${id}/recommendation`);
+    const items = rec.units.map((u) => el("li", { "data-unit": u.unit_id },
+      el("label", {}, el("input", { type: "checkbox", checked: "", value: u.unit_id }),
+        ` ${u.name} (${u.type}, ${u.distance_km} km)`), el("div", { class: "by" }, u.reason)));
+    $("#recommendation").replaceChildren(...(items.length ? items : [el("li", {}, t("no_units"))]));
+    $("#assign").hidden = !items.length || !can("units.dispatch");
+  } catch (err) { $("#incident-error").textContent = err.message; }
+}
+
+async function assign() {
+  const ids = [...document.querySelectorAll("#recommendation input:checked")].map((i) => i.value);
+  if (!ids.length) return;
+  $("#incident-error").textContent = "";
+  try {
+    await api(`/api/v1/incidents/${selectedIncident}/assign`, { method: "POST", body: JSON.stringify({ unit_ids: ids }) });
+    $("#recommendation").replaceChildren();
+    $("#assign").hidden = true;
+    await Promise.all([loadIncidentDetail(), loadUnits()]);
+  } catch (err) { $("#incident-error").textContent = err.message; }
+}
+
+async function loadUnits() {
+  if (!can("units.read")) return;
+  lastUnits = await api("/api/v1/units");
+  $("#units tbody").replaceChildren(...lastUnits.map((u) => el("tr", { "data-unit": u.id },
+    el("td", {}, u.name), el("td", {}, u.type), el("td", {}, u.agency),
+    el("td", { class: `unit-${u.status}` }, t(u.status)),
+    el("td", { class: "mono" }, u.incident_id ? u.incident_id.slice(0, 8) : ""))));
+  drawMap();
+}
+
+async function loadActions() {
+  if (!can("plans.read")) return;
+  const rows = await api("/api/v1/plans/actions?status=proposed");
+  $("#actions").replaceChildren(...rows.map((a) => {
+    const li = el("li", { "data-action": a.id }, el("strong", {}, a.kind), ` ${a.plan_id} `,
+      el("span", { class: "mono" }, a.incident_id.slice(0, 8)), " ",
+      el("span", { class: "by" }, JSON.stringify(a.payload)));
+    if (can("plans.decide")) {
+      for (const [word, verb] of [["confirm", "confirm"], ["reject", "reject"]]) {
+        const b = el("button", { type: "button", class: verb }, t(word));
+        b.addEventListener("click", async () => {
+          $("#action-error").textContent = "";
+          try {
+            await api(`/api/v1/plans/actions/${a.id}/${verb}`, { method: "POST", body: JSON.stringify({ note: "" }) });
+            await loadActions();
+          } catch (err) { $("#action-error").textContent = err.message; }
+        });
+        li.append(b);
+      }
+    }
+    return li;
+  }));
 }
 
 let lastIncidents = [];
@@ -166,7 +297,9 @@ function drawMap() {
   const box = $("#map");
   const features = (mapLayers && mapLayers.districts) ? mapLayers.districts.features : [];
   const located = lastIncidents.filter((i) => i.lat != null && i.lon != null);
+  const placed = lastUnits.filter((u) => u.position && u.position.lat != null && u.position.lon != null);
   const points = located.map((i) => [i.lon, i.lat]);
+  points.push(...placed.map((u) => [u.position.lon, u.position.lat]));
   for (const f of features) for (const ring of ringsOf(f.geometry)) points.push(...ring);
   $("#map-empty").hidden = points.length > 0;
   if (!points.length) { box.replaceChildren(); return; }
@@ -192,6 +325,11 @@ function drawMap() {
     const [cx, cy] = project([outer.reduce((a, p) => a + p[0], 0) / outer.length,
       outer.reduce((a, p) => a + p[1], 0) / outer.length]);
     layer.push(svgEl("text", { x: cx.toFixed(1), y: cy.toFixed(1), "text-anchor": "middle" }, name));
+  }
+  for (const u of placed) {
+    const [x, y] = project([u.position.lon, u.position.lat]);
+    layer.push(svgEl("rect", { class: `unit ${u.status}`, x: (x - 4).toFixed(1), y: (y - 4).toFixed(1),
+      width: 8, height: 8, "data-unit": u.id }, svgEl("title", {}, `${u.name} · ${t(u.status)}`)));
   }
   for (const inc of located) {
     const [x, y] = project([inc.lon, inc.lat]);
@@ -260,7 +398,10 @@ function onEvent(envelope) {
   if (envelope.topic === "hello") return;
   showEvent(envelope);
   if (envelope.topic === "service.state") loadHealth().catch(() => {});
-  if (envelope.topic === "incident.changed") loadIncidents().catch(() => {});
+  if (envelope.topic === "incident.changed" || envelope.topic === "incident.status") loadIncidents().catch(() => {});
+  if (envelope.topic.startsWith("incident.") && envelope.data.incident_id === selectedIncident) loadIncidentDetail().catch(() => {});
+  if (envelope.topic === "unit.changed") loadUnits().catch(() => {});
+  if (envelope.topic.startsWith("plan.")) loadActions().catch(() => {});
   if (envelope.topic.startsWith("campaign.")) loadCampaigns().catch(() => {});
   if (envelope.topic === "duty_log.added" && !document.querySelector(`#duty-log [data-id="${envelope.data.id}"]`)) {
     $("#duty-log").prepend(dutyItem(envelope.data));
@@ -281,7 +422,8 @@ function connect() {
     retryMs = 500; setLive(true);
     // Anything may have changed while we were away: reload the views.
     loadHealth().catch(() => {}); loadDutyLog().catch(() => {}); loadIncidents().catch(() => {});
-    loadCampaigns().catch(() => {});
+    loadCampaigns().catch(() => {}); loadUnits().catch(() => {}); loadActions().catch(() => {});
+    loadIncidentDetail().catch(() => {});
   };
   socket.onmessage = (msg) => onEvent(JSON.parse(msg.data));
   socket.onclose = (ev) => {
@@ -296,14 +438,19 @@ function connect() {
 // the view of their role and may switch (the API still checks every action's permission).
 const ROLE_VIEW = { call_taker: "taker", dispatcher: "dispatcher", supervisor: "supervisor",
   commander: "command", admin: "supervisor" };
+function currentView() { return sessionStorage.getItem("dispatchd.view") || ROLE_VIEW[me.role] || "taker"; }
 function showView(view) {
   sessionStorage.setItem("dispatchd.view", view);
   document.querySelectorAll("#views button").forEach((b) => {
     b.setAttribute("aria-pressed", String(b.dataset.view === view));
   });
   document.querySelectorAll("#app > [data-views]").forEach((card) => {
-    const allowed = card.dataset.needs ? me && me.permissions.includes(card.dataset.needs) : true;
-    card.hidden = !allowed || !card.dataset.views.split(" ").includes(view);
+    const allowed = card.dataset.needs ? can(card.dataset.needs) : true;
+    const wanted = card.dataset.when === "incident" ? selectedIncident !== null : true;
+    card.hidden = !allowed || !wanted || !card.dataset.views.split(" ").includes(view);
+  });
+  document.querySelectorAll("#app [data-needs]:not([data-views])").forEach((part) => {
+    part.hidden = !can(part.dataset.needs);
   });
   drawMap();
 }
@@ -314,7 +461,7 @@ document.querySelectorAll("#views button").forEach((b) => {
 async function showApp(user) {
   me = await api("/api/v1/me");
   $("#views").hidden = false;
-  showView(sessionStorage.getItem("dispatchd.view") || ROLE_VIEW[me.role] || "taker");
+  showView(currentView());
   $("#login").hidden = true;
   $("#app").hidden = false;
   $("#logout").hidden = false;
@@ -383,6 +530,19 @@ $("#lang").addEventListener("click", () => {
   drawMap();
 });
 $("#logout").addEventListener("click", logout);
+$("#recommend").addEventListener("click", recommend);
+$("#assign").addEventListener("click", assign);
+$("#incident-close").addEventListener("click", () => { selectedIncident = null; showView(currentView()); });
+$("#note-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const text = ev.target.elements.text.value.trim();
+  $("#incident-error").textContent = "";
+  try {
+    await api(`/api/v1/incidents/${selectedIncident}/notes`, { method: "POST", body: JSON.stringify({ text }) });
+    ev.target.reset();
+    await loadIncidentDetail();
+  } catch (err) { $("#incident-error").textContent = err.message; }
+});
 
 applyLanguage();
 if (token) api("/api/v1/me").then(showApp).catch(() => logout());
