@@ -67,7 +67,10 @@ class OutcomeUnknown(Exception):
 
 
 class SmsSender(Protocol):
-    """What the engine needs of an SMS transport (SMPP pool, modem pool, router)."""
+    """What the engine needs of an SMS transport (SMPP pool, modem pool, router).
+
+    A sender may also have a ``ready`` attribute: while it is false nothing is claimed.
+    """
 
     async def submit(self, msisdn: str, text: str, *, tag: str, replace: bool,
                      priority: int) -> list[str]:
@@ -291,7 +294,10 @@ class CampaignService:
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                claimed = await self._claim()
+                # A transport that is not up yet (or has lost every link) is waited for:
+                # rows claimed now would only use up their attempts.
+                ready = getattr(self.sender, "ready", True)
+                claimed = await self._claim() if ready else []
                 if not claimed:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
@@ -410,6 +416,7 @@ class CampaignService:
             self.audit.record(s, actor="system", action="campaign.completed",
                               subject=f"campaign:{campaign_id}", details=counts)
             self._announce(s, campaign_id, "completed", "system")
+            log.info("campaign completed", extra={"campaign": campaign_id, "counts": counts})
             self._rate.pop(campaign_id, None)
         event = CampaignProgress(campaign_id, campaign.status, counts, round(rate, 1),
                                  round(left / rate, 1) if left and rate > 0 else None)

@@ -35,6 +35,7 @@ from dispatch.httpserver import HttpService
 from dispatch.metrics import Metrics
 from dispatch.reports import ReportService
 from dispatch.services import RequiredServiceFailed, ServiceManager
+from dispatch.sms_service import SmsService, report_sink
 from dispatch.storage import Database
 
 log = logging.getLogger(__name__)
@@ -132,10 +133,20 @@ class Daemon:
         rules = Path(settings.intake.rules_dir) if settings.intake.rules_dir else None
         self.reports = ReportService(self.db, self.audit, self.hub.publish, clock, rules)
         self.services.add(self.reports, required=True)
-        # The SMS transports (SMPP, modem pool) attach their sender when they land;
-        # until then campaigns are stored, approved and wait.
+        # The SMS transports start before the campaign engine and stop after it, so the
+        # batch in flight at a stop settles on a live link.  Without transports
+        # campaigns are stored, approved and wait.
+        self.sms: SmsService | None = None
+        if settings.sms.enabled:
+            self.sms = SmsService(settings.sms, on_receipt=self._sms_receipt,
+                                  on_message=report_sink(self.reports), reactor=reactor)
+            self.services.add(self.sms, required=False, retry_s=30.0)
+        window = sum(b.window * b.binds for b in settings.sms.smpp) + 4 * len(settings.sms.modems)
+        concurrency = max(16, min(window, 2000))
         self.campaigns = CampaignService(self.db, self.audit, self.hub.publish, clock,
-                                         settings.node.name, None)
+                                         settings.node.name, self.sms,
+                                         batch=max(200, 2 * concurrency),
+                                         concurrency=concurrency)
         self.services.add(self.campaigns, required=True)
         self._add_devices()
         self.commands = builtin_commands(ConsoleContext(
@@ -152,6 +163,9 @@ class Daemon:
                                      recipients=mail.recipients)
             self.services.add(self.email, required=False, retry_s=30.0)
         self.services.add(self.http, required=True)
+
+    async def _sms_receipt(self, message_ids: list[str], state: str) -> bool:
+        return await self.campaigns.on_receipt(message_ids, state)
 
     def _add_devices(self) -> None:
         for device in self.settings.devices:
@@ -267,7 +281,8 @@ class Daemon:
         self.users.max_failures = new.auth.max_failures
         self.users.lockout_s = new.auth.lockout_s
         self.settings = new.model_copy(update={k: getattr(self.settings, k)
-                                               for k in ("node", "database", "http", "devices")})
+                                               for k in ("node", "database", "http", "devices",
+                                                         "sms")})
         async with self.db.session() as s:
             self.audit.record(s, actor="system", action="config.reloaded",
                               subject=f"config:{Path(self.config_path).name}",
