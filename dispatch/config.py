@@ -177,13 +177,16 @@ class SmppBindSettings(_Section):
 
 
 class ModemSettings(_Section):
-    """One GSM modem on a serial port (``[[sms.modems]]``), driven in TS 27.005 PDU mode."""
+    """One GSM modem on a serial port (``[[sms.modems]]``), driven in TS 27.005 PDU mode.
+
+    Modems with the same ``pool`` share the load; routes name the pool.
+    """
 
     name: Name
+    pool: Name = "modems"
     device: Annotated[str, Field(min_length=1, max_length=255)]
     baudrate: Annotated[int, Field(ge=50, le=4_000_000)] = 115200
     command_timeout_s: Annotated[float, Field(ge=0.5, le=300, strict=False)] = 30.0
-    rate_per_s: Annotated[float, Field(ge=0, le=100, strict=False)] = 0.0
     smsc: Annotated[str, Field(max_length=21, pattern=r"^\+?[0-9]*$")] = ""
 
 
@@ -213,12 +216,18 @@ class SmsSettings(_Section):
         seen: set[str] = set()
         for name in names:
             if name in seen:
-                raise ValueError(f"sms: transport name {name!r} is used twice")
+                raise ValueError(f"transport name {name!r} is used twice")
             seen.add(name)
+        pools = {m.pool for m in self.modems}
+        clash = pools & {t.name for t in self.smpp}
+        if clash:
+            raise ValueError(f"modem pool {sorted(clash)[0]!r} has the name of an SMPP entry")
+        routable = {t.name for t in self.smpp} | pools
         for i, route in enumerate(self.routes):
             for name in route.transports:
-                if name not in seen:
-                    raise ValueError(f"sms.routes[{i}]: no SMPP bind or modem named {name!r}")
+                if name not in routable:
+                    raise ValueError(f"routes[{i}] names {name!r}, which is neither an "
+                                     "[[sms.smpp]] name nor a modem pool")
         return self
 
     @property

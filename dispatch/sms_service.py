@@ -2,8 +2,8 @@
 
 Theory of operation.  :class:`SmsService` builds one transport per
 ``[[sms.smpp]]`` entry (an :class:`~sms.transport.SmppPool` of ``binds``
-transceivers) and per ``[[sms.modems]]`` entry (a
-:class:`~sms.transport.modem.ModemTransport`), and a
+transceivers) and per ``[[sms.modems]]`` entry (modems
+sharing a ``pool`` name form one :class:`~sms.transport.modem.ModemPool`), and a
 :class:`~sms.routing.Router` over their names.  It *is* the campaign engine's
 :class:`~dispatch.campaigns.SmsSender`: :meth:`SmsService.submit` tries the
 route's transports in order and translates transport errors into the engine's
@@ -28,17 +28,20 @@ acknowledged to the SMSC only once that callback has stored it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import os
+import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from dispatch.campaigns import OutcomeUnknown, PermanentFailure, TemporaryFailure
 from dispatch.config import SmppBindSettings, SmsSettings
 from dispatch.reports import NewReport, ReportService
+from hardware.serial import PortFactory, twisted_serial_port
 from intake.model import Channel
 from sms.routing import Route, Router
 from sms.smpp.events import DeliveryReceipt
@@ -54,6 +57,7 @@ from sms.transport import (
     SubmitPermanentError,
     SubmitTemporaryError,
 )
+from sms.transport.modem import GsmModem, ModemPool, ModemSms
 from sms.transport.ratelimit import receipt_id, stored_id
 
 log = logging.getLogger(__name__)
@@ -154,23 +158,63 @@ class SmppTransport:
     async def send(self, msisdn: str, text: str, *, source: str, tag: str, replace: bool,
                    urgent: bool, max_parts: int) -> list[str]:
         """submit_sm (one per part) on the least loaded bind."""
-        try:
+        async with outcomes(self.name):
             handle = await self.pool.submit(msisdn, text, source=source, service_type=tag,
                                             replace_if_present=replace, priority=1 if urgent
                                             else 0, max_parts=max_parts)
-        except SubmitOutcomeUnknownError as exc:
-            raise OutcomeUnknown(f"{self.name}: {exc}") from None
-        except SubmitTemporaryError as exc:
-            if exc.accepted:  # some parts went out: a resend must replace them
-                raise OutcomeUnknown(f"{self.name}: parts taken, then {exc}") from None
-            raise TemporaryFailure(f"{self.name}: {exc}") from None
-        except SubmitPermanentError as exc:
-            raise PermanentFailure(f"{self.name}: {exc.status_name or exc}") from None
         return [self.key(m) for m in handle.message_ids]
 
     def health(self) -> dict[str, Any]:
         """The pool's health."""
         return {"kind": "smpp", **self.pool.health()}
+
+
+@contextlib.asynccontextmanager
+async def outcomes(name: str) -> AsyncIterator[None]:
+    """Translate a transport's Submit*Error into the campaign engine's three outcomes."""
+    try:
+        yield
+    except SubmitOutcomeUnknownError as exc:
+        raise OutcomeUnknown(f"{name}: {exc}") from None
+    except SubmitTemporaryError as exc:
+        if exc.accepted:  # some parts went out: a resend must replace them
+            raise OutcomeUnknown(f"{name}: parts taken, then {exc}") from None
+        raise TemporaryFailure(f"{name}: {exc}") from None
+    except SubmitPermanentError as exc:
+        raise PermanentFailure(f"{name}: {exc.status_name or exc}") from None
+
+
+class ModemTransport:
+    """A pool of GSM modems as a campaign transport (no replace: see sms.transport.modem)."""
+
+    def __init__(self, pool: ModemPool) -> None:
+        """Wrap a started-with-us pool."""
+        self.name = pool.name
+        self.pool = pool
+
+    @property
+    def up(self) -> bool:
+        """True while some modem is open."""
+        return self.pool.up
+
+    async def start(self) -> None:
+        """Open every modem."""
+        await self.pool.start()
+
+    async def stop(self) -> None:
+        """Close every modem."""
+        await self.pool.stop()
+
+    async def send(self, msisdn: str, text: str, *, source: str, tag: str, replace: bool,
+                   urgent: bool, max_parts: int) -> list[str]:
+        """AT+CMGS on the least busy modem; ids are the modem's TP-MRs (no receipts)."""
+        async with outcomes(self.name):
+            refs = await self.pool.submit(msisdn, text, max_parts=max_parts, urgent=urgent)
+        return [f"{r}:{uuid.uuid4().hex[:8]}" for r in refs]  # TP-MR wraps at 256
+
+    def health(self) -> dict[str, Any]:
+        """Every modem's state."""
+        return {"kind": "modem", **self.pool.health()}
 
 
 class SmsService:
@@ -181,7 +225,8 @@ class SmsService:
     def __init__(self, settings: SmsSettings, *, on_receipt: ReceiptSink,
                  on_message: MessageSink, reactor: Any = None,
                  environ: Mapping[str, str] | None = None,
-                 extra: Mapping[str, Transport] | None = None) -> None:
+                 extra: Mapping[str, Transport] | None = None,
+                 port_factory: PortFactory = twisted_serial_port) -> None:
         """Keep the settings; transports are built at :meth:`start` (secrets are read then).
 
         ``extra`` adds transports built elsewhere (by name), for tests and tools.
@@ -192,6 +237,7 @@ class SmsService:
         self._reactor = reactor
         self._environ = environ
         self._extra = dict(extra or {})
+        self._port_factory = port_factory
         self.transports: dict[str, Transport] = {}
         self.router: Router | None = None
         self.counts: Counter[str] = Counter()
@@ -204,13 +250,14 @@ class SmsService:
         for cfg in self.settings.smpp:
             built[cfg.name] = SmppTransport(cfg, cfg.password(env),
                                             on_receipt=self._receipt, on_message=self._mo)
+        pools: dict[str, list[GsmModem]] = {}
         for modem in self.settings.modems:
-            from sms.transport.modem import ModemTransport
-
-            built[modem.name] = ModemTransport(
+            pools.setdefault(modem.pool, []).append(GsmModem(
                 modem.name, modem.device, self._reactor, baudrate=modem.baudrate,
-                command_timeout=modem.command_timeout_s, rate_per_s=modem.rate_per_s,
-                smsc=modem.smsc, on_message=self._modem_mo)
+                command_timeout=modem.command_timeout_s, smsc=modem.smsc,
+                on_message=self._modem_mo, port_factory=self._port_factory))
+        for pool, modems in pools.items():
+            built[pool] = ModemTransport(ModemPool(pool, modems))
         built.update(self._extra)
         smpp = [n for n, t in built.items() if isinstance(t, SmppTransport)]
         default = smpp + [n for n in built if n not in smpp]
@@ -285,8 +332,10 @@ class SmsService:
             message.sender, received.destination, message.text, received.transport,
             message.complete, dt.datetime.now(dt.UTC)))
 
-    async def _modem_mo(self, sms: InboundSms) -> None:
-        await self._deliver(sms)
+    async def _modem_mo(self, received: ModemSms) -> None:
+        message = received.message
+        await self._deliver(InboundSms(message.sender, "", message.text, received.modem,
+                                       message.complete, dt.datetime.now(dt.UTC)))
 
     async def _deliver(self, sms: InboundSms) -> None:
         allowed = self.settings.inbound_numbers
