@@ -339,7 +339,9 @@ class SmsService:
 
     async def _deliver(self, sms: InboundSms) -> None:
         allowed = self.settings.inbound_numbers
-        if allowed and sms.destination.lstrip("+") not in {n.lstrip("+") for n in allowed}:
+        # A modem's messages carry no destination: its SIM is the centre's own number.
+        if allowed and sms.destination and \
+                sms.destination.lstrip("+") not in {n.lstrip("+") for n in allowed}:
             self.counts["inbound_ignored"] += 1
             log.info("SMS to a number that takes no reports ignored",
                      extra={"destination": sms.destination, "transport": sms.transport})
