@@ -29,6 +29,7 @@ from starlette.websockets import WebSocketDisconnect
 from dispatch import audit as audit_query
 from dispatch.api_campaigns import mount_campaigns
 from dispatch.api_reports import mount_reports
+from dispatch.api_residents import mount_residents
 from dispatch.audit import AuditTrail
 from dispatch.auth import AuthError, Permission, Principal, Role, UserExists, UserStore
 from dispatch.campaigns import CampaignService
@@ -36,6 +37,7 @@ from dispatch.events import DutyLogAdded, EventHub, SubscriberOverflow
 from dispatch.metrics import CONTENT_TYPE, Metrics
 from dispatch.models import DutyLogEntry
 from dispatch.reports import ReportService
+from dispatch.residents import ResidentService
 from dispatch.storage import Database, after_commit
 
 API = "/api/v1"
@@ -63,6 +65,7 @@ class AppContext:
     reports: ReportService
     campaigns: CampaignService
     webhook_secret: Callable[[], bytes | None]
+    residents: ResidentService | None = None
 
 
 # ---------------------------------------------------------------- models
@@ -301,6 +304,8 @@ def create_app(ctx: AppContext) -> FastAPI:
     _mount_users(app, ctx, needs)
     mount_reports(app, ctx.reports, needs, ctx.webhook_secret, ctx.clock)
     mount_campaigns(app, ctx.campaigns, needs)
+    if ctx.residents is not None:
+        mount_residents(app, ctx.residents, ctx.campaigns, needs)
     _mount_records(app, ctx, needs)
     _mount_events(app, ctx)
     return app

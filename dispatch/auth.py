@@ -57,6 +57,7 @@ class Permission(enum.StrEnum):
     BROADCAST_READ = "broadcast.read"
     BROADCAST_CREATE = "broadcast.create"
     BROADCAST_APPROVE = "broadcast.approve"
+    RESIDENTS_MANAGE = "residents.manage"
 
 
 _EVERYONE = {
@@ -72,11 +73,13 @@ GRANTS: dict[Role, frozenset[Permission]] = {
     Role.DISPATCHER: frozenset(_EVERYONE),
     Role.SUPERVISOR: frozenset(_EVERYONE | {Permission.AUDIT_READ, Permission.USERS_READ,
                                             Permission.BROADCAST_READ,
-                                            Permission.BROADCAST_CREATE}),
+                                            Permission.BROADCAST_CREATE,
+                                            Permission.RESIDENTS_MANAGE}),
     # The two-person rule: a commander approves what someone else created.
     Role.COMMANDER: frozenset(_EVERYONE | {Permission.AUDIT_READ, Permission.BROADCAST_READ,
                                            Permission.BROADCAST_CREATE,
-                                           Permission.BROADCAST_APPROVE}),
+                                           Permission.BROADCAST_APPROVE,
+                                           Permission.RESIDENTS_MANAGE}),
     Role.ADMIN: frozenset(Permission),
 }
 

@@ -206,6 +206,9 @@ class SmsSettings(_Section):
     report_inbound: bool = True
     inbound_numbers: Annotated[tuple[Annotated[str, Field(max_length=21)], ...],
                                Field(strict=False)] = ()
+    default_country: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,2}$")] = "86"
+    templates_file: str = "conf/sms/templates.toml"
+    districts_file: str = "conf/sms/districts.geojson"
     smpp: Annotated[tuple[SmppBindSettings, ...], Field(strict=False)] = ()
     modems: Annotated[tuple[ModemSettings, ...], Field(strict=False)] = ()
     routes: Annotated[tuple[SmsRouteSettings, ...], Field(strict=False)] = ()

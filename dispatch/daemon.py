@@ -34,6 +34,7 @@ from dispatch.events import ConfigReloaded, EventHub
 from dispatch.httpserver import HttpService
 from dispatch.metrics import Metrics
 from dispatch.reports import ReportService
+from dispatch.residents import ResidentService
 from dispatch.services import RequiredServiceFailed, ServiceManager
 from dispatch.sms_service import SmsService, report_sink
 from dispatch.storage import Database
@@ -148,6 +149,12 @@ class Daemon:
                                          batch=max(200, 2 * concurrency),
                                          concurrency=concurrency)
         self.services.add(self.campaigns, required=True)
+        sms = settings.sms
+        self.residents = ResidentService(
+            self.db, self.audit, clock, templates_file=sms.templates_file,
+            districts_file=sms.districts_file, default_country=sms.default_country,
+            opt_out_override=sms.opt_out_override, node=settings.node.name)
+        self.services.add(self.residents, required=False, retry_s=60.0)
         self._add_devices()
         self.commands = builtin_commands(ConsoleContext(
             db=self.db, users=self.users, audit=self.audit, publish=self.hub.publish,
@@ -204,7 +211,7 @@ class Daemon:
             session_ttl_s=self.settings.http.session_ttl_s,
             max_body_bytes=self.settings.http.max_body_bytes,
             node=self.settings.node.name, version=self.version, reports=self.reports,
-            campaigns=self.campaigns,
+            campaigns=self.campaigns, residents=self.residents,
             webhook_secret=self.settings.intake.webhook_secret,
         ))
 
