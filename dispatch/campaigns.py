@@ -148,6 +148,8 @@ class CampaignService:
         self._wake = asyncio.Event()
         self._stopping = False
         self._rate: dict[str, tuple[float, int]] = {}
+        self._receipt_progress: dict[str, asyncio.TimerHandle] = {}
+        self._progress_tasks: set[asyncio.Task[None]] = set()
         self.submitted = 0
 
     def _now(self) -> dt.datetime:
@@ -169,6 +171,9 @@ class CampaignService:
         """Finish the batch in flight (its outcomes are stored), then stop."""
         self._stopping = True
         self._wake.set()
+        for handle in self._receipt_progress.values():
+            handle.cancel()
+        self._receipt_progress.clear()
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, 2.5)
@@ -436,4 +441,33 @@ class CampaignService:
                 return False
             if row.state in ("submitted", "delivered"):
                 row.state, row.updated_at = state, self._now()
+                self._receipts_seen(row.campaign_id)
             return True
+
+    def _receipts_seen(self, campaign_id: str) -> None:
+        """Publish delivery progress at most once a second per campaign (receipts flood in)."""
+        if campaign_id in self._receipt_progress:
+            return
+        loop = asyncio.get_running_loop()
+        self._receipt_progress[campaign_id] = loop.call_later(
+            1.0, lambda: self._spawn_progress(loop, campaign_id))
+
+    def _spawn_progress(self, loop: asyncio.AbstractEventLoop, campaign_id: str) -> None:
+        task = loop.create_task(self._receipt_progress_now(campaign_id))
+        self._progress_tasks.add(task)
+        task.add_done_callback(self._progress_tasks.discard)
+
+    async def _receipt_progress_now(self, campaign_id: str) -> None:
+        self._receipt_progress.pop(campaign_id, None)
+        try:
+            async with self.db.session() as s:
+                campaign = await s.get(CampaignRow, campaign_id)
+                if campaign is None:
+                    return
+                counts = await self.counts(campaign_id)
+                left = sum(counts.get(k, 0) for k in OPEN_STATES)
+                event = CampaignProgress(campaign_id, campaign.status, counts, 0.0,
+                                         None if left else 0.0)
+            self.publish(event)
+        except Exception:  # progress is informative; a failure must not disturb receipts
+            log.exception("delivery progress for campaign %s failed", campaign_id)

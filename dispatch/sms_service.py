@@ -71,6 +71,9 @@ RECEIPT_STATES: dict[MessageState, str] = {
     MessageState.REJECTED: "failed",
 }
 
+#: Pauses before looking a receipt's message id up again (the submit may not be committed yet).
+RECEIPT_RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+
 ReceiptSink = Callable[[list[str], str], Awaitable[bool]]
 
 
@@ -241,6 +244,7 @@ class SmsService:
         self.transports: dict[str, Transport] = {}
         self.router: Router | None = None
         self.counts: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -277,6 +281,9 @@ class SmsService:
         """Stop every transport (in-flight submits settle first, within their timeouts)."""
         await asyncio.gather(*(t.stop() for t in self.transports.values()),
                              return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def health(self) -> dict[str, Any]:
         """Every transport's state, and counters."""
@@ -323,8 +330,28 @@ class SmsService:
         if state is None:
             self.counts["receipts_not_final"] += 1
             return
-        known = await self._on_receipt([transport.receipt_key(event.message_id)], state)
-        self.counts["receipts" if known else "receipts_unknown"] += 1
+        key = transport.receipt_key(event.message_id)
+        if await self._on_receipt([key], state):
+            self.counts["receipts"] += 1
+            return
+        # A fast SMSC can send the receipt before the submit's outcome is committed:
+        # look again a little later, without holding up the SMSC's deliver_sm_resp.
+        task = asyncio.get_running_loop().create_task(self._receipt_later(key, state))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _receipt_later(self, key: str, state: str) -> None:
+        for delay in RECEIPT_RETRY_S:
+            await asyncio.sleep(delay)
+            try:
+                if await self._on_receipt([key], state):
+                    self.counts["receipts"] += 1
+                    self.counts["receipts_late"] += 1
+                    return
+            except Exception:  # the database may be down for a moment: try again
+                log.exception("storing a delivery receipt failed")
+        self.counts["receipts_unknown"] += 1
+        log.info("delivery receipt for an unknown message id", extra={"message_id": key})
 
     async def _mo(self, received: ReceivedSms) -> None:
         message = received.message

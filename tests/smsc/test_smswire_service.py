@@ -20,7 +20,7 @@ import pytest_asyncio
 from smscpeer import PASSWORD, SYSTEM_ID, SmscFactory, SmscSim
 from sqlalchemy import select
 
-from dispatch.campaigns import CampaignStateChanged, RecipientIn
+from dispatch.campaigns import CampaignProgress, CampaignStateChanged, RecipientIn
 from dispatch.config import parse_settings
 from dispatch.daemon import Daemon
 from dispatch.models import ReportRow
@@ -40,18 +40,29 @@ class Rig:
     def __init__(self, daemon: Daemon, sim: SmscSim, modem: GsmModemEmulator) -> None:
         self.daemon, self.sim, self.modem = daemon, sim, modem
         self.finished: asyncio.Queue[str] = asyncio.Queue()
+        self.progress: asyncio.Queue[CampaignProgress] = asyncio.Queue()
         daemon.hub.listen(self._event)
 
     def _event(self, envelope: Any) -> None:
         event = envelope.event
         if isinstance(event, CampaignStateChanged) and event.status == "completed":
             self.finished.put_nowait(event.campaign_id)
+        if isinstance(event, CampaignProgress):
+            self.progress.put_nowait(event)
+
+    async def progress_until(self, cid: str, counts: dict[str, int]) -> CampaignProgress:
+        """The first progress event of ``cid`` with exactly ``counts``."""
+        while True:
+            event = await asyncio.wait_for(self.progress.get(), WAIT)
+            if event.campaign_id == cid and event.counts == counts:
+                return event
 
     async def campaign(self, numbers: list[str], text: str) -> dict[str, int]:
         """Send to ``numbers`` (officials: no approval) and wait until it completes."""
         cid = await self.daemon.campaigns.create("routing", [
             RecipientIn(n, "zh", text) for n in numbers], actor="test", public=False)
         assert await asyncio.wait_for(self.finished.get(), WAIT) == cid
+        self.last = cid
         return await self.daemon.campaigns.counts(cid)
 
     async def reports(self) -> list[ReportRow]:
@@ -139,6 +150,9 @@ async def test_routes_by_prefix_and_fails_over_to_the_modems(rig: Rig, tmp_path:
     dump = tmp_path / "sim.json"
     await rig.sim.command(f"dump {dump}")
     assert set(json.loads(dump.read_text())) == {n.lstrip("+") for n in cn}
+    # The SMSC's receipts arrive and are published as delivery progress (modems give none).
+    done = await rig.progress_until(rig.last, {"delivered": 3, "submitted": 3})
+    assert done.status == "completed" and done.eta_s == 0.0
 
     await rig.sim.close()  # the SMSC goes away: +86 fails over to the modem pool
     assert rig.daemon.sms is not None
