@@ -30,6 +30,7 @@ from dispatch import audit as audit_query
 from dispatch.api_campaigns import mount_campaigns
 from dispatch.api_dispatch import DispatchContext, mount_dispatch
 from dispatch.api_reports import mount_reports
+from dispatch.api_residents import mount_residents
 from dispatch.audit import AuditTrail
 from dispatch.auth import AuthError, Permission, Principal, Role, UserExists, UserStore
 from dispatch.campaigns import CampaignService
@@ -37,6 +38,7 @@ from dispatch.events import DutyLogAdded, EventHub, SubscriberOverflow
 from dispatch.metrics import CONTENT_TYPE, Metrics
 from dispatch.models import DutyLogEntry
 from dispatch.reports import ReportService
+from dispatch.residents import ResidentService
 from dispatch.storage import Database, after_commit
 
 API = "/api/v1"
@@ -66,6 +68,7 @@ class AppContext:
     webhook_secret: Callable[[], bytes | None]
     districts: Callable[[], dict[str, Any] | None] = lambda: None
     dispatch: DispatchContext | None = None
+    residents: ResidentService | None = None
 
 
 # ---------------------------------------------------------------- models
@@ -306,6 +309,8 @@ def create_app(ctx: AppContext) -> FastAPI:
     mount_campaigns(app, ctx.campaigns, needs)
     if ctx.dispatch is not None:
         mount_dispatch(app, ctx.dispatch, needs)
+    if ctx.residents is not None:
+        mount_residents(app, ctx.residents, ctx.campaigns, needs)
     _mount_records(app, ctx, needs)
     _mount_events(app, ctx)
     return app

@@ -69,6 +69,7 @@ class Permission(enum.StrEnum):
     NOTIFICATIONS_READ = "notifications.read"
     NOTIFICATIONS_ACK = "notifications.ack"
     STATS_READ = "stats.read"
+    RESIDENTS_MANAGE = "residents.manage"
 
 
 _EVERYONE = {
@@ -89,12 +90,14 @@ GRANTS: dict[Role, frozenset[Permission]] = {
     Role.DISPATCHER: frozenset(_EVERYONE | _DISPATCH),
     Role.SUPERVISOR: frozenset(_EVERYONE | _LEAD | {Permission.AUDIT_READ, Permission.USERS_READ,
                                                     Permission.BROADCAST_READ,
-                                                    Permission.BROADCAST_CREATE}),
+                                                    Permission.BROADCAST_CREATE,
+                                                    Permission.RESIDENTS_MANAGE}),
     # The two-person rule: a commander approves what someone else created.
     Role.COMMANDER: frozenset(_EVERYONE | _LEAD | {Permission.AUDIT_READ,
                                                    Permission.BROADCAST_READ,
-                                           Permission.BROADCAST_CREATE,
-                                           Permission.BROADCAST_APPROVE}),
+                                                   Permission.BROADCAST_CREATE,
+                                                   Permission.BROADCAST_APPROVE,
+                                                   Permission.RESIDENTS_MANAGE}),
     Role.ADMIN: frozenset(Permission),
 }
 

@@ -67,7 +67,10 @@ class OutcomeUnknown(Exception):
 
 
 class SmsSender(Protocol):
-    """What the engine needs of an SMS transport (SMPP pool, modem pool, router)."""
+    """What the engine needs of an SMS transport (SMPP pool, modem pool, router).
+
+    A sender may also have a ``ready`` attribute: while it is false nothing is claimed.
+    """
 
     async def submit(self, msisdn: str, text: str, *, tag: str, replace: bool,
                      priority: int) -> list[str]:
@@ -145,6 +148,8 @@ class CampaignService:
         self._wake = asyncio.Event()
         self._stopping = False
         self._rate: dict[str, tuple[float, int]] = {}
+        self._receipt_progress: dict[str, asyncio.TimerHandle] = {}
+        self._progress_tasks: set[asyncio.Task[None]] = set()
         self.submitted = 0
 
     def _now(self) -> dt.datetime:
@@ -166,6 +171,9 @@ class CampaignService:
         """Finish the batch in flight (its outcomes are stored), then stop."""
         self._stopping = True
         self._wake.set()
+        for handle in self._receipt_progress.values():
+            handle.cancel()
+        self._receipt_progress.clear()
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, 2.5)
@@ -291,7 +299,10 @@ class CampaignService:
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                claimed = await self._claim()
+                # A transport that is not up yet (or has lost every link) is waited for:
+                # rows claimed now would only use up their attempts.
+                ready = getattr(self.sender, "ready", True)
+                claimed = await self._claim() if ready else []
                 if not claimed:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
@@ -410,6 +421,7 @@ class CampaignService:
             self.audit.record(s, actor="system", action="campaign.completed",
                               subject=f"campaign:{campaign_id}", details=counts)
             self._announce(s, campaign_id, "completed", "system")
+            log.info("campaign completed", extra={"campaign": campaign_id, "counts": counts})
             self._rate.pop(campaign_id, None)
         event = CampaignProgress(campaign_id, campaign.status, counts, round(rate, 1),
                                  round(left / rate, 1) if left and rate > 0 else None)
@@ -429,4 +441,33 @@ class CampaignService:
                 return False
             if row.state in ("submitted", "delivered"):
                 row.state, row.updated_at = state, self._now()
+                self._receipts_seen(row.campaign_id)
             return True
+
+    def _receipts_seen(self, campaign_id: str) -> None:
+        """Publish delivery progress at most once a second per campaign (receipts flood in)."""
+        if campaign_id in self._receipt_progress:
+            return
+        loop = asyncio.get_running_loop()
+        self._receipt_progress[campaign_id] = loop.call_later(
+            1.0, lambda: self._spawn_progress(loop, campaign_id))
+
+    def _spawn_progress(self, loop: asyncio.AbstractEventLoop, campaign_id: str) -> None:
+        task = loop.create_task(self._receipt_progress_now(campaign_id))
+        self._progress_tasks.add(task)
+        task.add_done_callback(self._progress_tasks.discard)
+
+    async def _receipt_progress_now(self, campaign_id: str) -> None:
+        self._receipt_progress.pop(campaign_id, None)
+        try:
+            async with self.db.session() as s:
+                campaign = await s.get(CampaignRow, campaign_id)
+                if campaign is None:
+                    return
+                counts = await self.counts(campaign_id)
+                left = sum(counts.get(k, 0) for k in OPEN_STATES)
+                event = CampaignProgress(campaign_id, campaign.status, counts, 0.0,
+                                         None if left else 0.0)
+            self.publish(event)
+        except Exception:  # progress is informative; a failure must not disturb receipts
+            log.exception("delivery progress for campaign %s failed", campaign_id)

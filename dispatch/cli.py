@@ -77,6 +77,18 @@ def _parser() -> argparse.ArgumentParser:
     token = user.add_parser("token", parents=[config], help="issue an API token for a program")
     token.add_argument("name")
     token.add_argument("--label", required=True)
+
+    residents = sub.add_parser("residents", help="the broadcast registry").add_subparsers(
+        dest="residents_command", metavar="ACTION")
+    imp = residents.add_parser("import", parents=[config],
+                               help="replace the registry with a CSV file (per-row errors)")
+    imp.add_argument("file", help="CSV with a header: phone,name,language,address,lat,lon,"
+                                  "district,groups,opt_out")
+    imp.add_argument("--opt-out", metavar="FILE",
+                     help="a file of numbers (one per line) that asked for no broadcasts")
+    imp.add_argument("--strict", action="store_true",
+                     help="exit 1 (and store nothing) if any row is refused")
+    residents.add_parser("count", parents=[config], help="how many residents are stored")
     return parser
 
 
@@ -103,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _db(args)
         if args.command == "user":
             return _user(args)
+        if args.command == "residents":
+            return _residents(args)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -291,6 +305,57 @@ async def _user_action(daemon: Any, args: argparse.Namespace, password: str | No
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return EXIT_OK
+
+
+def _residents(args: argparse.Namespace) -> int:
+    from dispatch.daemon import Daemon
+
+    if args.residents_command is None:
+        raise UsageError("residents needs an action: import or count")
+    settings = _settings(args.config)
+    opt_out: list[str] = []
+    if getattr(args, "opt_out", None):
+        try:
+            opt_out = Path(args.opt_out).read_text(encoding="utf-8-sig").splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.opt_out}: {exc.strerror}") from None
+
+    async def go() -> int:
+        from dispatch.storage import SchemaOutOfDate
+        from sms.errors import SmsError
+
+        daemon = Daemon(settings, args.config)
+        try:
+            await daemon.db.ensure_schema(settings.auto_migrate(settings.database_url()))
+            if args.residents_command == "count":
+                print(await daemon.residents.count())
+                return EXIT_OK
+            if args.strict:
+                from sms.recipients import import_registry, open_registry
+
+                with open_registry(args.file) as stream:
+                    report = import_registry(stream,
+                                             default_country=settings.sms.default_country)
+                if report.errors:
+                    for error in report.errors[:50]:
+                        print(f"{args.file}: {error}", file=sys.stderr)
+                    return EXIT_FAILED
+            summary = await daemon.residents.import_file(
+                args.file, actor=f"cli:{getpass.getuser()}", opt_out_numbers=opt_out)
+        except SchemaOutOfDate as exc:
+            raise UsageError(str(exc)) from None
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+        except SmsError as exc:
+            raise UsageError(f"{args.file}: {exc}") from None
+        finally:
+            await daemon.db.close()
+        for error in summary.errors[:50]:
+            print(f"{args.file}: {error}", file=sys.stderr)
+        print(json.dumps({k: v for k, v in summary.to_json().items() if k != "errors"}))
+        return EXIT_OK
+
+    return _async(go)
 
 
 if __name__ == "__main__":

@@ -263,6 +263,100 @@ class ConsoleSettings(_Section):
         return value
 
 
+class SmppBindSettings(_Section):
+    """One SMSC reached over SMPP 3.4 (``[[sms.smpp]]``): ``binds`` transceivers to it."""
+
+    name: Name
+    host: Annotated[str, Field(min_length=1, max_length=255)]
+    port: Annotated[int, Field(ge=1, le=65535)] = 2775
+    system_id: Annotated[str, Field(min_length=1, max_length=15)]
+    password_env: Annotated[str, Field(min_length=1, max_length=64,
+                                       pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    system_type: Annotated[str, Field(max_length=12)] = ""
+    tls: bool = False
+    window: Annotated[int, Field(ge=1, le=1000)] = 50
+    rate_per_s: Annotated[float, Field(ge=0, le=100_000, strict=False)] = 0.0
+    binds: Annotated[int, Field(ge=1, le=32)] = 1
+    receipt_ids: Literal["same", "hex-as-decimal", "decimal-as-hex"] = "same"
+    enquire_link_s: Annotated[float, Field(ge=1, le=3600, strict=False)] = 30.0
+    response_timeout_s: Annotated[float, Field(ge=0.5, le=600, strict=False)] = 30.0
+
+    def password(self, environ: Mapping[str, str] | None = None) -> str:
+        """The bind password, from the environment variable ``password_env`` names."""
+        env = os.environ if environ is None else environ
+        value = env.get(self.password_env)
+        if value is None:
+            raise ConfigError([f"sms.smpp {self.name}: environment variable "
+                               f"{self.password_env} (the SMPP password) is not set"])
+        if len(value) > 8:
+            raise ConfigError([f"sms.smpp {self.name}: the password in {self.password_env} "
+                               "is longer than SMPP 3.4's 8 characters"])
+        return value
+
+
+class ModemSettings(_Section):
+    """One GSM modem on a serial port (``[[sms.modems]]``), driven in TS 27.005 PDU mode.
+
+    Modems with the same ``pool`` share the load; routes name the pool.
+    """
+
+    name: Name
+    pool: Name = "modems"
+    device: Annotated[str, Field(min_length=1, max_length=255)]
+    baudrate: Annotated[int, Field(ge=50, le=4_000_000)] = 115200
+    command_timeout_s: Annotated[float, Field(ge=0.5, le=300, strict=False)] = 30.0
+    smsc: Annotated[str, Field(max_length=21, pattern=r"^\+?[0-9]*$")] = ""
+
+
+class SmsRouteSettings(_Section):
+    """Numbers starting with ``prefix`` go to ``transports``, the first that can take them."""
+
+    prefix: Annotated[str, Field(max_length=16, pattern=r"^\+?[0-9]*$")] = ""
+    transports: Annotated[tuple[Name, ...], Field(strict=False, min_length=1)]
+
+
+class SmsSettings(_Section):
+    """Evacuation SMS and SMS in: SMPP binds, GSM modems, routes, limits."""
+
+    sender_id: Annotated[str, Field(max_length=21)] = ""
+    max_parts: Annotated[int, Field(ge=1, le=255)] = 6
+    opt_out_override: Literal["never", "extreme"] = "extreme"
+    report_inbound: bool = True
+    inbound_numbers: Annotated[tuple[Annotated[str, Field(max_length=21)], ...],
+                               Field(strict=False)] = ()
+    default_country: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,2}$")] = "86"
+    templates_file: str = "conf/sms/templates.toml"
+    districts_file: str = "conf/sms/districts.geojson"
+    smpp: Annotated[tuple[SmppBindSettings, ...], Field(strict=False)] = ()
+    modems: Annotated[tuple[ModemSettings, ...], Field(strict=False)] = ()
+    routes: Annotated[tuple[SmsRouteSettings, ...], Field(strict=False)] = ()
+
+    @model_validator(mode="after")
+    def _check_names(self) -> SmsSettings:
+        names = [t.name for t in self.smpp] + [m.name for m in self.modems]
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                raise ValueError(f"transport name {name!r} is used twice")
+            seen.add(name)
+        pools = {m.pool for m in self.modems}
+        clash = pools & {t.name for t in self.smpp}
+        if clash:
+            raise ValueError(f"modem pool {sorted(clash)[0]!r} has the name of an SMPP entry")
+        routable = {t.name for t in self.smpp} | pools
+        for i, route in enumerate(self.routes):
+            for name in route.transports:
+                if name not in routable:
+                    raise ValueError(f"routes[{i}] names {name!r}, which is neither an "
+                                     "[[sms.smpp]] name nor a modem pool")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """True when at least one transport is configured."""
+        return bool(self.smpp or self.modems)
+
+
 class Settings(_Section):
     """Every setting of the daemon; one frozen tree passed in explicitly."""
 
@@ -276,6 +370,7 @@ class Settings(_Section):
     email_intake: EmailIntakeSettings = EmailIntakeSettings()
     console: ConsoleSettings = ConsoleSettings()
     dispatch: DispatchSettings = DispatchSettings()
+    sms: SmsSettings = SmsSettings()
     # TOML arrays are lists; accept them (non-strict) into an immutable tuple.
     devices: Annotated[tuple[DeviceSettings, ...], Field(strict=False)] = ()
 

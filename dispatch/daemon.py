@@ -42,7 +42,9 @@ from dispatch.events import ConfigReloaded, EventHub
 from dispatch.httpserver import HttpService
 from dispatch.metrics import Metrics
 from dispatch.reports import ReportService
+from dispatch.residents import ResidentService
 from dispatch.services import RequiredServiceFailed, ServiceManager
+from dispatch.sms_service import SmsService, report_sink
 from dispatch.storage import Database
 
 log = logging.getLogger(__name__)
@@ -141,10 +143,20 @@ class Daemon:
         rules = Path(settings.intake.rules_dir) if settings.intake.rules_dir else None
         self.reports = ReportService(self.db, self.audit, self.hub.publish, clock, rules)
         self.services.add(self.reports, required=True)
-        # The SMS transports (SMPP, modem pool) attach their sender when they land;
-        # until then campaigns are stored, approved and wait.
+        # The SMS transports start before the campaign engine and stop after it, so the
+        # batch in flight at a stop settles on a live link.  Without transports
+        # campaigns are stored, approved and wait.
+        self.sms: SmsService | None = None
+        if settings.sms.enabled:
+            self.sms = SmsService(settings.sms, on_receipt=self._sms_receipt,
+                                  on_message=report_sink(self.reports), reactor=reactor)
+            self.services.add(self.sms, required=False, retry_s=30.0)
+        window = sum(b.window * b.binds for b in settings.sms.smpp) + 4 * len(settings.sms.modems)
+        concurrency = max(16, min(window, 2000))
         self.campaigns = CampaignService(self.db, self.audit, self.hub.publish, clock,
-                                         settings.node.name, None)
+                                         settings.node.name, self.sms,
+                                         batch=max(200, 2 * concurrency),
+                                         concurrency=concurrency)
         self.services.add(self.campaigns, required=True)
         from dispatch.dispatchwire import build_dispatch
 
@@ -154,6 +166,15 @@ class Daemon:
                         self.dispatch.plans):
             self.services.add(service, required=True)
         self.hub.listen(self.dispatch.plans.on_event)
+        if self.sms is not None:
+            # Officials' and units' notifications go out over the same SMS transports.
+            self.dispatch.notifications.sms = self.sms
+        sms = settings.sms
+        self.residents = ResidentService(
+            self.db, self.audit, clock, templates_file=sms.templates_file,
+            districts_file=sms.districts_file, default_country=sms.default_country,
+            opt_out_override=sms.opt_out_override, node=settings.node.name)
+        self.services.add(self.residents, required=False, retry_s=60.0)
         self._add_devices()
         self.commands = builtin_commands(ConsoleContext(
             db=self.db, users=self.users, audit=self.audit, publish=self.hub.publish,
@@ -173,6 +194,9 @@ class Daemon:
                                      recipients=mail.recipients)
             self.services.add(self.email, required=False, retry_s=30.0)
         self.services.add(self.http, required=True)
+
+    async def _sms_receipt(self, message_ids: list[str], state: str) -> bool:
+        return await self.campaigns.on_receipt(message_ids, state)
 
     def _add_devices(self) -> None:
         for device in self.settings.devices:
@@ -212,6 +236,7 @@ class Daemon:
             max_body_bytes=self.settings.http.max_body_bytes,
             node=self.settings.node.name, version=self.version, reports=self.reports,
             campaigns=self.campaigns, dispatch=self.dispatch.context(),
+            residents=self.residents,
             webhook_secret=self.settings.intake.webhook_secret,
             districts=self._districts,
         ))
@@ -298,7 +323,8 @@ class Daemon:
         self.users.max_failures = new.auth.max_failures
         self.users.lockout_s = new.auth.lockout_s
         self.settings = new.model_copy(update={k: getattr(self.settings, k)
-                                               for k in ("node", "database", "http", "devices")})
+                                               for k in ("node", "database", "http", "devices",
+                                                         "sms")})
         async with self.db.session() as s:
             self.audit.record(s, actor="system", action="config.reloaded",
                               subject=f"config:{Path(self.config_path).name}",

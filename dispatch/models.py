@@ -464,3 +464,28 @@ class NotificationRow(Base):
     acked_by: Mapped[str | None] = mapped_column(String(64))
     escalated_to: Mapped[str | None] = mapped_column(String(36))
     last_error: Mapped[str | None] = mapped_column(String(200))
+class ResidentRow(Base):
+    """One resident or subscriber of the broadcast registry (imported from CSV)."""
+
+    __tablename__ = "residents"
+
+    msisdn: Mapped[str] = mapped_column(String(20), primary_key=True)
+    name: Mapped[str] = mapped_column(String(512), default="")
+    language: Mapped[str] = mapped_column(String(8), default="zh")
+    address: Mapped[str] = mapped_column(String(512), default="")
+    lat: Mapped[float | None] = mapped_column(Float)
+    lon: Mapped[float | None] = mapped_column(Float)
+    district: Mapped[str] = mapped_column(String(512), default="")
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    imported_at: Mapped[dt.datetime]
+
+
+class OptOutRow(Base):
+    """A number that asked not to receive broadcasts (registry or not)."""
+
+    __tablename__ = "sms_opt_outs"
+
+    msisdn: Mapped[str] = mapped_column(String(20), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), default="")
+    at: Mapped[dt.datetime]

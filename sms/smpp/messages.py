@@ -74,13 +74,16 @@ def build_submits(destination: str, message: SegmentedMessage | str, *, source: 
                   concat: ConcatMode = ConcatMode.UDH, registered_delivery: bool = True,
                   validity: timedelta | None = None, service_type: str = "", priority: int = 0,
                   flash: bool = False, ref: int = 0, ref_bits: RefBits = 8,
-                  max_parts: int = DEFAULT_MAX_PARTS) -> list[SubmitSm]:
+                  max_parts: int = DEFAULT_MAX_PARTS,
+                  replace_if_present: bool = False) -> list[SubmitSm]:
     """submit_sm PDUs (sequence numbers unset) that carry ``message`` to ``destination``.
 
     GSM-7 text is sent unpacked (one septet per octet) with data_coding 0, as
     SMSCs expect; UCS-2 as UTF-16BE with data_coding 8.  ``flash`` sets message
     class 0.  ``validity`` becomes a relative validity_period.  A text is
-    segmented here with ``ref``/``ref_bits``/``max_parts``.
+    segmented here with ``ref``/``ref_bits``/``max_parts``.  ``replace_if_present``
+    asks the SMSC to replace a message it still holds for the same source,
+    destination and ``service_type`` (SMPP 3.4 §5.2.18) instead of adding one.
     """
     if isinstance(message, str):
         if concat is ConcatMode.PAYLOAD:
@@ -97,6 +100,7 @@ def build_submits(destination: str, message: SegmentedMessage | str, *, source: 
         "validity_period": "" if validity is None else relative_time(validity),
         "data_coding": coding,
         "registered_delivery": 1 if registered_delivery else 0,
+        "replace_if_present_flag": 1 if replace_if_present else 0,
     }
     if concat is ConcatMode.PAYLOAD:
         payload = b"".join(s.payload for s in message.segments)

@@ -392,7 +392,11 @@ class SmppSession:
         temporary = status in TEMPORARY_STATUSES
         if temporary:
             # Back off harder while the SMSC keeps pushing back; one success resets it.
-            self._throttle_streak += 1
+            # The rest of a window refused in the same burst (answered during the
+            # pause it started) is one push-back, not one each: otherwise a window
+            # of 20 refused together would pause for 2**19 seconds (capped).
+            if now >= self._paused_until:
+                self._throttle_streak += 1
             pause = min(self.settings.throttle_pause * 2 ** (self._throttle_streak - 1),
                         self.settings.throttle_pause_max)
             self._paused_until = max(self._paused_until, now + pause)

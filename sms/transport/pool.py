@@ -57,13 +57,18 @@ class SmppPool:
 
     async def submit(self, destination: str, text: str, *, source: str | None = None,
                      registered_delivery: bool = True, validity: timedelta | None = None,
-                     priority: int = 0, flash: bool = False) -> SubmitHandle:
+                     priority: int = 0, flash: bool = False, service_type: str = "",
+                     replace_if_present: bool = False,
+                     max_parts: int | None = None) -> SubmitHandle:
         """:meth:`SmppClient.submit` on the least loaded bind."""
         if not self.clients:
             raise TransportStopped("no SMPP binds", destination=destination)
         return await self.pick().submit(destination, text, source=source,
                                         registered_delivery=registered_delivery,
-                                        validity=validity, priority=priority, flash=flash)
+                                        validity=validity, priority=priority, flash=flash,
+                                        service_type=service_type,
+                                        replace_if_present=replace_if_present,
+                                        max_parts=max_parts)
 
     def health(self) -> dict[str, Any]:
         """Every bind's health, and how many are up."""

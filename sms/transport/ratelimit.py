@@ -123,3 +123,19 @@ class ReceiptIndex(Generic[K]):
             self.ambiguous += 1
             return None
         return None if owner is None else self._ids[owner][1]
+
+
+def stored_id(message_id: str, fmt: IdFormat) -> str:
+    """One canonical form of a submit_sm_resp id, fit to be stored and looked up later.
+
+    :func:`receipt_id` gives the same string for the id a receipt carries, so a
+    receipt that arrives after a restart still finds its message in the database.
+    """
+    if fmt is IdFormat.ANY:
+        return _norm(message_id)
+    return min(_keys(message_id, fmt))
+
+
+def receipt_id(message_id: str, fmt: IdFormat) -> str:
+    """The canonical form (see :func:`stored_id`) of the id a delivery receipt names."""
+    return _lookup(message_id, fmt)

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
+from ..encoding import DEFAULT_MAX_PARTS
 from ..errors import WindowFull
 from ..inbound import InboundMessage, Reassembler
 from ..smpp.codec import CommandStatus, SubmitSm, status_name
@@ -298,8 +299,14 @@ class SmppClient:
 
     async def submit(self, destination: str, text: str, *, source: str | None = None,
                      registered_delivery: bool = True, validity: timedelta | None = None,
-                     priority: int = 0, flash: bool = False) -> SubmitHandle:
+                     priority: int = 0, flash: bool = False, service_type: str = "",
+                     replace_if_present: bool = False,
+                     max_parts: int | None = None) -> SubmitHandle:
         """Send ``text`` to ``destination``; return when the SMSC accepted every part.
+
+        ``service_type`` tags the message (a campaign's tag); with
+        ``replace_if_present`` the SMSC replaces a message with the same tag it
+        still holds for ``destination`` instead of sending a second one.
 
         Waits for window room and throttle pauses.  Raises
         :class:`SubmitPermanentError`, :class:`SubmitTemporaryError` (safe to
@@ -309,7 +316,9 @@ class SmppClient:
         pdus = build_submits(destination, text, source=self.settings.source if source is None
                              else source, concat=self.settings.concat,
                              registered_delivery=registered_delivery, validity=validity,
-                             priority=priority, flash=flash, ref=self._ref)
+                             priority=priority, flash=flash, ref=self._ref,
+                             service_type=service_type, replace_if_present=replace_if_present,
+                             max_parts=max_parts or DEFAULT_MAX_PARTS)
         self._check_room(destination, len(pdus))
         jobs = [self._enqueue(pdu) for pdu in pdus]
         try:

@@ -13,7 +13,18 @@ one JSON object per line on stdout; the first is ``{"event": "listening",
     mo {json}          deliver a mobile-originated message: {"id", "sender", "dest", "text"};
                        text longer than 70 UCS-2 characters goes as concatenated parts (UDH)
     stats              print {"event": "stats", ...}
+    notify-at N        print {"event": "reached", "accepted": N} once N submit_sm were accepted
+    flush              deliver every message still held now (see --hold)
+    dump PATH          write {destination: messages the handset got or will get} as JSON to PATH
     quit               stop
+
+Messages are *held* for ``--hold`` seconds (a negative value: until ``flush``)
+before they count as delivered and their receipt goes out.  A submit_sm with
+replace_if_present_flag set replaces a message still held for the same
+destination, service_type and part (SMPP 3.4 §5.2.18): the handset sees one
+message, and the stats count it under ``replaced``.  ``per_dest`` in the stats
+is a histogram {messages per destination: destinations}; replacements are not
+counted twice.
 
 A deliver_sm answered with an error status is redelivered (up to 5 times);
 each answer is reported as ``{"event": "mo_resp", "id", "part", "status", "attempt"}``.
@@ -94,8 +105,12 @@ class Realm:
 class Smsc:
     """The message handler and the state the control channel changes."""
 
-    def __init__(self, throttle: int, receipts: bool) -> None:
+    def __init__(self, throttle: int, receipts: bool, hold: float = 0.0) -> None:
         self.throttle = throttle
+        self.hold = hold
+        self.held: dict[tuple[bytes, bytes, int], tuple[Any, int, Any, Any]] = {}
+        self.messages: Counter[bytes] = Counter()
+        self.notify_at: int | None = None
         self.receipts = receipts
         self.hostile = False
         self.drop_after: int | None = None
@@ -127,14 +142,77 @@ class Smsc:
         key = (pdu.params["destination_addr"] or b"") + b"|" + (pdu.params["short_message"] or b"")
         self.accepted_keys[key] += 1
         self.counts["accepted"] += 1
-        if self.receipts:
-            reactor.callLater(0, self.send_receipt, proto, pdu, number)
+        self.keep(proto, pdu, number)
+        if self.notify_at is not None and self.counts["accepted"] >= self.notify_at:
+            emit(event="reached", accepted=self.notify_at)
+            self.notify_at = None
         if self.drop_after is not None:
             self.drop_after -= 1
             if self.drop_after <= 0:
                 self.drop_after = None
                 reactor.callLater(0, self.drop)
         return DataHandlerResponse(status=CommandStatus.ESME_ROK, message_id=f"{number:010X}")
+
+    @staticmethod
+    def part_of(pdu: Any) -> int:
+        """The part number of a concatenated message (UDH IE 0x00 or 0x08), else 1."""
+        body = pdu.params["short_message"] or b""
+        if EsmClassGsmFeatures.UDHI_INDICATOR_SET not in pdu.params["esm_class"].gsmFeatures:
+            return 1
+        end, i = 1 + (body[0] if body else 0), 1
+        while i + 1 < end <= len(body):
+            iei, length = body[i], body[i + 1]
+            if iei == 0x00 and length == 3:
+                return body[i + 4]
+            if iei == 0x08 and length == 4:
+                return body[i + 5]
+            i += 2 + length
+        return 1
+
+    def keep(self, proto: Any, pdu: Any, number: int) -> None:
+        """Hold an accepted message (or replace a held one), then deliver it in time."""
+        dest = pdu.params["destination_addr"] or b""
+        service = pdu.params["service_type"] or b""
+        if isinstance(service, str):
+            service = service.encode()
+        key = (dest, service, self.part_of(pdu))
+        replace = pdu.params["replace_if_present_flag"] == ReplaceIfPresentFlag.REPLACE
+        old = self.held.pop(key, None)
+        if replace and old is not None:
+            self.counts["replaced"] += 1
+            if old[2] is not None and old[2].active():
+                old[2].cancel()
+        else:
+            if old is not None:  # not a replacement: the held one goes out as well
+                self.held[key] = old
+                key = (dest, service + b"#" + str(number).encode(), key[2])
+            if replace:
+                self.counts["replace_not_held"] += 1
+            if key[2] == 1:
+                self.messages[dest] += 1
+        timer = None
+        if self.hold >= 0:
+            timer = reactor.callLater(self.hold, self.deliver_held, key)
+        self.held[key] = (pdu, number, timer, proto)
+
+    def deliver_held(self, key: tuple[bytes, bytes, int]) -> None:
+        """A held message reaches the handset: it can no longer be replaced."""
+        item = self.held.pop(key, None)
+        if item is None:
+            return
+        self.counts["delivered"] += 1
+        if self.receipts and item[0].params["registered_delivery"].receipt != \
+                RegisteredDeliveryReceipt.NO_SMSC_DELIVERY_RECEIPT_REQUESTED:
+            self.send_receipt(item[3], item[0], item[1])
+
+    def flush(self) -> int:
+        keys = list(self.held)
+        for key in keys:
+            timer = self.held[key][2]
+            if timer is not None and timer.active():
+                timer.cancel()
+            self.deliver_held(key)
+        return len(keys)
 
     def throttled(self) -> bool:
         if self.throttle <= 0:
@@ -152,10 +230,22 @@ class Smsc:
         dlr = self.deliver(pdu.params["destination_addr"].decode(),
                            pdu.params["source_addr"].decode(), text,
                            EsmClassType.SMSC_DELIVERY_RECEIPT, DataCodingDefault.SMSC_DEFAULT_ALPHABET)
-        if proto.isBound():
-            d = proto.sendDataRequest(dlr)
-            d.addCallbacks(lambda _: self.counts.update(["receipt_acked"]),
-                           lambda _: self.counts.update(["receipt_failed"]))
+        # The bind that submitted it may be gone (the ESME restarted): any bind of it will do.
+        protos = [p for p in ([proto] if proto is not None else []) + self.bound() if p.isBound()]
+        if not protos:
+            self.counts["receipt_unsent"] += 1
+            return
+        self.counts["receipt_sent"] += 1
+        d = protos[0].sendDataRequest(dlr)
+        d.addCallbacks(lambda _: self.receipt_done("receipt_acked"),
+                       lambda _: self.receipt_done("receipt_failed"))
+
+    def receipt_done(self, outcome: str) -> None:
+        self.counts[outcome] += 1
+        answered = self.counts["receipt_acked"] + self.counts["receipt_failed"]
+        if not self.held and answered == self.counts["receipt_sent"]:
+            emit(event="receipts_idle", acked=self.counts["receipt_acked"],
+                 failed=self.counts["receipt_failed"])
 
     @staticmethod
     def deliver(sender: str, dest: str, body: bytes, kind: Any, coding: Any,
@@ -217,8 +307,10 @@ class Smsc:
 
     def stats(self) -> None:
         dups = sum(1 for c in self.accepted_keys.values() if c > 1)
+        per_dest = Counter(self.messages.values())
         emit(event="stats", duplicates=dups, unique_accepted=len(self.accepted_keys),
-             binds=len(self.bound()), **dict(self.counts))
+             binds=len(self.bound()), held=len(self.held), destinations=len(self.messages),
+             per_dest={str(k): v for k, v in sorted(per_dest.items())}, **dict(self.counts))
 
     def command(self, line: str) -> None:
         verb, _, arg = line.strip().partition(" ")
@@ -236,6 +328,13 @@ class Smsc:
             self.mo(json.loads(arg))
         elif verb == "stats":
             self.stats()
+        elif verb == "notify-at":
+            self.notify_at = int(arg)
+        elif verb == "flush":
+            emit(event="flushed", count=self.flush())
+        elif verb == "dump":
+            with open(arg, "w", encoding="utf-8") as out:
+                json.dump({k.decode(): v for k, v in self.messages.items()}, out)
         elif verb == "quit":
             reactor.stop()
             return
@@ -269,8 +368,10 @@ def main() -> None:
     parser.add_argument("--max-binds", type=int, default=8)
     parser.add_argument("--throttle", type=int, default=0)
     parser.add_argument("--receipts", action="store_true")
+    parser.add_argument("--hold", type=float, default=0.0,
+                        help="seconds a message is held (replaceable) before delivery; <0: until flush")
     args = parser.parse_args()
-    smsc = Smsc(args.throttle, args.receipts)
+    smsc = Smsc(args.throttle, args.receipts, args.hold)
     config = SMPPServerConfig(msgHandler=smsc.handle,
                               systems={args.system_id: {"max_bindings": args.max_binds}},
                               enquireLinkTimerSecs=300, inactivityTimerSecs=600)
