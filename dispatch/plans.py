@@ -180,12 +180,16 @@ class PlanService:
                 done = set((await s.scalars(select(PlanActivationRow.plan_id).where(
                     PlanActivationRow.incident_id == incident_id))).all())
             activated = []
-            for plan in plans:
-                if plan.id not in done and await self._activate_one(incident_id, plan):
+            # Several plans matching at once (grade IV's and grade III's) must not text the
+            # same official twice about one incident: the first plan's notice covers them.
+            told: set[tuple[str, str]] = set()
+            for plan in sorted(plans, key=lambda p: p.grade):  # most severe (I) first
+                if plan.id not in done and await self._activate_one(incident_id, plan, told):
                     activated.append(plan.id)
             return activated
 
-    async def _activate_one(self, incident_id: str, plan: PlanSpec) -> bool:
+    async def _activate_one(self, incident_id: str, plan: PlanSpec,
+                            told: set[tuple[str, str]]) -> bool:
         now = self._now()
         targets = [(t, (await self.roster.on_duty(t.agency, t.role))[:1]) for t in plan.notify]
         try:
@@ -203,9 +207,13 @@ class PlanService:
                     s.add(row)
                     await s.flush()
                     proposed.append(row.id)
-                notified = []
+                notified: list[str] = []
+                covered: list[str] = []
                 for target, officials in targets:
                     for official in officials:
+                        if (official.agency, official.person) in told:
+                            covered.append(official.person)
+                            continue
                         self.notifications.add(
                             s, official, incident_id, plan.id,
                             f"[{Grade(incident.grade).name}] {plan.name}",
@@ -220,13 +228,15 @@ class PlanService:
                                   subject=f"incident:{incident_id}",
                                   details={"plan": plan.id, "name": plan.name,
                                            "grade": Grade(incident.grade).name,
-                                           "notified": notified, "proposed": proposed})
+                                           "notified": notified, "proposed": proposed,
+                                           "already_notified": covered})
                 event = PlanActivated(incident_id, plan.id, plan.name,
                                       Grade(incident.grade).name, tuple(notified),
                                       tuple(proposed))
                 after_commit(s, lambda: self.publish(event))
         except IntegrityError:
             return False  # another node (or event) activated it first
+        told.update((o.agency, o.person) for _, officials in targets for o in officials)
         self.counts["activated"] += 1
         # Officials hear at once: the delivery loop runs now rather than at its next tick.
         self.notifications.wake()

@@ -43,6 +43,7 @@ from dispatch.config import SmppBindSettings, SmsSettings
 from dispatch.reports import NewReport, ReportService
 from hardware.serial import PortFactory, twisted_serial_port
 from intake.model import Channel
+from sms.encoding import fit_text
 from sms.routing import Route, Router
 from sms.smpp.events import DeliveryReceipt
 from sms.smpp.receipt import MessageState
@@ -329,6 +330,7 @@ class SmsService:
         Not part of a campaign: no replace-if-present, and any failure is raised so
         the notification engine retries and escalates on its own schedule.
         """
+        text = fit_text(text, self.settings.max_parts)  # keeps the closing ack link whole
         await self.submit(msisdn, text, tag="NTFY", replace=False, priority=0)
 
     # ------------------------------------------------------------ inbound

@@ -235,3 +235,39 @@ class ReferenceAllocator:
         value = self._next
         self._next = (self._next + 1) & 0xFFFF
         return value & (0xFF if ref_bits == 8 else 0xFFFF)
+
+
+def fit_text(text: str, max_parts: int = DEFAULT_MAX_PARTS, *, ellipsis: str | None = None) -> str:
+    """``text`` shortened, if it must be, to fit in ``max_parts`` SMS parts.
+
+    The last paragraph (after the last blank line: a link, how to answer) is kept
+    whole and the text before it is cut, ending in ``ellipsis`` ("..." for text
+    GSM-7 can hold, so the cut does not force UCS-2; "…" otherwise); a text with
+    no paragraph break is cut at the end.  Text that fits is returned unchanged.
+    Raises :class:`TooManyParts` only if the last paragraph alone does not fit.
+    """
+    def fits(candidate: str) -> bool:
+        try:
+            segment(candidate, max_parts=max_parts)
+        except TooManyParts:
+            return False
+        return True
+
+    if fits(text):
+        return text
+    head, sep, tail = text.rpartition("\n\n")
+    if not sep:
+        head, tail = text, ""
+    if ellipsis is None:
+        ellipsis = "..." if choose_encoding(text) is Encoding.GSM7 else "…"
+    suffix = ellipsis + (sep + tail if sep else "")
+    if not fits(suffix):
+        raise TooManyParts(max_parts + 1, max_parts)
+    lo, hi = 0, len(head)  # the longest prefix of head that still fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(head[:mid] + suffix):
+            lo = mid
+        else:
+            hi = mid - 1
+    return head[:lo] + suffix

@@ -13,6 +13,7 @@ from sms.encoding import (
     choose_encoding,
     concat_udh,
     count_parts,
+    fit_text,
     part_capacity,
     segment,
     ucs2_units,
@@ -219,3 +220,20 @@ def test_huge_text_refused_early() -> None:
         segment("a" * 1_000_000, max_parts=255)
     assert info.value.parts_needed >= 256
     assert segment("a" * 153 * 2, max_parts=2).total == 2
+
+
+def test_fit_text_keeps_the_closing_paragraph_and_cuts_the_body() -> None:
+    link = "Acknowledge: https://ecc.example/ack/0f3a.9b2c"
+    body = "东城街道居民楼火灾，三人死亡，请立即到岗。" * 40
+    fitted = fit_text(f"{body}\n\n{link}", max_parts=3)
+    assert fitted.endswith("…\n\n" + link) and count_parts(fitted) <= 3
+    assert fitted.startswith(body[:50])
+    # The longest head that fits: one more character would not.
+    head = fitted[: -len("…\n\n" + link)]
+    with pytest.raises(TooManyParts):
+        segment(body[: len(head) + 1] + "…\n\n" + link, max_parts=3)
+    assert fit_text("short", max_parts=1) == "short"
+    # No paragraph: cut at the end; GSM-7 text gets "..." so it stays GSM-7 (160 a part).
+    assert fit_text("x" * 200, max_parts=1) == "x" * 157 + "..."
+    with pytest.raises(TooManyParts):
+        fit_text("head\n\n" + "链" * 200, max_parts=1)  # the link alone cannot fit
