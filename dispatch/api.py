@@ -28,6 +28,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from dispatch import audit as audit_query
 from dispatch.api_campaigns import mount_campaigns
+from dispatch.api_radio import mount_radio
 from dispatch.api_reports import mount_reports
 from dispatch.audit import AuditTrail
 from dispatch.auth import AuthError, Permission, Principal, Role, UserExists, UserStore
@@ -35,6 +36,7 @@ from dispatch.campaigns import CampaignService
 from dispatch.events import DutyLogAdded, EventHub, SubscriberOverflow
 from dispatch.metrics import CONTENT_TYPE, Metrics
 from dispatch.models import DutyLogEntry
+from dispatch.radio_service import RadioService
 from dispatch.reports import ReportService
 from dispatch.storage import Database, after_commit
 
@@ -63,6 +65,7 @@ class AppContext:
     reports: ReportService
     campaigns: CampaignService
     webhook_secret: Callable[[], bytes | None]
+    radio: RadioService | None = None
 
 
 # ---------------------------------------------------------------- models
@@ -301,6 +304,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     _mount_users(app, ctx, needs)
     mount_reports(app, ctx.reports, needs, ctx.webhook_secret, ctx.clock)
     mount_campaigns(app, ctx.campaigns, needs)
+    mount_radio(app, ctx.radio, needs)
     _mount_records(app, ctx, needs)
     _mount_events(app, ctx)
     return app

@@ -57,26 +57,31 @@ class Permission(enum.StrEnum):
     BROADCAST_READ = "broadcast.read"
     BROADCAST_CREATE = "broadcast.create"
     BROADCAST_APPROVE = "broadcast.approve"
+    RADIO_READ = "radio.read"
+    RADIO_PTT = "radio.ptt"
+    RADIO_SEND = "radio.send"
 
 
 _EVERYONE = {
     Permission.EVENTS_READ, Permission.DUTY_LOG_READ, Permission.DUTY_LOG_WRITE,
     Permission.REPORTS_READ, Permission.REPORTS_WRITE, Permission.INCIDENTS_READ,
     # "A call taker can merge and split" incidents, and correct a classification.
-    Permission.INCIDENTS_CORRELATE,
+    Permission.INCIDENTS_CORRELATE, Permission.RADIO_READ,
 }
+#: Keying talkgroups, sending SDS/SMS and calling satphones: dispatchers and above.
+_RADIO = {Permission.RADIO_PTT, Permission.RADIO_SEND}
 
 #: Which role may do what.  Later capabilities add their permissions here.
 GRANTS: dict[Role, frozenset[Permission]] = {
     Role.CALL_TAKER: frozenset(_EVERYONE),
-    Role.DISPATCHER: frozenset(_EVERYONE),
-    Role.SUPERVISOR: frozenset(_EVERYONE | {Permission.AUDIT_READ, Permission.USERS_READ,
-                                            Permission.BROADCAST_READ,
-                                            Permission.BROADCAST_CREATE}),
+    Role.DISPATCHER: frozenset(_EVERYONE | _RADIO),
+    Role.SUPERVISOR: frozenset(_EVERYONE | _RADIO | {
+        Permission.AUDIT_READ, Permission.USERS_READ, Permission.BROADCAST_READ,
+        Permission.BROADCAST_CREATE}),
     # The two-person rule: a commander approves what someone else created.
-    Role.COMMANDER: frozenset(_EVERYONE | {Permission.AUDIT_READ, Permission.BROADCAST_READ,
-                                           Permission.BROADCAST_CREATE,
-                                           Permission.BROADCAST_APPROVE}),
+    Role.COMMANDER: frozenset(_EVERYONE | _RADIO | {
+        Permission.AUDIT_READ, Permission.BROADCAST_READ, Permission.BROADCAST_CREATE,
+        Permission.BROADCAST_APPROVE}),
     Role.ADMIN: frozenset(Permission),
 }
 

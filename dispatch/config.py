@@ -145,6 +145,89 @@ class DeviceSettings(_Section):
     retry_s: Annotated[float, Field(ge=0.1, le=3600)] = 5.0
 
 
+Gssi = Annotated[str, Field(min_length=1, max_length=8, pattern=r"^[0-9]+$")]
+
+
+class RadioGatewaySettings(_Section):
+    """A radio gateway on a serial port: a TETRA terminal's PEI, or a satellite phone."""
+
+    name: Name
+    kind: Literal["tetra", "satphone"]
+    device: Annotated[str, Field(min_length=1, max_length=255)]
+    baudrate: Annotated[int, Field(ge=50, le=4_000_000)] = 115200
+    #: The terminal's own ISSI (TETRA) -- shown in health, never sent.
+    issi: Annotated[str | None, Field(min_length=1, max_length=8, pattern=r"^[0-9]+$")] = None
+    #: Extra GSSIs to attach (scan) besides those of the talkgroups on this gateway.
+    groups: Annotated[tuple[Gssi, ...], Field(strict=False, max_length=32)] = ()
+    #: The satphone's own number (shown in health).
+    number: Annotated[str | None, Field(max_length=24, pattern=r"^\+?[0-9]+$")] = None
+    retry_s: Annotated[float, Field(ge=0.01, le=3600)] = 5.0
+    command_timeout_s: Annotated[float, Field(ge=0.1, le=300)] = 5.0
+    hang_time_s: Annotated[float, Field(ge=0, le=60)] = 2.0
+    tx_timeout_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
+    max_queue: Annotated[int, Field(ge=0, le=256)] = 16
+    #: ``+CTICN`` call priority at or above which a handset's call is an emergency.
+    emergency_priority: Annotated[int, Field(ge=1, le=15)] = 15
+    #: Satphones: how often signal and call state are polled.
+    poll_s: Annotated[float, Field(ge=0.1, le=3600)] = 30.0
+
+    @model_validator(mode="after")
+    def _kind_fits(self) -> RadioGatewaySettings:
+        if self.kind == "satphone" and (self.groups or self.issi):
+            raise ValueError(f"radio gateway {self.name!r}: groups and issi are TETRA settings, "
+                             "not for a satphone")
+        if self.kind == "tetra" and self.number:
+            raise ValueError(f"radio gateway {self.name!r}: number is a satphone setting")
+        return self
+
+
+class TalkgroupSettings(_Section):
+    """A talkgroup dispatchers key: its GSSI on one TETRA gateway and who may press PTT."""
+
+    name: Name
+    gssi: Gssi
+    gateway: Name
+    agency: Annotated[str, Field(max_length=64)] = ""
+    #: The lowest priority that may key the group: field_unit, dispatcher or commander.
+    min_priority: Literal["field_unit", "dispatcher", "commander"] = "dispatcher"
+
+
+class RadioSettings(_Section):
+    """Radio and satphone gateways and the talkgroups carried over them."""
+
+    gateways: Annotated[tuple[RadioGatewaySettings, ...], Field(strict=False)] = ()
+    talkgroups: Annotated[tuple[TalkgroupSettings, ...], Field(strict=False)] = ()
+    #: A unit's last position is attached to its SDS reports for this long (seconds).
+    position_max_age_s: Annotated[float, Field(ge=0, le=86400)] = 600.0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RadioSettings:
+        kinds: dict[str, str] = {}
+        for gw in self.gateways:
+            if gw.name in kinds:
+                raise ValueError(f"radio.gateways: name {gw.name!r} is used twice")
+            kinds[gw.name] = gw.kind
+        names: set[str] = set()
+        gssis: set[tuple[str, str]] = set()
+        for tg in self.talkgroups:
+            if tg.name in names:
+                raise ValueError(f"radio.talkgroups: name {tg.name!r} is used twice")
+            if kinds.get(tg.gateway) != "tetra":
+                raise ValueError(f"radio.talkgroups: {tg.name!r} names gateway {tg.gateway!r}, "
+                                 "which is not a configured tetra gateway")
+            if (tg.gateway, tg.gssi) in gssis:
+                raise ValueError(f"radio.talkgroups: GSSI {tg.gssi} is configured twice on "
+                                 f"gateway {tg.gateway!r}")
+            names.add(tg.name)
+            gssis.add((tg.gateway, tg.gssi))
+        for gw in self.gateways:
+            if gw.kind == "tetra" and not gw.groups and not any(
+                    tg.gateway == gw.name for tg in self.talkgroups):
+                raise ValueError(f"radio.gateways: tetra gateway {gw.name!r} carries no "
+                                 "talkgroup (add a [[radio.talkgroups]] or groups = [...])")
+        return self
+
+
 class Settings(_Section):
     """Every setting of the daemon; one frozen tree passed in explicitly."""
 
@@ -158,6 +241,7 @@ class Settings(_Section):
     email_intake: EmailIntakeSettings = EmailIntakeSettings()
     # TOML arrays are lists; accept them (non-strict) into an immutable tuple.
     devices: Annotated[tuple[DeviceSettings, ...], Field(strict=False)] = ()
+    radio: RadioSettings = RadioSettings()
 
     @model_validator(mode="after")
     def _unique_devices(self) -> Settings:
@@ -219,6 +303,8 @@ def _describe(error: Mapping[str, Any]) -> str:
     where = f"{loc}: " if loc else ""
     if kind in ("missing",):
         return f"{where}required key is missing"
+    if kind == "value_error" and isinstance(error["input"], dict):
+        return f"{where}{message}"  # a whole table's check: its contents would drown the line
     return f"{where}{message} (got {error['input']!r})"
 
 

@@ -33,6 +33,7 @@ from dispatch.config import RELOADABLE, ConfigError, Settings, changed_keys, loa
 from dispatch.events import ConfigReloaded, EventHub
 from dispatch.httpserver import HttpService
 from dispatch.metrics import Metrics
+from dispatch.radio_service import RadioService
 from dispatch.reports import ReportService
 from dispatch.services import RequiredServiceFailed, ServiceManager
 from dispatch.storage import Database
@@ -40,6 +41,7 @@ from dispatch.storage import Database
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+RADIO_STOP_TIMEOUT_S = 10.0
 
 
 def dispatchd_version() -> str:
@@ -138,6 +140,13 @@ class Daemon:
                                          settings.node.name, None)
         self.services.add(self.campaigns, required=True)
         self._add_devices()
+        self.radio: RadioService | None = None
+        if settings.radio.gateways:
+            self.radio = RadioService(settings.radio, reactor=reactor, db=self.db,
+                                      audit=self.audit, publish=self.hub.publish,
+                                      reports=self.reports, clock=clock)
+            # Optional: a missing radio is an alarm in /health, never a reason to refuse calls.
+            self.services.add(self.radio, required=False, retry_s=30.0)
         self.commands = builtin_commands(ConsoleContext(
             db=self.db, users=self.users, audit=self.audit, publish=self.hub.publish,
             health=self.services.health, clock=clock))
@@ -191,7 +200,7 @@ class Daemon:
             max_body_bytes=self.settings.http.max_body_bytes,
             node=self.settings.node.name, version=self.version, reports=self.reports,
             campaigns=self.campaigns,
-            webhook_secret=self.settings.intake.webhook_secret,
+            webhook_secret=self.settings.intake.webhook_secret, radio=self.radio,
         ))
 
     async def start(self) -> None:
@@ -207,7 +216,13 @@ class Daemon:
         log.info("dispatchd ready")
 
     async def stop(self) -> None:
-        """Stop every service in reverse order and close consoles' event streams."""
+        """Unkey every radio first, then stop every service in reverse order."""
+        if self.radio is not None:
+            # PTT must fail safe before anything else is torn down.
+            try:
+                await asyncio.wait_for(self.radio.stop_radios(), RADIO_STOP_TIMEOUT_S)
+            except Exception:
+                log.exception("radios did not stop cleanly")
         self.hub.close_all()
         await self.services.stop_all()
         log.info("dispatchd stopped")
