@@ -10,7 +10,8 @@ by ``+CTXG``: granted, or not while another member holds the floor),
 unsolicited ``+CTICN`` (incoming call), ``+CTXG`` (someone else talking),
 ``+CDTXC``, ``+CTCR`` and ``+CTSDSR`` (SDS received, user data on the next
 line; ``inject_location`` sends a LIP short location report).  SDS user
-data is hex; :func:`simple_text_sds` builds the Simple Text Messaging form (protocol 0x02, Latin-1) of EN 300 392-2 29.5.
+data is hex; :func:`simple_text_sds` builds the Simple Text Messaging form
+(protocol 0x02, Latin-1) of EN 300 392-2 29.5.
 """
 
 from __future__ import annotations
