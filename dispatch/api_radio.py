@@ -16,24 +16,15 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from dispatch.auth import Permission, Principal, Role
-from dispatch.radio_service import RadioService, RadioServiceError
+from dispatch.auth import Permission, Principal
+from dispatch.radio_service import ROLE_PRIORITY, RadioService, RadioServiceError
 from hardware.at import AtError
-from radio.floor import Priority
 from radio.satphone import SatphoneError
 from radio.sds import SdsError
 from radio.tetra import RadioError
 
 API = "/api/v1"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-#: Whose press wins: commander > dispatcher > field unit.
-ROLE_PRIORITY: dict[Role, Priority] = {
-    Role.ADMIN: Priority.COMMANDER, Role.COMMANDER: Priority.COMMANDER,
-    Role.SUPERVISOR: Priority.DISPATCHER, Role.DISPATCHER: Priority.DISPATCHER,
-    Role.CALL_TAKER: Priority.FIELD_UNIT,
-}
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -150,6 +150,10 @@ class Daemon:
         self.commands = builtin_commands(ConsoleContext(
             db=self.db, users=self.users, audit=self.audit, publish=self.hub.publish,
             health=self.services.health, clock=clock))
+        if self.radio is not None:
+            from dispatch.radio_commands import add_radio_commands
+
+            add_radio_commands(self.commands, self.radio)
         if settings.ssh.enabled:
             self._add_ssh()
         if settings.email_intake.enabled:

@@ -57,6 +57,7 @@ from typing import Any, ClassVar
 from sqlalchemy.exc import SQLAlchemyError
 
 from dispatch.audit import AuditTrail
+from dispatch.auth import Role
 from dispatch.config import RadioSettings
 from dispatch.reports import NewReport, ReportService
 from dispatch.storage import Database
@@ -94,6 +95,12 @@ log = logging.getLogger(__name__)
 
 PositionHook = Callable[[str, float, float, dt.datetime], None]
 JOURNAL_SIZE = 10_000
+#: Whose press wins: commander > dispatcher > field unit.
+ROLE_PRIORITY: dict[Role, Priority] = {
+    Role.ADMIN: Priority.COMMANDER, Role.COMMANDER: Priority.COMMANDER,
+    Role.SUPERVISOR: Priority.DISPATCHER, Role.DISPATCHER: Priority.DISPATCHER,
+    Role.CALL_TAKER: Priority.FIELD_UNIT,
+}
 _PRIORITY_NAMES = {"field_unit": Priority.FIELD_UNIT, "dispatcher": Priority.DISPATCHER,
                    "commander": Priority.COMMANDER}
 

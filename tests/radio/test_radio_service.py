@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -309,3 +310,61 @@ async def test_satphone_calls_signal_and_link_loss(tmp_path: Path, reactor: Any)
         assert rig.phone.call is None  # reconciled: hung up at start-up
         await rig.audited("satphone.call_ended",
                           lambda e: e.details["why"] == "reconciled at start-up")
+
+
+async def test_console_commands_key_and_show(tmp_path: Path, reactor: Any) -> None:
+    from dispatch.commands import CommandError
+
+    async with radio_rig(tmp_path, reactor) as rig:
+        users = rig.daemon.users
+        await users.add_user("disp", Role.DISPATCHER, "disp-password", actor="test")
+        await users.add_user("taker", Role.CALL_TAKER, "taker-password", actor="test")
+        disp, taker = await users.principal("disp"), await users.principal("taker")
+        assert disp is not None and taker is not None
+        run = rig.daemon.commands.run
+        assert await run("ptt press fire", disp) == "fire: granted disp"
+        await rig.expect("radio.keyed")
+        table = await run("sh talk", taker)
+        assert "fire" in table and "disp" in table.splitlines()[1]
+        with pytest.raises(CommandError, match="may not radio.ptt"):
+            await run("ptt press fire", taker)
+        assert await run("ptt release fire", disp) == "fire: released disp"
+        out = await run('sds send 2001 "火场东侧集合"', disp)
+        assert out.startswith("SDS sent to 2001")
+        assert decode_text(rig.radio.sds_sent[-1].user_data) == "火场东侧集合"
+        with pytest.raises(CommandError, match="no talkgroup 'nope'"):
+            await run("ptt press nope", disp)
+
+
+async def test_a_radio_absent_at_start_is_an_alarm_then_comes_up(tmp_path: Path,
+                                                                 reactor: Any) -> None:
+    from radioharness import Plugged, radio_settings
+
+    from dispatch.daemon import Daemon
+    from hardware.emulators import SatellitePhoneEmulator, TetraRadioEmulator
+
+    tetra = Plugged(TetraRadioEmulator(), tmp_path / "ttyTETRA0")
+    sat = Plugged(SatellitePhoneEmulator(), tmp_path / "ttySAT0")
+    sat.plug()
+    daemon = Daemon(radio_settings(tmp_path, f"sqlite:///{tmp_path / 'd.db'}", tetra.link,
+                                   sat.link), reactor=reactor)
+    await daemon.start()
+    try:
+        assert daemon.radio is not None
+        assert daemon.radio.state["tetra1"] == "absent"
+        assert daemon.radio.state["sat1"] == "up"
+        assert daemon.radio.request_ptt("fire", "d", radio_service.Priority.DISPATCHER)[0][
+            "event"] == "denied"
+        health = daemon.services.health()
+        assert health["ready"]  # a missing radio never stops the daemon taking calls
+        up = asyncio.Event()
+        daemon.hub.listen(lambda env: up.set() if env.topic == "radio.gateway"
+                          and env.event.state == "up" else None)
+        tetra.plug()  # the retry opens it
+        await asyncio.wait_for(up.wait(), 10)
+        assert daemon.radio.state["tetra1"] == "up"
+        assert tetra.emulator.commands[0] == "ATH"
+    finally:
+        await daemon.stop()
+        tetra.emulator.close()
+        sat.emulator.close()
