@@ -149,11 +149,17 @@ Gssi = Annotated[str, Field(min_length=1, max_length=8, pattern=r"^[0-9]+$")]
 
 
 class RadioGatewaySettings(_Section):
-    """A radio gateway on a serial port: a TETRA terminal's PEI, or a satellite phone."""
+    """A radio gateway: a TETRA terminal's PEI or a satphone on a serial port, or a DMR master."""
 
     name: Name
-    kind: Literal["tetra", "satphone"]
-    device: Annotated[str, Field(min_length=1, max_length=255)]
+    kind: Literal["tetra", "satphone", "dmr"]
+    device: Annotated[str | None, Field(min_length=1, max_length=255)] = None
+    #: DMR (Homebrew protocol): the master's address, our peer id, the passphrase's file.
+    host: Annotated[str | None, Field(min_length=1, max_length=255)] = None
+    port: Port = 62031
+    peer_id: Annotated[int | None, Field(ge=1, le=0xFFFFFFFF)] = None
+    password_file: str | None = None
+    callsign: Annotated[str, Field(max_length=8, pattern=r"^[A-Za-z0-9]*$")] = "DISPATCH"
     baudrate: Annotated[int, Field(ge=50, le=4_000_000)] = 115200
     #: The terminal's own ISSI (TETRA) -- shown in health, never sent.
     issi: Annotated[str | None, Field(min_length=1, max_length=8, pattern=r"^[0-9]+$")] = None
@@ -178,7 +184,26 @@ class RadioGatewaySettings(_Section):
                              "not for a satphone")
         if self.kind == "tetra" and self.number:
             raise ValueError(f"radio gateway {self.name!r}: number is a satphone setting")
+        if self.kind == "dmr":
+            if self.host is None or self.peer_id is None or self.password_file is None:
+                raise ValueError(f"radio gateway {self.name!r}: a dmr gateway needs host, "
+                                 "peer_id and password_file")
+            if self.device or self.groups or self.issi or self.number:
+                raise ValueError(f"radio gateway {self.name!r}: device, groups, issi and "
+                                 "number are not dmr settings")
+        elif self.device is None:
+            raise ValueError(f"radio gateway {self.name!r}: a {self.kind} gateway needs device")
+        elif self.host is not None or self.peer_id is not None or self.password_file:
+            raise ValueError(f"radio gateway {self.name!r}: host, peer_id and password_file "
+                             "are dmr settings")
         return self
+
+    def passphrase(self) -> bytes:
+        """The DMR master's passphrase, read from ``password_file`` (first line)."""
+        if self.password_file is None:
+            return b""
+        return Path(self.password_file).read_bytes().splitlines()[0].strip() if Path(
+            self.password_file).stat().st_size else b""
 
 
 class TalkgroupSettings(_Section):
@@ -212,9 +237,9 @@ class RadioSettings(_Section):
         for tg in self.talkgroups:
             if tg.name in names:
                 raise ValueError(f"radio.talkgroups: name {tg.name!r} is used twice")
-            if kinds.get(tg.gateway) != "tetra":
+            if kinds.get(tg.gateway) not in ("tetra", "dmr"):
                 raise ValueError(f"radio.talkgroups: {tg.name!r} names gateway {tg.gateway!r}, "
-                                 "which is not a configured tetra gateway")
+                                 "which is not a configured tetra or dmr gateway")
             if (tg.gateway, tg.gssi) in gssis:
                 raise ValueError(f"radio.talkgroups: GSSI {tg.gssi} is configured twice on "
                                  f"gateway {tg.gateway!r}")

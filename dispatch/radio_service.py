@@ -58,12 +58,21 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dispatch.audit import AuditTrail
 from dispatch.auth import Role
-from dispatch.config import RadioSettings
+from dispatch.config import RadioGatewaySettings, RadioSettings
 from dispatch.reports import NewReport, ReportService
 from dispatch.storage import Database
 from hardware.serial import PortFactory, twisted_serial_port
 from intake.model import Channel
 from radio import floor
+from radio.dmr import (
+    DmrCallEnded,
+    DmrCallStarted,
+    DmrFault,
+    DmrGateway,
+    DmrLinkDown,
+    DmrLinkUp,
+    DmrSettings,
+)
 from radio.floor import FloorSettings, Priority
 from radio.lip import PID_LIP, LipError, decode_lip
 from radio.satphone import (
@@ -249,7 +258,7 @@ def _floor_event_name(event: object) -> str:
 
 
 class RadioService:
-    """Radio and satphone gateways as one daemon service."""
+    """Radio, satphone and DMR gateways as one daemon service."""
 
     name = "radio"
 
@@ -267,16 +276,19 @@ class RadioService:
         self._by_gssi = {(t.gateway, t.gssi): t.name for t in self.talkgroups.values()}
         self.tetra: dict[str, TetraGateway] = {}
         self.satphones: dict[str, SatphoneGateway] = {}
+        self.dmr: dict[str, DmrGateway] = {}
         self.kinds: dict[str, str] = {}
-        self.configured: dict[str, Any] = {}
+        self.configured: dict[str, RadioGatewaySettings] = {}
         for gw in settings.gateways:
             self.kinds[gw.name] = gw.kind
             self.configured[gw.name] = gw
             on_event = functools.partial(self._on_event, gw.name)
+            if gw.kind == "dmr":
+                continue  # built at start: its passphrase is read from a file then
             if gw.kind == "tetra":
                 groups = [t.gssi for t in self.talkgroups.values() if t.gateway == gw.name]
                 self.tetra[gw.name] = TetraGateway(TetraSettings(
-                    gw.name, gw.device, tuple(dict.fromkeys([*groups, *gw.groups])),
+                    gw.name, gw.device or "", tuple(dict.fromkeys([*groups, *gw.groups])),
                     baudrate=gw.baudrate, retry_s=gw.retry_s,
                     command_timeout_s=gw.command_timeout_s,
                     emergency_priority=gw.emergency_priority,
@@ -284,7 +296,7 @@ class RadioService:
                     reactor, on_event, port_factory=port_factory)
             else:
                 self.satphones[gw.name] = SatphoneGateway(SatphoneSettings(
-                    gw.name, gw.device, baudrate=gw.baudrate, retry_s=gw.retry_s,
+                    gw.name, gw.device or "", baudrate=gw.baudrate, retry_s=gw.retry_s,
                     command_timeout_s=gw.command_timeout_s, poll_s=gw.poll_s),
                     reactor, on_event, port_factory=port_factory)
         self.state: dict[str, str] = {name: "stopped" for name in self.kinds}
@@ -311,16 +323,31 @@ class RadioService:
         for name in self.kinds:
             await self._start_gateway(name)
 
+    def _gateway(self, name: str) -> TetraGateway | SatphoneGateway | DmrGateway | None:
+        return self.tetra.get(name) or self.satphones.get(name) or self.dmr.get(name)
+
+    def _make_dmr(self, name: str) -> DmrGateway:
+        """A DMR peer; reading the passphrase may raise ``OSError``."""
+        gw: RadioGatewaySettings = self.configured[name]
+        assert gw.host is not None and gw.peer_id is not None  # checked by the settings
+        ping_s = min(gw.poll_s, 5.0)
+        return DmrGateway(DmrSettings(
+            name, gw.host, gw.port, gw.peer_id, gw.passphrase(), gw.callsign, ping_s=ping_s,
+            timeout_s=3 * ping_s, retry_s=gw.retry_s), functools.partial(self._on_event, name))
+
     async def _start_gateway(self, name: str) -> None:
-        gateway: TetraGateway | SatphoneGateway = self.tetra.get(name) or self.satphones[name]
         self.state[name] = "starting"
+        gateway = self._gateway(name)
         try:
+            if gateway is None:
+                gateway = self.dmr[name] = self._make_dmr(name)
             await gateway.start()
         except OSError as exc:
             self.state[name] = "absent"
             self._alarm(name, "absent", str(exc))
-            with contextlib.suppress(Exception):
-                await gateway.stop()
+            if gateway is not None:
+                with contextlib.suppress(Exception):
+                    await gateway.stop()
             retry_s = self.configured[name].retry_s
             self._retries[name] = asyncio.get_running_loop().create_task(
                 self._retry_gateway(name, retry_s))
@@ -344,11 +371,13 @@ class RadioService:
     async def stop(self) -> None:
         """Unkey every radio, close every gateway, store what is still pending."""
         await self.stop_radios()
-        for phone in self.satphones.values():
+        others: list[SatphoneGateway | DmrGateway] = [*self.satphones.values(),
+                                                      *self.dmr.values()]
+        for other in others:
             try:
-                await phone.stop()
+                await other.stop()
             except Exception:
-                log.exception("satphone gateway failed to stop", extra={"gateway": phone.name})
+                log.exception("gateway failed to stop", extra={"gateway": other.name})
         if self._intake:
             await asyncio.wait(set(self._intake), timeout=1.0)
         if self._journal is not None and self._writer is not None and not self._writer.done():
@@ -364,9 +393,9 @@ class RadioService:
         """Every gateway's state and every talkgroup's floor."""
         gateways: dict[str, Any] = {}
         for name, kind in self.kinds.items():
-            gateway: TetraGateway | SatphoneGateway = self.tetra.get(name) or self.satphones[name]
+            gateway = self._gateway(name)
             try:
-                detail = gateway.health()
+                detail = gateway.health() if gateway is not None else {"ready": False}
             except Exception as exc:  # health must answer even for a broken gateway
                 detail = {"error": str(exc)}
             gateways[name] = {"kind": kind, "state": self.state[name],
@@ -380,9 +409,17 @@ class RadioService:
     def talkgroup_state(self, name: str) -> dict[str, Any]:
         """A talkgroup's floor: talker, queue, state, who is on air, gateway health."""
         tg = self._talkgroup(name)
+        emergency = self.emergencies.get(name)
+        if tg.gateway not in self.tetra:  # DMR: monitored, the air is the floor
+            talker = self.on_air.get(name)
+            return {"name": tg.name, "gssi": tg.gssi, "gateway": tg.gateway, "agency": tg.agency,
+                    "min_priority": tg.min_priority.name.lower(),
+                    "floor": "talking" if talker else "idle", "talker": talker,
+                    "talker_priority": "field_unit" if talker else None, "queue": [],
+                    "keyed": False, "on_air": talker, "emergency": None, "monitor_only": True,
+                    "gateway_state": self.state[tg.gateway]}
         core = self.tetra[tg.gateway].floor
         priority = core.talker_priority(tg.gssi)
-        emergency = self.emergencies.get(name)
         return {"name": tg.name, "gssi": tg.gssi, "gateway": tg.gateway, "agency": tg.agency,
                 "min_priority": tg.min_priority.name.lower(),
                 "floor": core.state(tg.gssi).value, "talker": core.talker(tg.gssi),
@@ -390,7 +427,7 @@ class RadioService:
                 "queue": list(core.queue(tg.gssi)), "keyed": tg.gssi in core.keyed(),
                 "on_air": self.on_air.get(name),
                 "emergency": None if emergency is None else emergency[1],
-                "gateway_state": self.state[tg.gateway]}
+                "monitor_only": False, "gateway_state": self.state[tg.gateway]}
 
     def add_position_hook(self, hook: PositionHook) -> Callable[[], None]:
         """Call ``hook(radio_id, lat, lon, at)`` for every unit position; returns a remover."""
@@ -408,6 +445,8 @@ class RadioService:
                   f"(needs {tg.min_priority.name.lower()})"
         elif talkgroup in self.emergencies and priority < Priority.EMERGENCY:
             why = f"emergency call from {self.emergencies[talkgroup][1]} holds the group"
+        elif tg.gateway not in self.tetra:
+            why = "DMR talkgroups are monitor-only (no vocoder for console audio)"
         if why is not None:
             denied = floor.FloorDenied(tg.gssi, who, asyncio.get_running_loop().time(), why)
             self._on_event(tg.gateway, denied)
@@ -418,6 +457,8 @@ class RadioService:
     def release_ptt(self, talkgroup: str, who: str) -> list[dict[str, Any]]:
         """``who`` lets go of PTT (or withdraws a queued request)."""
         tg = self._talkgroup(talkgroup)
+        if tg.gateway not in self.tetra:
+            return []
         events = self.tetra[tg.gateway].release_ptt(tg.gssi, who)
         return [self._describe(tg, e) for e in events if not isinstance(e, floor.Key | floor.Unkey)]
 
@@ -534,10 +575,10 @@ class RadioService:
                           f"talkgroup:{group}", {"gateway": gateway, "call": event.cc})
 
     def _on_link(self, gateway: str, event: Any) -> None:
-        if isinstance(event, LinkUp | SatLinkUp):
+        if isinstance(event, LinkUp | SatLinkUp | DmrLinkUp):
             self.state[gateway] = "up"
             self._alarm(gateway, "up", "")
-        elif isinstance(event, LinkDown | SatLinkDown):
+        elif isinstance(event, LinkDown | SatLinkDown | DmrLinkDown):
             self.state[gateway] = "down"
             self._alarm(gateway, "lost", event.why)
         else:
@@ -607,6 +648,27 @@ class RadioService:
                 hook(position.radio_id, position.lat, position.lon, position.at)
             except Exception:  # the hook's owner's bug, not a radio fault
                 log.exception("position hook failed", extra={"radio_id": position.radio_id})
+
+    def _on_dmr_call(self, gateway: str, event: DmrCallStarted | DmrCallEnded) -> None:
+        source = str(event.source)
+        if isinstance(event, DmrCallStarted) and event.private:
+            self.publish(RadioGroupCall(f"unit:{event.destination}", gateway, source, 0, False))
+            return
+        group = self._group(gateway, str(event.destination))
+        if group not in self.talkgroups:
+            return  # traffic on a talkgroup nobody configured: not ours to show
+        started = isinstance(event, DmrCallStarted)
+        if not started and self.on_air.get(group) != source:
+            return  # the end of a private call or of a stream we did not show
+        self.on_air[group] = source if started else None
+        self.publish(RadioTalker(group, gateway, source if started else None))
+        kind, why = ("granted", "talking on air") if started else (
+            "released", event.why if isinstance(event, DmrCallEnded) else "")
+        self.publish(RadioFloorChanged(group, gateway, kind, f"dmr:{source}", "field_unit",
+                                       why=why))
+        self._journal_add(f"dmr:{source}", f"radio.floor_{kind}", f"talkgroup:{group}",
+                          {"who": f"dmr:{source}", "why": why, "slot": event.slot,
+                           "stream": event.stream})
 
     def _on_satphone(self, gateway: str, event: Any) -> None:
         if isinstance(event, SmsReceived):
@@ -715,4 +777,7 @@ _HANDLERS: dict[type, _Handler] = {
     CallReleased: RadioService._on_call_released, SdsReceived: RadioService._on_sds,
     SmsReceived: RadioService._on_satphone, CallStateChanged: RadioService._on_satphone,
     SignalChanged: RadioService._on_satphone, RegistrationChanged: RadioService._on_satphone,
+    DmrLinkUp: RadioService._on_link, DmrLinkDown: RadioService._on_link,
+    DmrFault: RadioService._on_link, DmrCallStarted: RadioService._on_dmr_call,
+    DmrCallEnded: RadioService._on_dmr_call,
 }
