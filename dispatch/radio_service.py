@@ -34,13 +34,11 @@ Fail-safe (the radio is never left keyed):
 * gateway lost and start-up reconciliation: inside the gateway (``lost()``
   revokes; the first command after (re)opening the port is the release).
 
-Audio seam (not built here): a talkgroup joins a conference as a leg.  The
-media engine will give the gateway 20 ms frames of 8 kHz 16-bit mono linear
-PCM (160 samples) to transmit while the floor is granted to a console, and take
-the same frames of received audio while ``TalkerChanged`` names another
-talker; for a TETRA PEI the audio path is the terminal's analogue/USB audio
-(a sound card), for a satphone the handset's audio port or its gateway's SIP
-side.  ``RadioKeyed``/``RadioUnkeyed`` mark when transmitted frames go on air.
+Audio seam (not built here): a talkgroup joins a conference as a leg through
+:class:`radio.audio.RadioAudioLeg` -- 20 ms frames of 8 kHz 16-bit mono PCM,
+transmitted only between ``RadioKeyed`` and ``RadioUnkeyed``, received while
+another talker is on air.  See :mod:`radio.audio` for where each gateway's
+audio physically is.
 """
 
 from __future__ import annotations

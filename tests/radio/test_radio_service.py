@@ -368,3 +368,30 @@ async def test_a_radio_absent_at_start_is_an_alarm_then_comes_up(tmp_path: Path,
         await daemon.stop()
         tetra.emulator.close()
         sat.emulator.close()
+
+
+async def test_consoles_get_radio_events_on_the_websocket(tmp_path: Path, reactor: Any) -> None:
+    import json
+
+    from websockets.asyncio.client import connect
+
+    async with radio_rig(tmp_path, reactor) as rig, \
+            httpx.AsyncClient(base_url=rig.url) as client:
+        disp = await rig.headers(client, "disp", Role.DISPATCHER)
+        token = disp["Authorization"].removeprefix("Bearer ")
+        ws_url = rig.url.replace("http", "ws") + f"/events?topics=radio.,unit.&token={token}"
+        async with connect(ws_url) as ws:
+            hello = json.loads(await ws.recv())
+            assert hello["data"]["topics"] == ["radio.", "unit."]
+            await client.post("/api/v1/radio/talkgroups/fire/ptt", headers=disp)
+            rig.radio.inject_location("2001", 22.5431, 114.0579)
+            frames: list[dict[str, Any]] = []
+            while not any(f["topic"] == "unit.position" for f in frames):
+                frames.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+        floor = next(f for f in frames if f["topic"] == "radio.floor")
+        assert floor["data"] == {"talkgroup": "fire", "gateway": "tetra1", "event": "granted",
+                                 "who": "disp", "priority": "dispatcher", "position": None,
+                                 "by": None, "why": "granted"}
+        position = next(f for f in frames if f["topic"] == "unit.position")["data"]
+        assert position["radio_id"] == "2001" and position["lat"] == pytest.approx(22.5431, 1e-4)
+        assert position["at"].endswith("+00:00")
