@@ -61,6 +61,12 @@ class SmsIn(_Text):
     text: Annotated[str, Field(min_length=1, max_length=600)]
 
 
+class SbdIn(_Text):
+    """An Iridium SBD text."""
+
+    text: Annotated[str, Field(min_length=1, max_length=340, pattern=r"^[\x20-\x7e]+$")]
+
+
 def _refuse(exc: Exception) -> HTTPException:
     if isinstance(exc, RadioServiceError):
         return HTTPException(exc.status, str(exc))
@@ -191,6 +197,13 @@ def mount_radio(app: FastAPI, radio: RadioService | None, needs: Any) -> None:
                       ) -> dict[str, Any]:
         """End the satphone's call."""
         return await act(name, "hang_up", who)
+
+    @app.post(f"{API}/satphones/{{name}}/sbd", tags=["radio"], status_code=201)
+    async def sbd(name: str, body: SbdIn,
+                  who: Annotated[Principal, Depends(needs(Permission.RADIO_SEND))],
+                  ) -> dict[str, Any]:
+        """Send an Iridium SBD text (ASCII, up to 340 characters); the MOMSN."""
+        return await act(name, "sbd", who, text=body.text)
 
     @app.post(f"{API}/satphones/{{name}}/sms", tags=["radio"], status_code=201)
     async def sms(name: str, body: SmsIn,

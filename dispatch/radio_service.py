@@ -81,6 +81,7 @@ from radio.satphone import (
     SatLinkUp,
     SatphoneGateway,
     SatphoneSettings,
+    SbdReceived,
     SignalChanged,
     SmsReceived,
 )
@@ -499,6 +500,8 @@ class RadioService:
             await phone.hang_up()
         elif action == "sms" and number is not None and text is not None:
             result = await phone.send_sms(number, text)
+        elif action == "sbd" and text is not None:
+            result = await phone.send_sbd(text)
         else:
             raise RadioServiceError(422, f"bad satphone action {action!r}")
         self._journal_add(who, f"satphone.{action}", f"radio:{name}",
@@ -674,6 +677,10 @@ class RadioService:
                                                          "text": event.text}))
             self._submit(Channel.SATPHONE_SMS, event.text, event.sender, gateway,
                          (("complete", str(event.complete).lower()),))
+        elif isinstance(event, SbdReceived):
+            self.publish(SatphoneStatus(gateway, "sbd", {"text": event.text}))
+            self._submit(Channel.SATPHONE_SMS, event.text, f"sbd:{gateway}", gateway,
+                         (("kind", "sbd"),))
         elif isinstance(event, CallStateChanged):
             self.publish(SatphoneStatus(gateway, "call", {
                 "state": event.state, "number": event.number, "incoming": event.incoming,
@@ -773,7 +780,8 @@ _HANDLERS: dict[type, _Handler] = {
     SatLinkDown: RadioService._on_link, SatFault: RadioService._on_link,
     IncomingGroupCall: RadioService._on_group_call, TalkerChanged: RadioService._on_talker,
     CallReleased: RadioService._on_call_released, SdsReceived: RadioService._on_sds,
-    SmsReceived: RadioService._on_satphone, CallStateChanged: RadioService._on_satphone,
+    SmsReceived: RadioService._on_satphone, SbdReceived: RadioService._on_satphone,
+    CallStateChanged: RadioService._on_satphone,
     SignalChanged: RadioService._on_satphone, RegistrationChanged: RadioService._on_satphone,
     DmrLinkUp: RadioService._on_link, DmrLinkDown: RadioService._on_link,
     DmrFault: RadioService._on_link, DmrCallStarted: RadioService._on_dmr_call,

@@ -21,6 +21,9 @@ their own queue, resynchronisation after a silent device).
   concatenated when long) and one ``AT+CMGS`` per part with the ``> ``
   prompt.  SMS in: ``+CMT`` with the PDU on the next line, joined by
   :class:`sms.inbound.Reassembler`.
+* Iridium SBD: :meth:`~SatphoneGateway.send_sbd` (``+SBDWT``, ``+SBDIX``);
+  ``SBDRING`` (alerts on with ``+SBDMTA=1``) starts a session and reads the
+  waiting messages (``+SBDRT``), each an :class:`SbdReceived`.
 * Link lost (the port closed): :class:`SatLinkDown`, any call is reported
   ended; the serial link reopens by itself and initialisation runs again.
 
@@ -49,15 +52,19 @@ from sms.pdu import SmsDeliver, encode_submit
 
 __all__ = [
     "CallStateChanged", "RegistrationChanged", "SatFault", "SatLinkDown", "SatLinkUp",
-    "SatphoneError", "SatphoneEvent", "SatphoneGateway", "SatphoneSettings", "SignalChanged",
-    "SmsReceived",
+    "SatphoneError", "SatphoneEvent", "SatphoneGateway", "SatphoneSettings", "SbdReceived",
+    "SignalChanged", "SmsReceived",
 ]
 
 log = logging.getLogger(__name__)
 
 _NUMBER = re.compile(r"^\+?[0-9]{3,20}$")
 _FIRST_INT = re.compile(r"(\d+)")
+_SBDIX = re.compile(r"^\+SBDIX:\s*(\d+),\s*(\d+),\s*(\d+),\s*(\d+),\s*(\d+),\s*(\d+)\s*$")
 MAX_SMS_TEXT = 1000
+MAX_SBD_TEXT = 340
+SBD_MO_OK = 4  # MO status 0-4: the message reached the gateway
+MAX_SBD_FETCH = 16
 
 
 class SatphoneError(ValueError):
@@ -137,6 +144,14 @@ class SmsReceived:
 
 
 @dataclass(frozen=True)
+class SbdReceived:
+    """An Iridium SBD (short burst data) message arrived from the gateway."""
+
+    gateway: str
+    text: str
+
+
+@dataclass(frozen=True)
 class SatFault:
     """Something failed on the phone's side (a command refused, a malformed report)."""
 
@@ -145,7 +160,7 @@ class SatFault:
 
 
 SatphoneEvent = (SatLinkUp | SatLinkDown | SignalChanged | RegistrationChanged
-                 | CallStateChanged | SmsReceived | SatFault)
+                 | CallStateChanged | SmsReceived | SbdReceived | SatFault)
 
 
 class _LossWatch:
@@ -192,6 +207,7 @@ class SatphoneGateway:
         self._bring_up: asyncio.Task[None] | None = None
         self._service: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._sbd_tasks: set[asyncio.Task[None]] = set()
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -212,7 +228,7 @@ class SatphoneGateway:
                 await self.device.command("ATH", timeout=self.settings.command_timeout_s)
             self._set_call("ended", self.call.number, self.call.incoming, "gateway stopping")
         self._stopping = True
-        for task in (self._service, self._poller, self._bring_up):
+        for task in (self._service, self._poller, self._bring_up, *self._sbd_tasks):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -292,6 +308,49 @@ class SatphoneGateway:
             references.append(parse_cmgs(line) if line is not None else -1)
         return references
 
+    async def send_sbd(self, text: str) -> int:
+        """Send ``text`` as one Iridium SBD message (``+SBDWT``, ``+SBDIX``); the MOMSN."""
+        if not text or len(text) > MAX_SBD_TEXT or not text.isascii():
+            raise SatphoneError(f"SBD text must be 1 to {MAX_SBD_TEXT} ASCII characters")
+        await self.device.command(f"AT+SBDWT={text}", timeout=self.settings.command_timeout_s)
+        mo, momsn, mt, _, _, queued = await self._sbd_session()
+        if mo > SBD_MO_OK:
+            raise SatphoneError(f"SBD session failed (MO status {mo}): no satellite in view?")
+        await self.device.command("AT+SBDD0", timeout=self.settings.command_timeout_s)
+        if mt == 1 or queued:
+            await self._read_mt(mt == 1, queued)
+        return momsn
+
+    async def _sbd_session(self) -> tuple[int, ...]:
+        response = await self.device.command("AT+SBDIX", timeout=self.settings.dial_timeout_s)
+        for line in response.lines:
+            match = _SBDIX.match(line.strip())
+            if match is not None:
+                return tuple(int(g) for g in match.groups())
+        raise SatphoneError("no +SBDIX answer")
+
+    async def _read_mt(self, waiting: bool, queued: int) -> None:
+        """Read the MT message the last session brought, then fetch the queued ones."""
+        for _ in range(MAX_SBD_FETCH):
+            if waiting:
+                response = await self.device.command("AT+SBDRT",
+                                                     timeout=self.settings.command_timeout_s)
+                lines = [x for x in response.lines if not x.startswith("+SBDRT")]
+                self._report(SbdReceived(self.name, "\n".join(lines)[:MAX_SBD_TEXT * 6]))
+            if not queued:
+                return
+            _, _, mt, _, _, queued = await self._sbd_session()
+            waiting = mt == 1
+
+    async def _fetch_sbd(self) -> None:
+        """``SBDRING``: a mobile-terminated message waits at the gateway."""
+        try:
+            _, _, mt, _, _, queued = await self._sbd_session()
+            await self._read_mt(mt == 1, queued)
+        except (AtError, SatphoneError, TimeoutError) as exc:
+            self.last_error = f"SBD fetch failed: {exc}"
+            self._report(SatFault(self.name, self.last_error))
+
     # --- the link ---------------------------------------------------------------------------
 
     def _open_port(self, protocol: Any, device: str, reactor: Any, *, baudrate: int) -> Any:
@@ -318,8 +377,9 @@ class SatphoneGateway:
             await self._reconcile_calls()
             for command in ("AT+CMGF=0", "AT+CNMI=2,2,0,0,0", "AT+CLIP=1", "AT+CREG=1"):
                 await self.device.command(command, timeout=timeout)
-            with contextlib.suppress(AtCommandError):  # Iridium only
-                await self.device.command("AT+CIER=1,1", timeout=timeout)
+            for iridium_only in ("AT+CIER=1,1", "AT+SBDMTA=1"):
+                with contextlib.suppress(AtCommandError):
+                    await self.device.command(iridium_only, timeout=timeout)
             await self._refresh(timeout)
         except AtError as exc:
             self.last_error = f"initialisation failed: {exc}"
@@ -404,6 +464,10 @@ class SatphoneGateway:
             self._set_registration(value.split(",")[0])
         elif name == "+CMT":
             self._on_cmt(urc)
+        elif name in ("SBDRING", "+SBDRING"):
+            task = asyncio.get_running_loop().create_task(self._fetch_sbd())
+            self._sbd_tasks.add(task)
+            task.add_done_callback(self._sbd_tasks.discard)
 
     def _on_cmt(self, urc: Unsolicited) -> None:
         if not urc.extra_lines:

@@ -395,3 +395,25 @@ async def test_consoles_get_radio_events_on_the_websocket(tmp_path: Path, reacto
         position = next(f for f in frames if f["topic"] == "unit.position")["data"]
         assert position["radio_id"] == "2001" and position["lat"] == pytest.approx(22.5431, 1e-4)
         assert position["at"].endswith("+00:00")
+
+
+async def test_satphone_sbd_both_ways(tmp_path: Path, reactor: Any) -> None:
+    async with radio_rig(tmp_path, reactor) as rig, \
+            httpx.AsyncClient(base_url=rig.url) as client:
+        disp = await rig.headers(client, "disp", Role.DISPATCHER)
+        r = await client.post("/api/v1/satphones/sat1/sbd", headers=disp,
+                              json={"text": "TEAM 3 AT CAMP B, 12 EVACUEES"})
+        assert r.status_code == 201, r.text
+        assert r.json()["result"] == 1  # MOMSN
+        assert rig.phone.mo_messages == [b"TEAM 3 AT CAMP B, 12 EVACUEES"]
+        rig.phone.inject_mt_message(b"BRIDGE OUT AT KM 40, 2 INJURED")
+        sbd = await rig.expect("satphone.status", lambda e: e.what == "sbd")
+        assert sbd.detail == {"text": "BRIDGE OUT AT KM 40, 2 INJURED"}
+        received = await rig.expect("report.received", lambda e: e.channel == "satphone_sms")
+        assert received.caller == "sbd:sat1"
+        rig.phone.rssi = 0  # no satellite in view
+        r = await client.post("/api/v1/satphones/sat1/sbd", headers=disp, json={"text": "x"})
+        assert r.status_code == 422 and "MO status 32" in r.json()["detail"]
+        r = await client.post("/api/v1/satphones/sat1/sbd", headers=disp,
+                              json={"text": "中文不行"})
+        assert r.status_code == 422
