@@ -286,7 +286,8 @@ class Daemon:
         self.users.max_failures = new.auth.max_failures
         self.users.lockout_s = new.auth.lockout_s
         self.settings = new.model_copy(update={k: getattr(self.settings, k)
-                                               for k in ("node", "database", "http", "devices")})
+                                               for k in ("node", "database", "http", "devices",
+                                                         "radio")})
         async with self.db.session() as s:
             self.audit.record(s, actor="system", action="config.reloaded",
                               subject=f"config:{Path(self.config_path).name}",
