@@ -132,8 +132,8 @@ async def test_against_the_master_emulator_over_udp() -> None:
     master = HomebrewMasterEmulator()
     port = await master.open()
     events = Events()
-    gw = DmrGateway(DmrSettings("dmr1", "127.0.0.1", port, 3120101, b"passw0rd", ping_s=0.05,
-                                timeout_s=0.3, retry_s=0.1), events.queue.put_nowait)
+    gw = DmrGateway(DmrSettings("dmr1", "127.0.0.1", port, 3120101, b"passw0rd", ping_s=0.1,
+                                timeout_s=1.0, retry_s=0.1), events.queue.put_nowait)
     await gw.start()
     try:
         await events.next(DmrLinkUp)
@@ -184,7 +184,7 @@ async def test_dmr_talkgroup_traffic_in_the_daemon(tmp_path: Path, reactor: Any)
         "http": {"port": 0}, "ssh": {"enabled": False},
         "radio": {"gateways": [{"name": "bm", "kind": "dmr", "host": "127.0.0.1", "port": port,
                                 "peer_id": 3120101, "password_file": str(secret),
-                                "poll_s": 0.1, "retry_s": 0.1}],
+                                "poll_s": 1.0, "retry_s": 0.1}],
                   "talkgroups": [{"name": "rescue", "gssi": "46001", "gateway": "bm"}]},
     }, "test")
     daemon = Daemon(settings, reactor=reactor)
