@@ -46,7 +46,7 @@ from hardware.at import AtCallFailed, AtCommandError, AtError, AtLinkDown, Unsol
 from hardware.atport import AtDevice
 from hardware.serial import PortFactory, twisted_serial_port
 from sms.errors import SmsError
-from sms.inbound import Reassembler
+from sms.inbound import InboundMessage, Reassembler
 from sms.modem_pdu import parse_cmgs, parse_reported
 from sms.pdu import SmsDeliver, encode_submit
 
@@ -84,6 +84,8 @@ class SatphoneSettings:
     dial_timeout_s: float = 60.0
     poll_s: float = 30.0
     max_sms_parts: int = 4
+    #: How long the parts of a long SMS wait for the rest before what came is delivered.
+    sms_reassembly_s: float = 600.0
 
 
 # --- events ---------------------------------------------------------------------------------
@@ -197,7 +199,7 @@ class SatphoneGateway:
         self.device = AtDevice(settings.name, settings.device, reactor,
                                baudrate=settings.baudrate, retry_s=settings.retry_s,
                                port_factory=self._open_port)
-        self._reassembler = Reassembler(timeout=600.0, max_pending=100)
+        self._reassembler = Reassembler(timeout=settings.sms_reassembly_s, max_pending=100)
         self.up = False
         self.signal: int | None = None
         self.registration: int | None = None
@@ -208,6 +210,7 @@ class SatphoneGateway:
         self._service: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._sbd_tasks: set[asyncio.Task[None]] = set()
+        self._sms_timer: asyncio.TimerHandle | None = None
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -227,6 +230,8 @@ class SatphoneGateway:
             with contextlib.suppress(AtError, TimeoutError):
                 await self.device.command("ATH", timeout=self.settings.command_timeout_s)
             self._set_call("ended", self.call.number, self.call.incoming, "gateway stopping")
+        # Parts of a long SMS still waiting for the rest are delivered as they are.
+        self._deliver(self._reassembler.flush_all())
         self._stopping = True
         for task in (self._service, self._poller, self._bring_up, *self._sbd_tasks):
             if task is not None:
@@ -482,9 +487,24 @@ class SatphoneGateway:
         if not isinstance(message, SmsDeliver):
             return
         now = asyncio.get_running_loop().time()
-        for whole in self._reassembler.add(message.as_part(), now):
+        self._deliver(self._reassembler.add(message.as_part(), now))
+
+    def _deliver(self, messages: list[InboundMessage]) -> None:
+        for whole in messages:
             self._report(SmsReceived(self.name, whole.sender, whole.text, whole.timestamp,
                                      whole.complete))
+        # A part that never arrives must not hold the others back for ever.
+        if self._sms_timer is not None:
+            self._sms_timer.cancel()
+            self._sms_timer = None
+        when = self._reassembler.get_timer()
+        if when is not None:
+            self._sms_timer = asyncio.get_running_loop().call_at(when, self._sms_expired, when)
+
+    def _sms_expired(self, when: float) -> None:
+        self._sms_timer = None
+        now = max(asyncio.get_running_loop().time(), when)
+        self._deliver(self._reassembler.handle_timer(now))
 
     # --- plumbing ---------------------------------------------------------------------------
 
