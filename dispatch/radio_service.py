@@ -48,6 +48,7 @@ import contextlib
 import datetime as dt
 import functools
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -103,6 +104,7 @@ log = logging.getLogger(__name__)
 
 PositionHook = Callable[[str, float, float, dt.datetime], None]
 JOURNAL_SIZE = 10_000
+REPORT_ATTEMPTS = 5
 #: Whose press wins: commander > dispatcher > field unit.
 ROLE_PRIORITY: dict[Role, Priority] = {
     Role.ADMIN: Priority.COMMANDER, Role.COMMANDER: Priority.COMMANDER,
@@ -708,20 +710,31 @@ class RadioService:
         if position is not None and (self._now() - position.at).total_seconds() <= \
                 self.settings.position_max_age_s:
             lat, lon = position.lat, position.lon
+        # A source_ref of its own makes a retry after a database error land on the same
+        # report instead of storing it twice.
         new = NewReport(channel, text[:8000], self._now(), None, caller[:64], lat, lon, "",
-                        (("gateway", gateway), *fields))
+                        (("gateway", gateway), *fields), f"{gateway}:{uuid.uuid4()}")
         task = asyncio.get_running_loop().create_task(self._store(new, gateway))
         self._intake.add(task)
         task.add_done_callback(self._intake.discard)
 
     async def _store(self, new: NewReport, gateway: str) -> None:
-        try:
-            await self.reports.submit(new, actor=f"radio:{gateway}")
-            self.counts["reports"] += 1
-        except Exception:
-            self.counts["report_failures"] += 1
-            log.exception("could not store a radio report", extra={
-                "gateway": gateway, "channel": new.channel.value, "caller": new.caller})
+        for attempt in range(REPORT_ATTEMPTS):
+            try:
+                await self.reports.submit(new, actor=f"radio:{gateway}")
+                self.counts["reports"] += 1
+                return
+            except Exception:
+                log.exception("could not store a radio report", extra={
+                    "gateway": gateway, "channel": new.channel.value, "caller": new.caller,
+                    "attempt": attempt + 1})
+                if self._stopping:
+                    break
+                await asyncio.sleep(0.5 * 2 ** attempt)
+        self.counts["report_failures"] += 1
+        log.error("radio report lost after retries", extra={
+            "gateway": gateway, "channel": new.channel.value, "caller": new.caller,
+            "text": new.text[:500]})
 
     def _journal_add(self, actor: str, action: str, subject: str,
                      details: dict[str, Any]) -> None:

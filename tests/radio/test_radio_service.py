@@ -417,3 +417,29 @@ async def test_satphone_sbd_both_ways(tmp_path: Path, reactor: Any) -> None:
         r = await client.post("/api/v1/satphones/sat1/sbd", headers=disp,
                               json={"text": "中文不行"})
         assert r.status_code == 422
+
+
+async def test_a_report_that_failed_half_way_is_retried_and_stored_once(
+        tmp_path: Path, reactor: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with radio_rig(tmp_path, reactor) as rig:
+        reports = rig.daemon.reports
+        real = reports.submit
+        calls: list[Any] = []
+        second = asyncio.Event()
+
+        async def flaky(new: Any, *, actor: str) -> Any:
+            calls.append(new)
+            done = await real(new, actor=actor)
+            if len(calls) == 1:
+                raise RuntimeError("connection reset after commit")
+            second.set()
+            return done
+
+        monkeypatch.setattr(reports, "submit", flaky)
+        bits, user_data = encode_text("Road blocked at km 12")
+        rig.radio.inject_sds("2002", user_data, bits=bits)
+        await asyncio.wait_for(second.wait(), 10)
+        assert calls[0] is calls[1]  # the same report, with the same source_ref
+        async with rig.daemon.db.session() as s:
+            rows = (await s.scalars(select(ReportRow).where(ReportRow.caller == "2002"))).all()
+        assert len(rows) == 1 and rows[0].source_ref == calls[0].source_ref
