@@ -40,6 +40,7 @@ async def test_ptt_by_role_priority_every_floor_event_audited(
         assert [e["event"] for e in r.json()["events"]] == ["preempted", "granted"]
         assert r.json()["talkgroup"]["talker"] == "cmdr"
         assert r.json()["talkgroup"]["talker_priority"] == "commander"
+        await rig.expect("radio.keyed", lambda e: e.keyed)  # on air for the commander
         r = await client.post("/api/v1/radio/talkgroups/fire/ptt", headers=disp)
         assert r.json()["events"] == [{"talkgroup": "fire", "event": "queued", "who": "disp",
                                        "why": "cmdr is talking", "position": 1, "by": None}]
@@ -53,6 +54,8 @@ async def test_ptt_by_role_priority_every_floor_event_audited(
         r = await client.delete("/api/v1/radio/talkgroups/fire/ptt", headers=cmdr)
         assert [e["event"] for e in r.json()["events"]] == ["released", "granted"]
         assert r.json()["talkgroup"]["talker"] == "disp"
+        await rig.expect("radio.keyed", lambda e: e.keyed)  # on air for the dispatcher again
+        rig.tetra.drain()
         await client.delete("/api/v1/radio/talkgroups/fire/ptt", headers=disp)
         await rig.tetra.command("AT+CUTXC=1")
         await rig.audited("radio.floor_released", lambda e: e.details["who"] == "disp")
