@@ -29,6 +29,7 @@ from starlette.websockets import WebSocketDisconnect
 from dispatch import audit as audit_query
 from dispatch.api_campaigns import mount_campaigns
 from dispatch.api_dispatch import DispatchContext, mount_dispatch
+from dispatch.api_radio import mount_radio
 from dispatch.api_reports import mount_reports
 from dispatch.api_residents import mount_residents
 from dispatch.audit import AuditTrail
@@ -37,6 +38,7 @@ from dispatch.campaigns import CampaignService
 from dispatch.events import DutyLogAdded, EventHub, SubscriberOverflow
 from dispatch.metrics import CONTENT_TYPE, Metrics
 from dispatch.models import DutyLogEntry
+from dispatch.radio_service import RadioService
 from dispatch.reports import ReportService
 from dispatch.residents import ResidentService
 from dispatch.storage import Database, after_commit
@@ -69,6 +71,7 @@ class AppContext:
     districts: Callable[[], dict[str, Any] | None] = lambda: None
     dispatch: DispatchContext | None = None
     residents: ResidentService | None = None
+    radio: RadioService | None = None
 
 
 # ---------------------------------------------------------------- models
@@ -311,6 +314,7 @@ def create_app(ctx: AppContext) -> FastAPI:
         mount_dispatch(app, ctx.dispatch, needs)
     if ctx.residents is not None:
         mount_residents(app, ctx.residents, ctx.campaigns, needs)
+    mount_radio(app, ctx.radio, needs)
     _mount_records(app, ctx, needs)
     _mount_events(app, ctx)
     return app

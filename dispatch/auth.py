@@ -70,18 +70,23 @@ class Permission(enum.StrEnum):
     NOTIFICATIONS_ACK = "notifications.ack"
     STATS_READ = "stats.read"
     RESIDENTS_MANAGE = "residents.manage"
+    RADIO_READ = "radio.read"
+    RADIO_PTT = "radio.ptt"
+    RADIO_SEND = "radio.send"
 
 
 _EVERYONE = {
     Permission.EVENTS_READ, Permission.DUTY_LOG_READ, Permission.DUTY_LOG_WRITE,
     Permission.REPORTS_READ, Permission.REPORTS_WRITE, Permission.INCIDENTS_READ,
     # "A call taker can merge and split" incidents, and correct a classification.
-    Permission.INCIDENTS_CORRELATE,
+    Permission.INCIDENTS_CORRELATE, Permission.RADIO_READ,
     # Notes, links and the lifecycle steps the transition table allows the role.
     Permission.INCIDENTS_MANAGE, Permission.UNITS_READ, Permission.PLANS_READ,
     Permission.ROSTER_READ, Permission.NOTIFICATIONS_READ, Permission.NOTIFICATIONS_ACK,
 }
-_DISPATCH = {Permission.UNITS_DISPATCH, Permission.PLANS_DECIDE}
+#: Keying talkgroups, sending SDS/SMS and calling satphones: dispatchers and above.
+_RADIO = {Permission.RADIO_PTT, Permission.RADIO_SEND}
+_DISPATCH = {Permission.UNITS_DISPATCH, Permission.PLANS_DECIDE} | _RADIO
 _LEAD = _DISPATCH | {Permission.ROSTER_MANAGE, Permission.STATS_READ, Permission.INCIDENTS_CLOSE}
 
 #: Which role may do what.  Later capabilities add their permissions here.

@@ -355,6 +355,112 @@ class SmsSettings(_Section):
     def enabled(self) -> bool:
         """True when at least one transport is configured."""
         return bool(self.smpp or self.modems)
+Gssi = Annotated[str, Field(min_length=1, max_length=8, pattern=r"^[0-9]+$")]
+
+
+class RadioGatewaySettings(_Section):
+    """A radio gateway: a TETRA terminal's PEI or a satphone on a serial port, or a DMR master."""
+
+    name: Name
+    kind: Literal["tetra", "satphone", "dmr"]
+    device: Annotated[str | None, Field(min_length=1, max_length=255)] = None
+    #: DMR (Homebrew protocol): the master's address, our peer id, the passphrase's file.
+    host: Annotated[str | None, Field(min_length=1, max_length=255)] = None
+    port: Port = 62031
+    peer_id: Annotated[int | None, Field(ge=1, le=0xFFFFFFFF)] = None
+    password_file: str | None = None
+    callsign: Annotated[str, Field(max_length=8, pattern=r"^[A-Za-z0-9]*$")] = "DISPATCH"
+    baudrate: Annotated[int, Field(ge=50, le=4_000_000)] = 115200
+    #: The terminal's own ISSI (TETRA) -- shown in health, never sent.
+    issi: Annotated[str | None, Field(min_length=1, max_length=8, pattern=r"^[0-9]+$")] = None
+    #: Extra GSSIs to attach (scan) besides those of the talkgroups on this gateway.
+    groups: Annotated[tuple[Gssi, ...], Field(strict=False, max_length=32)] = ()
+    #: The satphone's own number (shown in health).
+    number: Annotated[str | None, Field(max_length=24, pattern=r"^\+?[0-9]+$")] = None
+    retry_s: Annotated[float, Field(ge=0.01, le=3600)] = 5.0
+    command_timeout_s: Annotated[float, Field(ge=0.1, le=300)] = 5.0
+    hang_time_s: Annotated[float, Field(ge=0, le=60)] = 2.0
+    tx_timeout_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
+    max_queue: Annotated[int, Field(ge=0, le=256)] = 16
+    #: ``+CTICN`` call priority at or above which a handset's call is an emergency.
+    emergency_priority: Annotated[int, Field(ge=1, le=15)] = 15
+    #: Satphones: how often signal and call state are polled.
+    poll_s: Annotated[float, Field(ge=0.1, le=3600)] = 30.0
+
+    @model_validator(mode="after")
+    def _kind_fits(self) -> RadioGatewaySettings:
+        if self.kind == "satphone" and (self.groups or self.issi):
+            raise ValueError(f"radio gateway {self.name!r}: groups and issi are TETRA settings, "
+                             "not for a satphone")
+        if self.kind == "tetra" and self.number:
+            raise ValueError(f"radio gateway {self.name!r}: number is a satphone setting")
+        if self.kind == "dmr":
+            if self.host is None or self.peer_id is None or self.password_file is None:
+                raise ValueError(f"radio gateway {self.name!r}: a dmr gateway needs host, "
+                                 "peer_id and password_file")
+            if self.device or self.groups or self.issi or self.number:
+                raise ValueError(f"radio gateway {self.name!r}: device, groups, issi and "
+                                 "number are not dmr settings")
+        elif self.device is None:
+            raise ValueError(f"radio gateway {self.name!r}: a {self.kind} gateway needs device")
+        elif self.host is not None or self.peer_id is not None or self.password_file:
+            raise ValueError(f"radio gateway {self.name!r}: host, peer_id and password_file "
+                             "are dmr settings")
+        return self
+
+    def passphrase(self) -> bytes:
+        """The DMR master's passphrase, read from ``password_file`` (first line)."""
+        if self.password_file is None:
+            return b""
+        return Path(self.password_file).read_bytes().splitlines()[0].strip() if Path(
+            self.password_file).stat().st_size else b""
+
+
+class TalkgroupSettings(_Section):
+    """A talkgroup dispatchers key: its GSSI on one TETRA gateway and who may press PTT."""
+
+    name: Name
+    gssi: Gssi
+    gateway: Name
+    agency: Annotated[str, Field(max_length=64)] = ""
+    #: The lowest priority that may key the group: field_unit, dispatcher or commander.
+    min_priority: Literal["field_unit", "dispatcher", "commander"] = "dispatcher"
+
+
+class RadioSettings(_Section):
+    """Radio and satphone gateways and the talkgroups carried over them."""
+
+    gateways: Annotated[tuple[RadioGatewaySettings, ...], Field(strict=False)] = ()
+    talkgroups: Annotated[tuple[TalkgroupSettings, ...], Field(strict=False)] = ()
+    #: A unit's last position is attached to its SDS reports for this long (seconds).
+    position_max_age_s: Annotated[float, Field(ge=0, le=86400)] = 600.0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RadioSettings:
+        kinds: dict[str, str] = {}
+        for gw in self.gateways:
+            if gw.name in kinds:
+                raise ValueError(f"radio.gateways: name {gw.name!r} is used twice")
+            kinds[gw.name] = gw.kind
+        names: set[str] = set()
+        gssis: set[tuple[str, str]] = set()
+        for tg in self.talkgroups:
+            if tg.name in names:
+                raise ValueError(f"radio.talkgroups: name {tg.name!r} is used twice")
+            if kinds.get(tg.gateway) not in ("tetra", "dmr"):
+                raise ValueError(f"radio.talkgroups: {tg.name!r} names gateway {tg.gateway!r}, "
+                                 "which is not a configured tetra or dmr gateway")
+            if (tg.gateway, tg.gssi) in gssis:
+                raise ValueError(f"radio.talkgroups: GSSI {tg.gssi} is configured twice on "
+                                 f"gateway {tg.gateway!r}")
+            names.add(tg.name)
+            gssis.add((tg.gateway, tg.gssi))
+        for gw in self.gateways:
+            if gw.kind == "tetra" and not gw.groups and not any(
+                    tg.gateway == gw.name for tg in self.talkgroups):
+                raise ValueError(f"radio.gateways: tetra gateway {gw.name!r} carries no "
+                                 "talkgroup (add a [[radio.talkgroups]] or groups = [...])")
+        return self
 
 
 class Settings(_Section):
@@ -373,6 +479,7 @@ class Settings(_Section):
     sms: SmsSettings = SmsSettings()
     # TOML arrays are lists; accept them (non-strict) into an immutable tuple.
     devices: Annotated[tuple[DeviceSettings, ...], Field(strict=False)] = ()
+    radio: RadioSettings = RadioSettings()
 
     @model_validator(mode="after")
     def _unique_devices(self) -> Settings:
@@ -434,6 +541,8 @@ def _describe(error: Mapping[str, Any]) -> str:
     where = f"{loc}: " if loc else ""
     if kind in ("missing",):
         return f"{where}required key is missing"
+    if kind == "value_error" and isinstance(error["input"], dict):
+        return f"{where}{message}"  # a whole table's check: its contents would drown the line
     return f"{where}{message} (got {error['input']!r})"
 
 

@@ -41,6 +41,7 @@ from dispatch.config import (
 from dispatch.events import ConfigReloaded, EventHub
 from dispatch.httpserver import HttpService
 from dispatch.metrics import Metrics
+from dispatch.radio_service import RadioService
 from dispatch.reports import ReportService
 from dispatch.residents import ResidentService
 from dispatch.services import RequiredServiceFailed, ServiceManager
@@ -50,6 +51,7 @@ from dispatch.storage import Database
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+RADIO_STOP_TIMEOUT_S = 10.0
 
 
 def dispatchd_version() -> str:
@@ -176,6 +178,19 @@ class Daemon:
             opt_out_override=sms.opt_out_override, node=settings.node.name)
         self.services.add(self.residents, required=False, retry_s=60.0)
         self._add_devices()
+        self.radio: RadioService | None = None
+        if settings.radio.gateways:
+            self.radio = RadioService(settings.radio, reactor=reactor, db=self.db,
+                                      audit=self.audit, publish=self.hub.publish,
+                                      reports=self.reports, clock=clock)
+            # Optional: a missing radio is an alarm in /health, never a reason to refuse calls.
+            self.services.add(self.radio, required=False, retry_s=30.0)
+            from dispatch.radio_glue import PositionFeed, RadioFirstNotifier
+
+            self.radio.add_position_hook(PositionFeed(self.dispatch.units))
+            if self.dispatch.units.notifier is not None:
+                self.dispatch.units.notifier = RadioFirstNotifier(self.radio,
+                                                                  self.dispatch.units.notifier)
         self.commands = builtin_commands(ConsoleContext(
             db=self.db, users=self.users, audit=self.audit, publish=self.hub.publish,
             health=self.services.health, clock=clock))
@@ -183,6 +198,10 @@ class Daemon:
         from dispatch.dispatchwire import add_console_commands
 
         add_console_commands(self.commands, self.dispatch)
+        if self.radio is not None:
+            from dispatch.radio_commands import add_radio_commands
+
+            add_radio_commands(self.commands, self.radio)
         if settings.ssh.enabled:
             self._add_ssh()
         if settings.email_intake.enabled:
@@ -236,7 +255,7 @@ class Daemon:
             max_body_bytes=self.settings.http.max_body_bytes,
             node=self.settings.node.name, version=self.version, reports=self.reports,
             campaigns=self.campaigns, dispatch=self.dispatch.context(),
-            residents=self.residents,
+            residents=self.residents, radio=self.radio,
             webhook_secret=self.settings.intake.webhook_secret,
             districts=self._districts,
         ))
@@ -263,7 +282,13 @@ class Daemon:
         log.info("dispatchd ready")
 
     async def stop(self) -> None:
-        """Stop every service in reverse order and close consoles' event streams."""
+        """Unkey every radio first, then stop every service in reverse order."""
+        if self.radio is not None:
+            # PTT must fail safe before anything else is torn down.
+            try:
+                await asyncio.wait_for(self.radio.stop_radios(), RADIO_STOP_TIMEOUT_S)
+            except Exception:
+                log.exception("radios did not stop cleanly")
         self.hub.close_all()
         await self.services.stop_all()
         log.info("dispatchd stopped")
@@ -324,7 +349,8 @@ class Daemon:
         self.users.lockout_s = new.auth.lockout_s
         self.settings = new.model_copy(update={k: getattr(self.settings, k)
                                                for k in ("node", "database", "http", "devices",
-                                                         "sms")})
+                                                         "sms", "radio",
+                                                         "console", "dispatch")})
         async with self.db.session() as s:
             self.audit.record(s, actor="system", action="config.reloaded",
                               subject=f"config:{Path(self.config_path).name}",

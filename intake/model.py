@@ -21,6 +21,7 @@ class Channel(enum.Enum):
     EMAIL = "email"
     RADIO_SDS = "radio_sds"
     SATPHONE_SMS = "satphone_sms"
+    RADIO_CALL = "radio_call"  # a handset's emergency call (TETRA emergency button)
     API = "api"
     WEB_FORM = "web_form"
     SENSOR = "sensor"

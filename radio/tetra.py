@@ -330,6 +330,10 @@ class TetraGateway:
         """``who`` withdraws a queued request."""
         return self._apply(self.floor.cancel(group, who, self._now()))
 
+    def revoke_all(self, reason: str) -> list[FloorEvent]:
+        """End every grant and queue on this radio (unkeying it): the caller's fail-safe."""
+        return self._apply(self.floor.revoke_all(reason, self._now()))
+
     async def hang_up(self, group: str) -> None:
         """End the group call on ``group``: revoke its floor (unkey), then ``ATH``.
 

@@ -9,8 +9,9 @@ by ``+CTXG``: granted, or not while another member holds the floor),
 ``CR LF <hex user data> Ctrl-Z`` (no prompt by default), and the
 unsolicited ``+CTICN`` (incoming call), ``+CTXG`` (someone else talking),
 ``+CDTXC``, ``+CTCR`` and ``+CTSDSR`` (SDS received, user data on the next
-line).  SDS user data is hex; :func:`simple_text_sds` builds the Simple Text
-Messaging form (protocol 0x02, Latin-1) of EN 300 392-2 29.5.
+line; ``inject_location`` sends a LIP short location report).  SDS user
+data is hex; :func:`simple_text_sds` builds the Simple Text Messaging form
+(protocol 0x02, Latin-1) of EN 300 392-2 29.5.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ _HEX = frozenset(string.hexdigits)
 
 PID_SIMPLE_TEXT = 0x02
 CODING_LATIN1 = 0x01
+PID_LIP = 0x0A
+EMERGENCY_PRIORITY = 15
 CAUSE_USER_REQUESTED = 1
 TX_GRANTED, TX_NOT_GRANTED, TX_QUEUED, TX_GRANTED_TO_OTHER = 0, 1, 2, 3
 
@@ -96,11 +99,14 @@ class TetraRadioEmulator(AtEmulator):
 
     # --- what tests do ----------------------------------------------------------------------
 
-    def inject_group_call(self, group: str, calling: str) -> int:
-        """Another member opens a group call: ``+CTICN``, then ``+CTXG`` (they talk)."""
+    def inject_group_call(self, group: str, calling: str, priority: int = 0) -> int:
+        """Another member opens a group call: ``+CTICN``, then ``+CTXG`` (they talk).
+
+        ``priority`` is the call priority (0-15); 15 is a handset's emergency call.
+        """
         cc = self._new_cc()
         self.calls[cc] = GroupCall(group, incoming=True, talker=calling)
-        self.unsolicited(f"+CTICN: {cc},0,0,0,{calling},1,1,0,1,1,1,{group},0")
+        self.unsolicited(f"+CTICN: {cc},0,0,0,{calling},1,1,0,1,1,1,{group},{priority}")
         self.unsolicited(f"+CTXG: {cc},{TX_GRANTED_TO_OTHER},0,0,0,{calling}")
         return cc
 
@@ -122,6 +128,23 @@ class TetraRadioEmulator(AtEmulator):
         """The network ends call ``cc``: ``+CTCR``."""
         self.calls.pop(cc, None)
         self.unsolicited(f"+CTCR: {cc},{cause}")
+
+    def inject_emergency_call(self, group: str, calling: str) -> int:
+        """A handset presses its emergency button: a group call at priority 15."""
+        return self.inject_group_call(group, calling, priority=EMERGENCY_PRIORITY)
+
+    def inject_location(self, calling: str, lat: float, lon: float, *,
+                        velocity: int = 0, direction: int = 0) -> None:
+        """A handset reports its position: a LIP short location report as an SDS."""
+        value, count = 0, 0
+        lon_units = round(lon * (1 << 25) / 360.0) & ((1 << 25) - 1)
+        lat_units = round(lat * (1 << 24) / 180.0) & ((1 << 24) - 1)
+        for field, width in ((0, 2), (0, 2), (lon_units, 25), (lat_units, 24), (1, 3),
+                             (velocity, 7), (direction, 4), (0, 1), (0, 8)):
+            value = (value << width) | field
+            count += width
+        body = (value << 4).to_bytes(10, "big")  # 76 bits padded to 80
+        self.inject_sds(calling, (bytes([PID_LIP]) + body).hex().upper(), bits=8 + count)
 
     def inject_sds(self, calling: str, user_data: str, *, called: str | None = None,
                    bits: int | None = None, ai_service: int = 12) -> None:

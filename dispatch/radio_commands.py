@@ -1,0 +1,80 @@
+"""SSH console commands for talkgroups, PTT and SDS (the same operations as the HTTP API)."""
+
+from __future__ import annotations
+
+import json
+
+from dispatch.auth import Permission
+from dispatch.commands import Command, CommandError, Commands, Invocation, _table
+from dispatch.radio_service import ROLE_PRIORITY, RadioService, RadioServiceError
+from hardware.at import AtError
+from radio.sds import SdsError
+from radio.tetra import RadioError
+
+
+def add_radio_commands(table: Commands, radio: RadioService) -> None:
+    """Register ``show talkgroups``, ``show radios``, ``ptt press|release``, ``sds send``."""
+
+    async def talkgroups(inv: Invocation) -> str:
+        rows = []
+        for name in radio.talkgroups:
+            s = radio.talkgroup_state(name)
+            rows.append([name, s["gssi"], s["gateway"], s["gateway_state"], s["floor"],
+                         s["talker"] or "", ",".join(s["queue"]), s["on_air"] or "",
+                         s["emergency"] or ""])
+        return _table(rows, ["TALKGROUP", "GSSI", "GATEWAY", "LINK", "FLOOR", "TALKER",
+                             "QUEUE", "ON AIR", "EMERGENCY"])
+
+    async def radios(inv: Invocation) -> str:
+        return json.dumps(radio.health()["gateways"], indent=2, default=str, ensure_ascii=False)
+
+    def floor_lines(events: list[dict[str, object]]) -> str:
+        return "\n".join(f"{e['talkgroup']}: {e['event']} {e['who']}"
+                         + (f" (position {e['position']})" if e["position"] else "")
+                         + (f": {e['why']}" if e["why"] and e["why"] != e["event"] else "")
+                         for e in events)
+
+    def one_talkgroup(inv: Invocation) -> str:
+        if len(inv.args) != 1:
+            raise CommandError("usage: ptt press|release TALKGROUP", 2)
+        return inv.args[0]
+
+    async def press(inv: Invocation) -> str:
+        try:
+            events = radio.request_ptt(one_talkgroup(inv), inv.principal.name,
+                                       ROLE_PRIORITY[inv.principal.role])
+        except RadioServiceError as exc:
+            raise CommandError(str(exc)) from None
+        return floor_lines(events)
+
+    async def release(inv: Invocation) -> str:
+        try:
+            events = radio.release_ptt(one_talkgroup(inv), inv.principal.name)
+        except RadioServiceError as exc:
+            raise CommandError(str(exc)) from None
+        return floor_lines(events) or "nothing to release"
+
+    async def sds(inv: Invocation) -> str:
+        if len(inv.args) < 2:
+            raise CommandError("usage: sds send TALKGROUP|ISSI TEXT", 2)
+        target, text = inv.args[0], " ".join(inv.args[1:])
+        issi = target if target.isascii() and target.isdigit() else None
+        try:
+            ref = await radio.send_sds(text, inv.principal.name,
+                                       talkgroup=None if issi else target, issi=issi)
+        except (RadioServiceError, SdsError, RadioError, AtError, TimeoutError) as exc:
+            raise CommandError(f"SDS not sent: {exc}") from None
+        return f"SDS sent to {target} (reference {ref})"
+
+    for command in (
+        Command(("show", "talkgroups"), Permission.RADIO_READ,
+                "talkgroups: floor, talker, queue, who is on air", talkgroups),
+        Command(("show", "radios"), Permission.RADIO_READ, "radio and satphone gateways", radios),
+        Command(("ptt", "press"), Permission.RADIO_PTT, "key a talkgroup (your role's priority)",
+                press, "TALKGROUP"),
+        Command(("ptt", "release"), Permission.RADIO_PTT, "let go of a talkgroup", release,
+                "TALKGROUP"),
+        Command(("sds", "send"), Permission.RADIO_SEND, "send an SDS text", sds,
+                "TALKGROUP|ISSI TEXT"),
+    ):
+        table.add(command)
