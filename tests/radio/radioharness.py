@@ -89,9 +89,10 @@ class RadioRig:
         return {"Authorization": f"Bearer {r.json()['token']}"}
 
 
-def radio_settings(tmp_path: Path, db_url: str, tetra: Path, sat: Path) -> Any:
+def radio_settings(tmp_path: Path, db_url: str, tetra: Path, sat: Path,
+                   extra: dict[str, Any] | None = None) -> Any:
     """Daemon settings with one TETRA gateway (two talkgroups) and one satphone."""
-    return parse_settings({
+    return parse_settings({**(extra or {}), **{
         "node": {"data_dir": str(tmp_path / "var")},
         "database": {"url": db_url, "auto_migrate": True},
         "http": {"port": 0}, "ssh": {"port": 0},
@@ -108,19 +109,20 @@ def radio_settings(tmp_path: Path, db_url: str, tetra: Path, sat: Path) -> Any:
                  "min_priority": "commander"},
             ],
         },
-    }, "test")
+    }}, "test")
 
 
 @asynccontextmanager
-async def radio_rig(tmp_path: Path, reactor: Any, db_url: str | None = None
-                    ) -> AsyncIterator[RadioRig]:
+async def radio_rig(tmp_path: Path, reactor: Any, db_url: str | None = None,
+                    extra: dict[str, Any] | None = None) -> AsyncIterator[RadioRig]:
     """Emulators plugged, daemon started (gateways up); everything closed afterwards."""
     tetra = Plugged(TetraRadioEmulator(), tmp_path / "ttyTETRA0")
     sat = Plugged(SatellitePhoneEmulator(), tmp_path / "ttySAT0")
     tetra.plug()
     sat.plug()
     url = db_url or f"sqlite:///{tmp_path / 'dispatchd.db'}"
-    daemon = Daemon(radio_settings(tmp_path, url, tetra.link, sat.link), reactor=reactor)
+    daemon = Daemon(radio_settings(tmp_path, url, tetra.link, sat.link, extra),
+                    reactor=reactor)
     await daemon.start()
     try:
         yield RadioRig(daemon, tetra, sat)

@@ -1,0 +1,47 @@
+"""Radio and dispatch together: handset positions move units, assignments go out by SDS.
+
+A real in-process daemon with the TETRA emulator on a pty and the shipped units
+(conf/units.toml: E-101 carries radio id 1190101).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+from radioharness import radio_rig
+
+from dispatch.auth import Principal, Role
+from dispatch.reports import NewReport
+from hardware.emulators.tetra import decode_simple_text_sds
+from intake.model import Channel
+
+ROOT = Path(__file__).resolve().parents[2]
+UNITS = {"dispatch": {"units_file": str(ROOT / "conf/units.toml")}}
+
+
+async def test_a_location_report_moves_the_unit_and_an_assignment_is_an_sds(
+        tmp_path: Path, reactor: Any, db_url: str) -> None:
+    async with radio_rig(tmp_path, reactor, db_url, UNITS) as rig:
+        units = rig.daemon.dispatch.units
+        rig.radio.inject_location("1190101", 23.0311, 113.7702)
+        moved = await rig.expect("unit.changed", lambda e: e.unit_id == "E-101")
+        assert (moved.lat, moved.lon) == (pytest.approx(23.0311, abs=1e-4),
+                                          pytest.approx(113.7702, abs=1e-4))
+        row = await units.get("E-101")
+        assert row.position_source == "radio"
+
+        placed = await rig.daemon.reports.submit(NewReport(
+            Channel.API, "东城街道一栋居民楼起火，三人死亡，十二人受伤", dt.datetime.now(dt.UTC),
+            caller="+8613800000001", lat=23.0205, lon=113.7518), actor="taker")
+        assert placed.incident_id is not None
+        refs = await units.assign(placed.incident_id, ["E-101"],
+                                  Principal(0, "disp", Role.DISPATCHER))
+        assert refs and refs[0].startswith("sds:1190101:"), refs
+        sent = rig.radio.sds_sent[-1]
+        assert sent.called.endswith("1190101")
+        assert decode_simple_text_sds(sent.user_data) == (
+            f"DISPATCH incident {placed.incident_id[:8]} accident/building_fire grade 3 "
+            "at 23.02050,113.75180")
