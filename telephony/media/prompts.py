@@ -66,12 +66,16 @@ def write_prompt(path: str | Path, samples: Pcm) -> None:
 
 
 def hold_tone(seconds: float = 4.0) -> Pcm:
-    """A soft two-note chime (G4, C5) every two seconds: the shipped hold prompt."""
+    """A soft two-note chime (G4, C5) every two seconds: the shipped hold prompt.
+
+    Each note has a raised-cosine envelope that starts and ends at zero, so the
+    prompt has no clicks (and no energy far from its two notes).
+    """
     n = int(seconds * RATE)
     t = np.arange(n) / RATE
     phase = t % 2.0
     note = np.where(phase < 0.5, 392.0, 523.25)
-    envelope = np.where(phase < 1.0, np.exp(-3.0 * (phase % 0.5)), 0.0)
+    envelope = np.where(phase < 1.0, 0.5 - 0.5 * np.cos(2 * np.pi * (phase % 0.5) / 0.5), 0.0)
     signal = 6000.0 * envelope * np.sin(2 * np.pi * note * t)
     return np.round(signal).astype(np.int16)
 
