@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dispatch import logs
 from dispatch.api import AppContext, create_app
@@ -36,6 +36,9 @@ from dispatch.metrics import Metrics
 from dispatch.reports import ReportService
 from dispatch.services import RequiredServiceFailed, ServiceManager
 from dispatch.storage import Database
+
+if TYPE_CHECKING:
+    from dispatch.media_service import MediaService
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +154,13 @@ class Daemon:
                                      max_message_bytes=mail.max_message_bytes,
                                      recipients=mail.recipients)
             self.services.add(self.email, required=False, retry_s=30.0)
+        self.media: MediaService | None = None
+        if settings.media.enabled:
+            from dispatch.media_service import MediaService
+
+            # Required: a node that cannot anchor media cannot take calls.
+            self.media = MediaService(settings.media, self.hub.publish, self.metrics.registry)
+            self.services.add(self.media, required=True)
         self.services.add(self.http, required=True)
 
     def _add_devices(self) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 __all__ = [
     "DeadMedia",
@@ -50,6 +50,8 @@ class MediaAnchor(Protocol):
 class DeadMedia:
     """No RTP from a leg for ``silent_s`` seconds: the B2BUA should release it."""
 
+    topic: ClassVar[str] = "media.dead_media"
+
     leg_id: str
     silent_s: float
 
@@ -57,6 +59,8 @@ class DeadMedia:
 @dataclass(frozen=True, slots=True)
 class DtmfReceived:
     """One key press on a leg, from RFC 4733 packets or detected in the audio."""
+
+    topic: ClassVar[str] = "media.dtmf"
 
     leg_id: str
     digit: str
@@ -66,6 +70,8 @@ class DtmfReceived:
 @dataclass(frozen=True, slots=True)
 class RecordingFinished:
     """A room's recording is closed; ``sha256`` is also written to ``path + '.sha256'``."""
+
+    topic: ClassVar[str] = "media.recording_finished"
 
     room: str
     path: str
@@ -77,6 +83,8 @@ class RecordingFinished:
 class RecordingFailed:
     """A room's recording could not be written (the call goes on): raise an alarm."""
 
+    topic: ClassVar[str] = "media.recording_failed"
+
     room: str
     path: str
     error: str
@@ -85,6 +93,8 @@ class RecordingFailed:
 @dataclass(frozen=True, slots=True)
 class PromptFinished:
     """A prompt that did not loop has played to its end (or was stopped)."""
+
+    topic: ClassVar[str] = "media.prompt_finished"
 
     target: str
     prompt: str
