@@ -42,13 +42,14 @@ import logging
 import os
 import random
 import re
+import socket
 import struct
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -64,6 +65,7 @@ from telephony.media.anchor import (
 )
 from telephony.media.dtmf import DtmfReceiver, InbandDtmfDetector, dtmf_candidates
 from telephony.media.errors import MediaError
+from telephony.media.forcein import ModeKeys
 from telephony.media.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from telephony.media.jitter import (
     ConcealmentKind,
@@ -194,13 +196,12 @@ class _Leg:
     dead_reported: bool = False
     rtcp_next: float = 0.0
     marker: bool = True
+    alaw: bool = False
+    keys: ModeKeys | None = None
+    sock: socket.socket | None = None  # the RTP socket itself: sending skips asyncio's buffering
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("rx", "rx_bad", "rx_foreign", "rx_ignored", "rx_bad_size", "rtcp_rx", "rtcp_bad",
-         "tx", "tx_octets"), 0))
-
-    @property
-    def alaw(self) -> bool:
-        return self.negotiated is not None and self.negotiated.codec == PCMA
+         "tx", "tx_octets", "tx_dropped"), 0))
 
     def destination(self, symmetric: bool) -> tuple[str, int] | None:
         neg = self.negotiated
@@ -246,6 +247,7 @@ class MediaEngine:
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._prompt_cache: dict[str, Pcm] = {}
+        self._prompting: set[_Leg | _Room] = set()  # owners of a playing prompt
         self._next_housekeeping = 0.0
         self.tick_cost_us: deque[float] = deque(maxlen=3000)
         self.lateness_ms: deque[float] = deque(maxlen=3000)
@@ -300,11 +302,18 @@ class MediaEngine:
     # -- ports ----------------------------------------------------------------
 
     async def _bind(self, port: int, handler: Callable[[bytes, tuple[str, int]], None]
-                    ) -> asyncio.DatagramTransport:
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Rtp(handler), local_addr=(self.settings.bind_address, port))
-        return transport
+                    ) -> tuple[asyncio.DatagramTransport, socket.socket]:
+        family = socket.AF_INET6 if ":" in self.settings.bind_address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((self.settings.bind_address, port))
+            transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: _Rtp(handler), sock=sock)
+        except OSError:
+            sock.close()
+            raise
+        return transport, sock
 
     async def _open_leg(self, leg_id: str) -> _Leg:
         if len(leg_id) > 256 or not leg_id.isprintable():
@@ -320,15 +329,17 @@ class MediaEngine:
             if any(leg.port == port for leg in self._legs.values()):
                 continue
             try:
-                rtp = await self._bind(port, lambda d, a: self._rtp_in(leg_id, d, a))
+                rtp, sock = await self._bind(port, lambda d, a: self._rtp_in(leg_id, d, a))
             except OSError:
                 continue
             try:
-                rtcp = await self._bind(port + 1, lambda d, a: self._rtcp_in(leg_id, d, a))
+                rtcp, _ = await self._bind(port + 1, lambda d, a: self._rtcp_in(leg_id, d, a))
             except OSError:
                 rtp.close()
                 continue
-            return self._new_leg(leg_id, port, rtp, rtcp)
+            leg = self._new_leg(leg_id, port, rtp, rtcp)
+            leg.sock = sock
+            return leg
         raise MediaUnavailable(f"media: no free RTP port pair in {s.port_min}-{s.port_max}")
 
     def _new_leg(self, leg_id: str, port: int, rtp: asyncio.DatagramTransport,
@@ -416,8 +427,7 @@ class MediaEngine:
             return
         self._leave_room(leg)
         self._mixer.remove_leg(leg_id)
-        if leg.prompt is not None:
-            self._emit(PromptFinished(leg_id, leg.prompt.name, stopped=True))
+        self._set_prompt(leg_id, leg, None)
         self._send_rtcp(leg, bye=True)
         leg.rtp.close()
         leg.rtcp.close()
@@ -428,7 +438,14 @@ class MediaEngine:
         if leg.room is None:
             raise ValueError(f"leg {leg_id!r} is in no room")
         parsed, target = parse_mode(mode)
+        if target is not None and (target == leg_id or target not in self._legs):
+            raise ValueError(f"whisper target {target!r} is not another live leg")
         self._mixer.set_mode(leg_id, parsed, target)
+
+    def mode_keys(self, leg_id: str, whisper_to: str | None) -> None:
+        """Let a force-in leg switch mode by DTMF (*1 listen, *2 whisper to ``whisper_to``,
+        *3 barge); ``None`` turns it off.  Digits are still published as events."""
+        self._leg(leg_id).keys = ModeKeys(whisper_to) if whisper_to is not None else None
 
     def mute(self, leg_id: str, muted: bool = True) -> None:
         """Nobody hears this leg while muted."""
@@ -458,6 +475,7 @@ class MediaEngine:
                     if agreed.dtmf_payload_type is not None else None)
         leg.inband = InbandDtmfDetector() if leg.dtmf is None else None
         leg.negotiated = agreed
+        leg.alaw = agreed.codec == PCMA
         leg.last_rx = self.now()
         leg.dead_reported = False
 
@@ -471,8 +489,7 @@ class MediaEngine:
         self._mixer.add_leg(leg.leg_id, LegConfig(("solo", leg.leg_id)))
         if not r.legs:
             del self._rooms[r.name]
-            if r.prompt is not None:
-                self._emit(PromptFinished(r.name, r.prompt.name, stopped=True))
+            self._set_prompt(r.name, r, None)
             self._finish_recording(r)
 
     # -- receiving ------------------------------------------------------------------
@@ -507,8 +524,7 @@ class MediaEngine:
         leg.dead_reported = False
         if packet.payload_type == agreed.dtmf_payload_type and leg.dtmf is not None:
             for digit in leg.dtmf.receive_all(packet):
-                self.stats["dtmf"] += 1
-                self._emit(DtmfReceived(leg_id, digit.digit, "rfc4733"))
+                self._digit(leg, digit.digit, "rfc4733", now)
             return
         if len(packet.payload) != FRAME:
             c["rx_bad_size"] += 1  # we negotiated ptime 20: 160 G.711 octets
@@ -601,10 +617,27 @@ class MediaEngine:
             if not tone:
                 detector.reset()
             elif (digit := detector.feed(block[i])) is not None:
-                self.stats["dtmf"] += 1
-                self._emit(DtmfReceived(legs[i].leg_id, digit.digit, "inband"))
+                self._digit(legs[i], digit.digit, "inband", self.now())
+
+    def _digit(self, leg: _Leg, digit: str, source: Literal["rfc4733", "inband"],
+               now: float) -> None:
+        self.stats["dtmf"] += 1
+        self._emit(DtmfReceived(leg.leg_id, digit, source))
+        if leg.keys is None or leg.room is None or leg.leg_id not in self._legs:
+            return
+        mode = leg.keys.feed(digit, now)
+        if mode is None:
+            return
+        try:
+            self.set_mode(leg.leg_id, mode)
+        except ValueError as exc:  # the call taker has left: keep the current mode
+            log.info("force-in key ignored", extra={"leg": leg.leg_id, "error": str(exc)})
+            return
+        log.info("force-in mode switched by DTMF", extra={"leg": leg.leg_id, "mode": mode})
 
     def _add_prompts(self, legs: list[_Leg], out: Pcm) -> None:
+        if not self._prompting:
+            return
         room_frames: dict[str, Pcm | None] = {}
         for i, leg in enumerate(legs):
             frames = []
@@ -627,6 +660,7 @@ class MediaEngine:
         frame = player.next_frame()
         if frame is None:
             owner.prompt = None
+            self._prompting.discard(owner)
             self._emit(PromptFinished(target, player.name, stopped=False))
         return frame
 
@@ -643,10 +677,14 @@ class MediaEngine:
                 payload = alaw.get(i) or encoded[i * FRAME:(i + 1) * FRAME]
                 header = _RTP_HEADER.pack(0x80, leg.negotiated.payload_type
                                           | (0x80 if leg.marker else 0), leg.seq, leg.ts, leg.ssrc)
-                leg.rtp.sendto(header + payload, dest)
-                leg.marker = False
-                leg.counters["tx"] += 1
-                leg.counters["tx_octets"] += FRAME
+                try:
+                    leg.sock.sendto(header + payload, dest)  # type: ignore[union-attr]
+                except OSError:  # full buffer, or ICMP unreachable: a lost frame, not a fault
+                    leg.counters["tx_dropped"] += 1
+                else:
+                    leg.marker = False
+                    leg.counters["tx"] += 1
+                    leg.counters["tx_octets"] += FRAME
                 leg.seq = (leg.seq + 1) & 0xFFFF
             leg.ts = (leg.ts + FRAME) & 0xFFFFFFFF
 
@@ -777,27 +815,29 @@ class MediaEngine:
     def play_to_leg(self, leg_id: str, prompt: str, loop: bool = False) -> None:
         """Play ``prompts_dir/<prompt>.wav`` to one leg (replacing any prompt it hears)."""
         leg = self._leg(leg_id)
-        player = PromptPlayer(prompt, self._load(prompt), loop)
-        if leg.prompt is not None:
-            self._emit(PromptFinished(leg_id, leg.prompt.name, stopped=True))
-        leg.prompt = player
+        self._set_prompt(leg_id, leg, PromptPlayer(prompt, self._load(prompt), loop))
 
     def play_to_room(self, room: str, prompt: str, loop: bool = False) -> None:
         """Play a prompt to every leg of a room (e.g. a join tone or an announcement)."""
         r = self._rooms.get(room)
         if r is None:
             raise ValueError(f"unknown room {room!r}")
-        player = PromptPlayer(prompt, self._load(prompt), loop)
-        if r.prompt is not None:
-            self._emit(PromptFinished(room, r.prompt.name, stopped=True))
-        r.prompt = player
+        self._set_prompt(room, r, PromptPlayer(prompt, self._load(prompt), loop))
 
     def stop_prompt(self, target: str) -> None:
         """Stop whatever a leg (or else a room) named ``target`` is hearing."""
         owner: _Leg | _Room | None = self._legs.get(target) or self._rooms.get(target)
-        if owner is not None and owner.prompt is not None:
+        if owner is not None:
+            self._set_prompt(target, owner, None)
+
+    def _set_prompt(self, target: str, owner: _Leg | _Room, player: PromptPlayer | None) -> None:
+        if owner.prompt is not None:
             self._emit(PromptFinished(target, owner.prompt.name, stopped=True))
-            owner.prompt = None
+        owner.prompt = player
+        if player is None:
+            self._prompting.discard(owner)
+        else:
+            self._prompting.add(owner)
 
     # -- observation -----------------------------------------------------------------------
 

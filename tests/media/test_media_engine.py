@@ -24,6 +24,7 @@ from telephony.media.anchor import (
 )
 from telephony.media.dtmf import TelephoneEvent, build_telephone_event
 from telephony.media.engine import EngineSettings, MediaEngine, MediaUnavailable
+from telephony.media.forcein import ModeKeys
 from telephony.media.prompts import PromptError, hold_tone, load_prompt, write_prompt
 from telephony.media.rtp import RtpPacket
 from telephony.media.sdp import SdpError
@@ -312,3 +313,55 @@ async def test_port_range_exhaustion_is_media_unavailable(tmp_path: Path) -> Non
             await engine.offer("two")
     finally:
         await engine.stop()
+
+
+def send_digit(peer: Peer, event: int, ts: int) -> None:
+    """One RFC 4733 key press: two updates and the end three times."""
+    for n, end in ((1, False), (2, False), (3, True), (3, True), (3, True)):
+        payload = build_telephone_event(TelephoneEvent(event, end, 10, 160 * n))
+        peer.send(RtpPacket(101, peer.seq & 0xFFFF, ts, peer.ssrc, payload, marker=n == 1))
+
+
+async def test_supervisor_switches_mode_by_dtmf(rig: Rig) -> None:
+    caller, taker, boss = Peer(1), Peer(2), Peer(3)
+    for leg, peer in (("caller", caller), ("taker", taker), ("boss", boss)):
+        await rig.connect(leg, peer)
+        await rig.engine.join("call", leg, "listen" if leg == "boss" else "talk")
+    rig.engine.mode_keys("boss", whisper_to="taker")
+    tones = {"caller": (caller, 500.0), "taker": (taker, 1100.0), "boss": (boss, 1700.0)}
+    await rig.talk(10, tones)
+
+    pressed = [0]
+
+    async def press(keys: str) -> None:
+        for key in keys:
+            send_digit(boss, "0123456789*#".index(key), 160 * boss.seq)
+        pressed[0] += len(keys)
+        await until(lambda: len([e for e in rig.events if isinstance(e, DtmfReceived)])
+                    == pressed[0], f"digits {keys}")
+
+    await press("*2")
+    mark = {p: len(p.received) + len(p.drain()) for p in (caller, taker)}
+    await rig.talk(40, tones)
+    assert_hears(caller.heard(skip=mark[caller] + 5), [1100.0], [1700.0])
+    assert_hears(taker.heard(skip=mark[taker] + 5), [500.0, 1700.0], [])
+    await press("2*3")  # a lone 2 changes nothing; *3 barges
+    mark = {p: len(p.received) + len(p.drain()) for p in (caller, taker)}
+    await rig.talk(40, tones)
+    assert_hears(caller.heard(skip=mark[caller] + 5), [1100.0, 1700.0], [])
+    await press("*1")
+    mark = {p: len(p.received) + len(p.drain()) for p in (caller, taker)}
+    await rig.talk(40, tones)
+    assert_hears(caller.heard(skip=mark[caller] + 5), [1100.0], [1700.0])
+    assert_hears(taker.heard(skip=mark[taker] + 5), [500.0], [1700.0])
+
+
+def test_mode_keys_need_star_within_the_timeout() -> None:
+    keys = ModeKeys("taker", timeout_s=3.0)
+    assert keys.feed("2", 0.0) is None
+    assert keys.feed("*", 1.0) is None and keys.feed("2", 2.0) == "whisper:taker"
+    assert keys.feed("*", 3.0) is None and keys.feed("3", 6.5) is None  # too late
+    assert keys.feed("*", 7.0) is None and keys.feed("#", 7.1) is None
+    assert keys.feed("1", 7.2) is None  # the # cancelled the star
+    assert keys.feed("*", 8.0) is None and keys.feed("1", 8.1) == "listen"
+    assert keys.feed("*", 9.0) is None and keys.feed("3", 9.1) == "barge"
