@@ -11,7 +11,8 @@ against their RTP timestamps.  A size is *sustained* when no tick was skipped,
 loss < 1 % and p99 lateness <= 20 ms.
 
 Run: ``PYTHONPATH=. python bench/media_mix.py [seconds_per_size] [max_calls]``; the last line
-reads ``calls=N legs=2N ... sustained_calls=N`` for the largest sustained size.
+reads ``calls=N legs=2N ... cpu_bound_calls_per_core=M sustained_calls=N`` for the largest
+sustained size (M projects the engine's measured CPU share to a whole core).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from telephony.media.g711 import ulaw_encode
 
 HEADER = struct.Struct("!BBHII")
 FRAME_S = 0.02
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python 3.11 lacks the name
 
 
 def offer(port: int) -> str:
@@ -45,13 +47,21 @@ def offer(port: int) -> str:
 
 def phones(socks: list[socket.socket], dests: list[tuple[str, int]], seconds: float,
            out: multiprocessing.connection.Connection) -> None:
-    """The far ends: send 20 ms packets from every socket, collect what comes back."""
+    """The far ends: send 20 ms packets from every socket, collect what comes back.
+
+    Runs niced so that, on a small machine, the load generator yields the CPU to
+    the engine under test; arrival times are the kernel's receive timestamps
+    (SO_TIMESTAMPNS), so this process's own scheduling delay is not counted as
+    the engine's lateness.
+    """
+    os.nice(10)
     payload = ulaw_encode(np.round(3000 * np.sin(np.arange(160) / 8000 * 2 * np.pi * 440)
                                    ).astype(np.int16))
     ep = select.epoll()
     index = {s.fileno(): i for i, s in enumerate(socks)}
     for s in socks:
         s.setblocking(False)
+        s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         ep.register(s.fileno(), select.EPOLLIN)
     received = [0] * len(socks)
     base: list[float | None] = [None] * len(socks)
@@ -75,12 +85,13 @@ def phones(socks: list[socket.socket], dests: list[tuple[str, int]], seconds: fl
             s = socks[i]
             while True:
                 try:
-                    data = s.recv(2048)
+                    data, anc, _, _ = s.recvmsg(2048, 64)
                 except BlockingIOError:
                     break
-                t = time.monotonic()
-                if t < warm or len(data) < 12:
+                if time.monotonic() < warm or len(data) < 12 or not anc:
                     continue
+                sec, nsec = struct.unpack("qq", anc[0][2][:16])
+                t = sec + nsec * 1e-9
                 ts = HEADER.unpack_from(data)[3]
                 if ts0[i] is None:
                     ts0[i] = ts
@@ -124,6 +135,8 @@ async def run(calls: int, seconds: float, base_port: int) -> dict[str, float]:
         cpu0, wall0 = time.process_time(), time.monotonic()
         proc.start()
         while not parent.poll():
+            if not proc.is_alive() and not parent.poll():
+                raise RuntimeError(f"the phones process died (exit {proc.exitcode})")
             await asyncio.sleep(0.1)
         loss, late_p99, gen_p99 = parent.recv()
         cpu = 100 * (time.process_time() - cpu0) / (time.monotonic() - wall0)
@@ -161,7 +174,7 @@ async def main() -> None:
     limit = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
     best: dict[str, float] | None = None
     base = 30000 + (os.getpid() % 50) * 200
-    for calls in (25, 50, 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000):
+    for calls in (25, 50, 100, 150, 200, 250, 300, 350, 400, 500, 600, 800, 1000):
         if calls > limit:
             break
         r = await run(calls, seconds, base)
@@ -174,7 +187,11 @@ async def main() -> None:
     if best is None:
         print("sustained_calls=0")
         return
-    print(" ".join(f"{k}={v}" for k, v in best.items()) + f" sustained_calls={best['calls']}")
+    # What one core would carry if the engine's CPU use scales linearly (on a shared machine
+    # the sustained size is limited by preemption long before the engine's core is full).
+    per_core = int(best["calls"] * 100 / max(best["cpu_pct"], 0.1))
+    print(" ".join(f"{k}={v}" for k, v in best.items())
+          + f" cpu_bound_calls_per_core={per_core} sustained_calls={best['calls']}")
 
 
 if __name__ == "__main__":
