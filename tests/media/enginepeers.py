@@ -54,7 +54,9 @@ class Peer:
     """A phone on a real UDP socket: sends RTP from its own port, collects what it gets."""
 
     def __init__(self, ssrc: int = 0x1234, host: str = "127.0.0.1") -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.host = host
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.bind((host, 0))
         self.sock.setblocking(False)
         self.port = self.sock.getsockname()[1]
@@ -62,13 +64,15 @@ class Peer:
         self.seq = 0
         self.received: list[RtpPacket] = []
         self.rtcp = 0
-        self.dest: tuple[str, int] = ("127.0.0.1", 0)
+        self.dest: tuple[str, int] = (host, 0)
 
     def offer(self, port: int | None = None, dtmf: bool = True, direction: str = "sendrecv",
               formats: str = "0") -> str:
         """An SDP offer advertising ``port`` (default: the socket's real port)."""
         fmts = formats + (" 101" if dtmf else "")
-        return ("v=0\r\no=peer 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        ip = "IP6" if ":" in self.host else "IP4"
+        return (f"v=0\r\no=peer 1 1 IN {ip} {self.host}\r\ns=-\r\nc=IN {ip} {self.host}\r\n"
+                "t=0 0\r\n"
                 f"m=audio {port or self.port} RTP/AVP {fmts}\r\n"
                 "a=rtpmap:101 telephone-event/8000\r\n"
                 f"a=ptime:20\r\na={direction}\r\n")
@@ -77,7 +81,7 @@ class Peer:
         """Send to the port the engine's answer names."""
         for line in answer.split("\r\n"):
             if line.startswith("m=audio"):
-                self.dest = ("127.0.0.1", int(line.split()[1]))
+                self.dest = (self.host, int(line.split()[1]))
 
     def send_audio(self, pcm: np.ndarray, pt: int = 0) -> None:
         """One 20 ms packet of µ-law audio."""

@@ -4,6 +4,7 @@ peers, RFC 4733 DTMF, dead media, hold, recording and prompts."""
 from __future__ import annotations
 
 import hashlib
+import socket
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from telephony.media.dtmf import TelephoneEvent, build_telephone_event
 from telephony.media.engine import EngineSettings, MediaEngine, MediaUnavailable
 from telephony.media.forcein import ModeKeys
 from telephony.media.prompts import PromptError, hold_tone, load_prompt, write_prompt
-from telephony.media.rtp import RtpPacket
+from telephony.media.rtp import RtcpReceiverReport, RtcpSenderReport, RtpPacket, parse_rtcp
 from telephony.media.sdp import SdpError
 
 PROMPTS = Path(__file__).resolve().parents[2] / "conf" / "prompts"
@@ -365,3 +366,57 @@ def test_mode_keys_need_star_within_the_timeout() -> None:
     assert keys.feed("1", 7.2) is None  # the # cancelled the star
     assert keys.feed("*", 8.0) is None and keys.feed("1", 8.1) == "listen"
     assert keys.feed("*", 9.0) is None and keys.feed("3", 9.1) == "barge"
+
+
+async def test_ipv6_legs(tmp_path: Path) -> None:
+    clock = Clock()
+    engine = MediaEngine(EngineSettings(bind_address="::1", port_min=39000, port_max=39099),
+                         clock=clock)
+    rig = Rig(engine, clock)
+    await engine.start(run_clock=False)
+    a, b = Peer(1, host="::1"), Peer(2, host="::1")
+    try:
+        await rig.connect("a", a)
+        answer = await engine.answer("b", b.offer())
+        b.use_answer(answer)
+        assert "c=IN IP6 ::1\r\n" in answer
+        await engine.join("v6", "a")
+        await engine.join("v6", "b")
+        await rig.talk(40, {"a": (a, 500.0), "b": (b, 1100.0)})
+        assert_hears(a.heard(skip=20), [1100.0], [500.0])
+    finally:
+        await engine.stop()
+
+
+async def test_rtcp_reports_go_to_the_port_above(rig: Rig) -> None:
+    while True:  # a peer whose RTP port has a free odd neighbour for its RTCP
+        a = Peer(8)
+        rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            rtcp.bind(("127.0.0.1", a.port + 1))
+            break
+        except OSError:
+            rtcp.close()
+            a.close()
+    rtcp.setblocking(False)
+    try:
+        await rig.connect("a", a)
+        await rig.talk(300, {"a": (a, 500.0)})  # past the 5 s report interval
+        reports: list[object] = []
+        await until(lambda: _read_rtcp(rtcp, reports) >= 2, "two RTCP compounds")
+    finally:
+        rtcp.close()
+    first, second = reports[:2]
+    assert isinstance(first[0], RtcpReceiverReport)  # type: ignore[index]
+    sr = second[0]  # type: ignore[index]
+    assert isinstance(sr, RtcpSenderReport) and sr.packet_count >= 200
+    assert sr.reports and sr.reports[0].ssrc == a.ssrc
+    assert second[1].packet_type == 202 and b"dispatchd@" in second[1].body  # type: ignore[index]
+
+
+def _read_rtcp(sock: socket.socket, into: list[object]) -> int:
+    while True:
+        try:
+            into.append(parse_rtcp(sock.recv(2048)))
+        except BlockingIOError:
+            return len(into)
