@@ -36,10 +36,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import ipaddress
 import logging
-import os
 import random
 import re
 import socket
@@ -49,7 +47,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -78,6 +76,7 @@ from telephony.media.jitter import (
 )
 from telephony.media.mixer import Channel, LegConfig, LegMode, Mixer
 from telephony.media.prompts import PromptError, PromptPlayer, load_prompt
+from telephony.media.recorder import RoomRecorder, recording_path
 from telephony.media.rtp import (
     MAX_DATAGRAM,
     ReportBlock,
@@ -101,7 +100,6 @@ from telephony.media.sdp import (
     make_offer,
     parse_sdp,
 )
-from telephony.media.wav import WavWriter
 
 __all__ = ["EngineSettings", "MediaEngine", "MediaUnavailable", "parse_mode"]
 
@@ -218,9 +216,7 @@ class _Room:
     legs: list[str] = field(default_factory=list)
     caller: str | None = None
     prompt: PromptPlayer | None = None
-    path: Path | None = None
-    file: BinaryIO | None = None
-    writer: WavWriter | None = None
+    recorder: RoomRecorder | None = None
 
 
 class MediaEngine:
@@ -293,6 +289,10 @@ class MediaEngine:
         return lambda: self._subscribers.remove(callback)
 
     def _emit(self, event: MediaEvent) -> None:
+        if isinstance(event, RecordingFinished):
+            self.stats["recordings_finished"] += 1
+        elif isinstance(event, RecordingFailed):
+            self.stats["recordings_failed"] += 1
         for callback in list(self._subscribers):
             try:
                 callback(event)
@@ -417,7 +417,7 @@ class MediaEngine:
         self._mixer.add_leg(leg_id, LegConfig(room, parsed, target, channel=channel))
         r.legs.append(leg_id)
         leg.room = room
-        if r.writer is None and r.path is None and self.settings.recordings_dir is not None:
+        if r.recorder is None and self.settings.recordings_dir is not None:
             self._start_recording(r)
 
     async def release(self, leg_id: str) -> None:
@@ -734,70 +734,20 @@ class MediaEngine:
 
     def _start_recording(self, room: _Room) -> None:
         assert self.settings.recordings_dir is not None
-        stamp = time.gmtime(self._wallclock())
-        day = self.settings.recordings_dir / time.strftime("%Y-%m-%d", stamp)
-        safe = _UNSAFE.sub("_", room.name)[:64]
-        path = day / f"{safe}-{time.strftime('%Y%m%dT%H%M%SZ', stamp)}.wav"
-        n = 1
-        while path.exists():
-            n += 1
-            path = day / f"{safe}-{time.strftime('%Y%m%dT%H%M%SZ', stamp)}-{n}.wav"
-        room.path = path
-        try:
-            day.mkdir(parents=True, exist_ok=True)
-            room.file = open(path, "xb+")  # noqa: SIM115 - held open for the room's life
-            room.writer = WavWriter(room.file)
-        except OSError as exc:
-            self._recording_failed(room, exc)
-            return
-        self._mixer.set_recording(room.name, True)
+        path = recording_path(self.settings.recordings_dir, room.name, self._wallclock())
+        room.recorder = RoomRecorder(room.name, path, self._emit)
+        if room.recorder.open():
+            self._mixer.set_recording(room.name, True)
 
     def _record(self, room: _Room, block: Pcm) -> None:
-        if room.writer is None:
-            return
-        try:
-            room.writer.write(block)
-        except (OSError, ValueError) as exc:
-            self._recording_failed(room, exc)
-
-    def _recording_failed(self, room: _Room, exc: BaseException) -> None:
-        self.stats["recordings_failed"] += 1
-        log.error("recording failed; the call continues unrecorded",
-                  extra={"room": room.name, "path": str(room.path), "error": str(exc)})
-        if room.file is not None:
-            with contextlib.suppress(OSError):
-                room.file.close()
-        room.file, room.writer = None, None
-        if room.name in self._rooms and room.legs:
+        if room.recorder is not None and not room.recorder.write(block) and room.legs:
             self._mixer.set_recording(room.name, False)
-        self._emit(RecordingFailed(room.name, str(room.path), str(exc)))
 
     def _finish_recording(self, room: _Room) -> None:
-        if room.writer is None or room.file is None or room.path is None:
-            return
-        writer, file, path = room.writer, room.file, room.path
-        room.writer, room.file = None, None
-        try:
-            writer.close()
-            file.close()
-        except OSError as exc:
-            self._recording_failed(room, exc)
-            return
-        duration = writer.data_bytes / (4 * 8000)
-        task = asyncio.get_running_loop().create_task(self._seal(room.name, path, duration))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _seal(self, room: str, path: Path, duration: float) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            digest = await loop.run_in_executor(None, _hash_and_stamp, path)
-        except OSError as exc:
-            self.stats["recordings_failed"] += 1
-            self._emit(RecordingFailed(room, str(path), str(exc)))
-            return
-        self.stats["recordings_finished"] += 1
-        self._emit(RecordingFinished(room, str(path), digest, duration))
+        task = room.recorder.finish() if room.recorder is not None else None
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     # -- prompts -------------------------------------------------------------------------
 
@@ -857,7 +807,8 @@ class MediaEngine:
                 totals[key] += leg.counters[key]
         return {
             "rooms": len(self._rooms), "legs": len(self._legs),
-            "recording": sum(1 for r in self._rooms.values() if r.writer is not None),
+            "recording": sum(1 for r in self._rooms.values()
+                             if r.recorder is not None and r.recorder.active),
             **self.stats, **{f"packets_{k}": v for k, v in totals.items()},
             "tick_us_p50": _percentile(self.tick_cost_us, 50),
             "tick_us_p99": _percentile(self.tick_cost_us, 99),
@@ -873,16 +824,3 @@ def _percentile(values: deque[float], pct: float) -> float:
     if not values:
         return 0.0
     return round(float(np.percentile(np.fromiter(values, dtype=np.float64), pct)), 3)
-
-
-def _hash_and_stamp(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    hexdigest = digest.hexdigest()
-    side = path.with_name(path.name + ".sha256")
-    tmp = side.with_name(side.name + ".tmp")
-    tmp.write_text(f"{hexdigest}  {path.name}\n", encoding="ascii")
-    os.replace(tmp, side)
-    return hexdigest
