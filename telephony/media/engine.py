@@ -110,7 +110,6 @@ Pcm = npt.NDArray[np.int16]
 _RTP_HEADER = struct.Struct("!BBHII")
 _NTP_EPOCH = 2208988800
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _NOWHERE = ("0.0.0.0", 0)
 MAX_CATCHUP = 3  # late ticks run back to back at most this many; beyond that they are skipped
 
