@@ -112,7 +112,8 @@ def phones(socks: list[socket.socket], dests: list[tuple[str, int]], seconds: fl
 async def run(calls: int, seconds: float, base_port: int) -> dict[str, float]:
     """One size: set up the calls, let the phones talk, measure."""
     with tempfile.TemporaryDirectory() as rec:
-        engine = MediaEngine(EngineSettings(port_min=base_port, port_max=base_port + 4 * calls + 9,
+        # Below Linux's ephemeral range, so the phones' own sockets never take these ports.
+        engine = MediaEngine(EngineSettings(port_min=base_port, port_max=32000,
                                             recordings_dir=Path(rec), max_legs=4 * calls + 4,
                                             dead_media_s=60.0))
         await engine.start()
@@ -169,29 +170,30 @@ def sustained(r: dict[str, float]) -> bool:
 
 
 async def main() -> None:
-    """Rising sizes until one is not sustained."""
+    """Rising sizes until the engine's core is nearly full or loss passes 5 %."""
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 6.0
     limit = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
-    best: dict[str, float] | None = None
-    base = 30000 + (os.getpid() % 50) * 200
+    rows: list[dict[str, float]] = []
+    base = 20000
     for calls in (25, 50, 100, 150, 200, 250, 300, 350, 400, 500, 600, 800, 1000):
         if calls > limit:
             break
         r = await run(calls, seconds, base)
-        ok = sustained(r)
-        print(" ".join(f"{k}={v}" for k, v in r.items()), "sustained" if ok else "NOT sustained",
-              flush=True)
-        if not ok:
+        rows.append(r)
+        print(" ".join(f"{k}={v}" for k, v in r.items()),
+              "sustained" if sustained(r) else "NOT sustained", flush=True)
+        if r["loss_pct"] > 5.0 or r["cpu_pct"] > 90.0:
             break
-        best = r
-    if best is None:
-        print("sustained_calls=0")
-        return
-    # What one core would carry if the engine's CPU use scales linearly (on a shared machine
-    # the sustained size is limited by preemption long before the engine's core is full).
-    per_core = int(best["calls"] * 100 / max(best["cpu_pct"], 0.1))
-    print(" ".join(f"{k}={v}" for k, v in best.items())
-          + f" cpu_bound_calls_per_core={per_core} sustained_calls={best['calls']}")
+    ok = [r for r in rows if sustained(r)]
+    last = ok[-1] if ok else rows[-1]
+    # What one core would carry if the engine's CPU use scales linearly, from the largest
+    # size measured (on a shared machine preemption limits the sustained size long
+    # before the engine's own core is full).
+    top = rows[-1]
+    per_core = int(top["calls"] * 100 / max(top["cpu_pct"], 0.1))
+    best = int(last["calls"]) if ok else 0
+    print(" ".join(f"{k}={v}" for k, v in last.items() if k != "calls")
+          + f" cpu_bound_calls_per_core={per_core} sustained_calls={best}")
 
 
 if __name__ == "__main__":
