@@ -14,6 +14,7 @@ read from a file (``database.password_file``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -187,6 +188,42 @@ class DispatchSettings(_Section):
     shifts: Annotated[tuple[ShiftSettings, ...], Field(strict=False)] = (
         ShiftSettings(name="day", start="08:00"), ShiftSettings(name="night", start="20:00"))
     utc_offset_hours: Annotated[float, Field(ge=-14, le=14)] = 8.0
+class MediaSettings(_Section):
+    """RTP media anchoring: the port range legs bind, dead media, recordings and prompts."""
+
+    enabled: bool = False
+    bind_address: str = "127.0.0.1"
+    advertise_address: str | None = None
+    port_min: Annotated[int, Field(ge=1024, le=65534)] = 20000
+    port_max: Annotated[int, Field(ge=1025, le=65535)] = 20999
+    dead_media_seconds: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    record: bool = True
+    recordings_dir: str = "var/recordings"
+    prompts_dir: str = "conf/prompts"
+    symmetric_rtp: bool = True
+    max_legs: Annotated[int, Field(ge=2, le=20000)] = 2000
+
+    @field_validator("bind_address", "advertise_address")
+    @classmethod
+    def _check_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_range(self) -> MediaSettings:
+        first = self.port_min + self.port_min % 2
+        if self.port_max < first + 1:
+            raise ValueError(f"media: port_min..port_max ({self.port_min}..{self.port_max}) "
+                             "holds no even/odd RTP/RTCP port pair")
+        unspecified = ipaddress.ip_address(self.bind_address).is_unspecified
+        if unspecified and self.advertise_address is None:
+            raise ValueError("media: bind_address is unspecified; set advertise_address "
+                             "(the address phones send RTP to)")
+        return self
 
 
 class DeviceSettings(_Section):
@@ -477,6 +514,7 @@ class Settings(_Section):
     console: ConsoleSettings = ConsoleSettings()
     dispatch: DispatchSettings = DispatchSettings()
     sms: SmsSettings = SmsSettings()
+    media: MediaSettings = MediaSettings()
     # TOML arrays are lists; accept them (non-strict) into an immutable tuple.
     devices: Annotated[tuple[DeviceSettings, ...], Field(strict=False)] = ()
     radio: RadioSettings = RadioSettings()

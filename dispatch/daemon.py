@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dispatch import logs
 from dispatch.api import AppContext, create_app
@@ -47,6 +47,9 @@ from dispatch.residents import ResidentService
 from dispatch.services import RequiredServiceFailed, ServiceManager
 from dispatch.sms_service import SmsService, report_sink
 from dispatch.storage import Database
+
+if TYPE_CHECKING:
+    from dispatch.media_service import MediaService
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +215,13 @@ class Daemon:
                                      max_message_bytes=mail.max_message_bytes,
                                      recipients=mail.recipients)
             self.services.add(self.email, required=False, retry_s=30.0)
+        self.media: MediaService | None = None
+        if settings.media.enabled:
+            from dispatch.media_service import MediaService
+
+            # Required: a node that cannot anchor media cannot take calls.
+            self.media = MediaService(settings.media, self.hub.publish, self.metrics.registry)
+            self.services.add(self.media, required=True)
         self.services.add(self.http, required=True)
 
     async def _sms_receipt(self, message_ids: list[str], state: str) -> bool:
@@ -349,7 +359,7 @@ class Daemon:
         self.users.lockout_s = new.auth.lockout_s
         self.settings = new.model_copy(update={k: getattr(self.settings, k)
                                                for k in ("node", "database", "http", "devices",
-                                                         "sms", "radio",
+                                                         "sms", "radio", "media",
                                                          "console", "dispatch")})
         async with self.db.session() as s:
             self.audit.record(s, actor="system", action="config.reloaded",

@@ -46,6 +46,7 @@ __all__ = [
     "TelephoneEvent",
     "build_red",
     "build_telephone_event",
+    "dtmf_candidates",
     "parse_red",
     "parse_telephone_event",
 ]
@@ -265,6 +266,11 @@ class InbandDtmfDetector:
             return None
         return _KEYPAD[r][c]
 
+    def reset(self) -> None:
+        """A frame with no tone energy (see :func:`dtmf_candidates`): the key is up."""
+        self._candidate = None
+        self._reported = None
+
     def feed(self, frame: npt.NDArray[np.int16]) -> DtmfDigit | None:
         """Feed one frame; a digit is reported on its second consecutive frame, once."""
         digit = self.classify(frame)
@@ -277,3 +283,22 @@ class InbandDtmfDetector:
             self._reported = digit
             return DtmfDigit(digit, 0, 0)
         return None
+
+
+_BASIS = _basis()
+
+
+def dtmf_candidates(frames: npt.NDArray[np.int16],
+                    min_level: float = 200.0) -> npt.NDArray[np.bool_]:
+    """For an (n, 160) block, which frames hold enough energy in a row and a column tone.
+
+    One matrix product for every leg at once; only the frames it flags need the
+    full per-leg :meth:`InbandDtmfDetector.feed` (the rest call ``reset``).
+    """
+    if frames.ndim != 2 or frames.shape[1] != FRAME:
+        raise ValueError(f"frames must be (n, {FRAME})")
+    power = np.abs(frames.astype(np.float64) @ _BASIS.T) ** 2 * (2.0 / FRAME)
+    threshold = (min_level**2) * FRAME / 2
+    result: npt.NDArray[np.bool_] = (power[:, :4].max(axis=1) >= threshold) & (
+        power[:, 4:].max(axis=1) >= threshold)
+    return result

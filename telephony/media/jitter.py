@@ -264,6 +264,8 @@ class JitterBuffer:
         return ext, self._buffer[ext]
 
     def _drop_before(self, ts: int) -> None:
+        if not self._buffer:
+            return
         for ext in [e for e, p in self._buffer.items() if ts_diff(p.timestamp, ts) < 0]:
             del self._buffer[ext]
             self._c.late += 1

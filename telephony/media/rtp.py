@@ -83,6 +83,10 @@ def parse_rtp(data: bytes, max_size: int = MAX_DATAGRAM) -> RtpPacket:
     """Decode one RTP datagram; raise a MediaError for anything malformed or oversized."""
     if len(data) > max_size:
         raise LimitExceeded(f"RTP datagram of {len(data)} bytes exceeds {max_size}")
+    if len(data) >= 12 and data[0] == 0x80:
+        # The common case (no padding, extension or CSRC): one unpack, no cursor.
+        _, second, sequence, timestamp, ssrc = _RTP_HEADER.unpack_from(data)
+        return RtpPacket(second & 0x7F, sequence, timestamp, ssrc, data[12:], bool(second & 0x80))
     cur = Cursor(data)
     first, second, sequence, timestamp, ssrc = cur.unpack(_RTP_HEADER, "RTP fixed header")
     if first >> 6 != RTP_VERSION:
