@@ -83,6 +83,21 @@ def mount_residents(app: FastAPI, residents: ResidentService, campaigns: Campaig
         """How many residents the registry holds."""
         return {"count": await residents.count()}
 
+    @app.get(f"{API}/broadcast-templates", tags=["broadcast"])
+    async def templates(
+        _: Annotated[Principal, Depends(needs(Permission.BROADCAST_READ))],
+    ) -> list[dict[str, Any]]:
+        """The broadcast templates (conf/sms/templates.toml): texts, severity, placeholders."""
+        if residents.templates is None:
+            raise HTTPException(503, "no templates loaded (sms.templates_file)")
+        out = []
+        for tid in residents.templates.ids():
+            t = residents.templates[tid]
+            out.append({"id": t.id, "severity": t.severity.value, "priority": t.priority,
+                        "max_parts": t.max_parts, "texts": dict(t.texts),
+                        "placeholders": sorted(t.placeholders)})
+        return out
+
     @app.post(f"{API}/campaigns/preview", tags=["broadcast"])
     async def preview(
         body: PreviewIn, _: Annotated[Principal, Depends(needs(Permission.BROADCAST_CREATE))]

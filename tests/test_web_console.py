@@ -242,3 +242,52 @@ async def test_dispatcher_acknowledges_recommends_and_assigns(ddaemon: Any) -> N
 
         status = await s.scalar(select(IncidentRow.status).where(IncidentRow.id == iid))
     assert status == "dispatched"
+
+
+REGISTRY = """phone,name,language,address,lat,lon,district,groups,opt_out
+13800000001,王伟,zh,东城大道1号,23.0200,113.8000,,三防责任人,
+13800000002,李娜,zh,东城大道2号,23.0210,113.8010,,,
+13800000003,John Smith,en,Dongcheng Rd 3,23.0220,113.8020,,,
+13800000005,刘洋,zh,虎门镇,22.8200,113.6700,,三防责任人;村长,
+"""
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_commander_draws_an_area_previews_and_requests_a_broadcast(
+        daemon: Any, page: Any) -> None:
+    await daemon.users.add_user("chief", Role.COMMANDER, "chief-password", actor="test")
+    await daemon.residents.import_text(REGISTRY, actor="test")
+    await log_in(page, daemon.base_url, "chief", "chief-password")
+    assert await page.get_attribute("#views button[data-view=command]", "aria-pressed") == "true"
+    await page.wait_for_selector("#composer select[name=template] option[value=flood_evacuation]",
+                                 state="attached")
+    await page.select_option("#composer select[name=template]", "flood_evacuation")
+
+    # Draw a four-cornered area over the whole map by clicking it.
+    await page.click("#draw-area")
+    the_map = page.locator("#map")
+    await the_map.scroll_into_view_if_needed()
+    box = await the_map.bounding_box()
+    for fx, fy in ((0.03, 0.03), (0.97, 0.03), (0.97, 0.97), (0.03, 0.97)):
+        await the_map.click(position={"x": fx * box["width"], "y": fy * box["height"]})
+    await page.click("#draw-area")  # finish
+    await page.wait_for_selector("#map polygon.area")
+    drawn = await page.evaluate("area")
+    assert len(drawn) == 4
+
+    await page.click("#preview-count")
+    await page.wait_for_selector("#recipient-count:has-text('Reaches')")
+    expected = await daemon.residents.preview(
+        [{"kind": "polygon", "geometry": {"type": "Polygon",
+                                          "coordinates": [[*drawn, drawn[0]]]}}],
+        daemon.residents.templates["flood_evacuation"].severity)
+    assert expected["count"] == 4  # everyone with coordinates in the jurisdiction
+    assert f"Reaches {expected['count']} recipients" in await page.text_content("#recipient-count")
+
+    await page.fill("#composer input[name=title]", "东城沿河撤离")
+    for name in await page.eval_on_selector_all("#placeholders input", "els => els.map(e => e.name)"):
+        await page.fill(f"#placeholders input[name={name}]", "东城" if name == "ph_area" else "x")
+    await page.click("#composer button[type=submit]")
+    await page.wait_for_selector("#campaigns li:has-text('东城沿河撤离'):has-text('awaiting approval')")
+    await page.screenshot(path=str(ARTEFACTS / "console-composer.png"), full_page=True)
+    assert page.errors == []

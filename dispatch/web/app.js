@@ -28,6 +28,10 @@ const I18N = {
     new: "新建", acknowledged: "已受理", dispatched: "已派遣", on_scene: "已到场", contained: "已控制",
     closed: "已结案", merged: "已合并", available: "待命", en_route: "途中", returning: "返回",
     out_of_service: "停用", step_to: "→", reason_prompt: "请说明原因", no_units: "没有可用的力量",
+    talkgroups: "通话组", talkgroup: "通话组", talker: "讲话人", queue: "排队", ptt: "按下讲话",
+    ptt_release: "松开", composer: "预警短信编辑", composer_help: "在态势图上点击画出范围，选择模板，预览人数后提交审批。",
+    draw_area: "画范围", clear_area: "清除", finish_area: "完成", title: "标题", preview_count: "预览人数",
+    request_approval: "提交审批", reach_n: "将发送给", area_points: "个点", no_area: "请先在态势图上画出范围",
   },
   en: {
     offline: "offline", online: "live", logout: "Log out", login_title: "Log in", username: "User name",
@@ -54,7 +58,13 @@ const I18N = {
     acknowledged: "acknowledged", dispatched: "dispatched", on_scene: "on scene",
     contained: "contained", closed: "closed", merged: "merged", available: "available",
     en_route: "en route", returning: "returning", out_of_service: "out of service", step_to: "→",
-    reason_prompt: "Why?", no_units: "No available units",
+    reason_prompt: "Why?", no_units: "No available units", talkgroups: "Talkgroups",
+    talkgroup: "Talkgroup", talker: "Talking", queue: "Queue", ptt: "Push to talk", ptt_release: "Release",
+    composer: "Broadcast composer",
+    composer_help: "Click on the map to draw the area, pick a template, preview the count, then request approval.",
+    draw_area: "Draw area", clear_area: "Clear", finish_area: "Finish", title: "Title",
+    preview_count: "Preview count", request_approval: "Request approval", reach_n: "Reaches",
+    area_points: "points", no_area: "Draw the area on the map first",
   },
 };
 
@@ -240,6 +250,71 @@ async function loadUnits() {
   drawMap();
 }
 
+// ---- talkgroups: who talks, who waits, a PTT button per group (press to key, press to release)
+let lastTalkgroups = [];
+async function loadTalkgroups() {
+  if (!can("radio.read")) return;
+  try { lastTalkgroups = await api("/api/v1/radio/talkgroups"); } catch (err) { lastTalkgroups = []; return; }
+  $("#talkgroups tbody").replaceChildren(...lastTalkgroups.map((g) => {
+    const mine = me && g.talker === me.name;
+    const queued = me && g.queue.some((q) => (q.who || q) === me.name);
+    const button = el("button", { type: "button", class: "ptt", "aria-pressed": String(Boolean(mine || queued)) },
+      mine || queued ? t("ptt_release") : t("ptt"));
+    button.disabled = g.monitor_only || !can("radio.ptt");
+    button.addEventListener("click", () => ptt(g.name, mine || queued));
+    return el("tr", { "data-talkgroup": g.name, class: g.keyed ? "keyed" : "" },
+      el("td", {}, g.name), el("td", { class: "talker" }, g.talker || g.on_air || ""),
+      el("td", {}, g.queue.map((q) => q.who || q).join(", ")), el("td", {}, button));
+  }));
+}
+
+async function ptt(name, release) {
+  $("#radio-error").textContent = "";
+  try {
+    await api(`/api/v1/radio/talkgroups/${encodeURIComponent(name)}/ptt`, { method: release ? "DELETE" : "POST" });
+  } catch (err) { $("#radio-error").textContent = err.message; }
+  await loadTalkgroups();
+}
+
+// ---- broadcast composer: area drawn on the map, template, preview count, approval request
+let templates = [];
+async function loadTemplates() {
+  if (!can("broadcast.create")) return;
+  try { templates = await api("/api/v1/broadcast-templates"); } catch (err) { templates = []; }
+  const select = $("#composer").elements.template;
+  select.replaceChildren(...templates.map((tp) => el("option", { value: tp.id }, `${tp.id} (${tp.severity})`)));
+  showPlaceholders();
+}
+
+function showPlaceholders() {
+  const tp = templates.find((x) => x.id === $("#composer").elements.template.value);
+  $("#placeholders").replaceChildren(...(tp ? tp.placeholders : []).map((name) =>
+    el("input", { name: `ph_${name}`, placeholder: name, maxlength: "200", required: "" })));
+}
+
+function areaTarget() {
+  if (area.length < 3) throw new Error(t("no_area"));
+  const ring = [...area, area[0]];
+  return [{ kind: "polygon", geometry: { type: "Polygon", coordinates: [ring] } }];
+}
+
+function setDrawing(on) {
+  drawing = on;
+  $("#map").classList.toggle("drawing", on);
+  $("#draw-area").textContent = on ? t("finish_area") : t("draw_area");
+  $("#area-info").textContent = area.length ? `${area.length} ${t("area_points")}` : "";
+  drawMap();
+}
+
+async function previewCount() {
+  $("#composer-error").textContent = "";
+  try {
+    const body = { targets: areaTarget(), template: $("#composer").elements.template.value };
+    const got = await api("/api/v1/campaigns/preview", { method: "POST", body: JSON.stringify(body) });
+    $("#recipient-count").textContent = `${t("reach_n")} ${got.count ?? got.recipients ?? JSON.stringify(got)} ${t("recipients_n")}`;
+  } catch (err) { $("#composer-error").textContent = err.message; }
+}
+
 async function loadActions() {
   if (!can("plans.read")) return;
   const rows = await api("/api/v1/plans/actions?status=proposed");
@@ -276,6 +351,9 @@ async function loadIncidents() {
 // with an equirectangular projection corrected for latitude; no tiles, no internet.
 const SVGNS = "http://www.w3.org/2000/svg";
 let mapLayers = null;
+let mapUnproject = null;
+let area = [];        // the broadcast area being drawn: [lon, lat] vertices
+let drawing = false;
 
 function svgEl(tag, attrs = {}, ...children) {
   const node = document.createElementNS(SVGNS, tag);
@@ -300,6 +378,7 @@ function drawMap() {
   const placed = lastUnits.filter((u) => u.position && u.position.lat != null && u.position.lon != null);
   const points = located.map((i) => [i.lon, i.lat]);
   points.push(...placed.map((u) => [u.position.lon, u.position.lat]));
+  if (!features.length) points.push(...area);
   for (const f of features) for (const ring of ringsOf(f.geometry)) points.push(...ring);
   $("#map-empty").hidden = points.length > 0;
   if (!points.length) { box.replaceChildren(); return; }
@@ -313,6 +392,7 @@ function drawMap() {
   const scale = Math.min((W - 2 * pad) / spanX, (H - 2 * pad) / spanY);
   const offX = (W - spanX * scale) / 2, offY = (H - spanY * scale) / 2;
   const project = ([lon, lat]) => [offX + (lon - minX) * k * scale, offY + (maxY - lat) * scale];
+  mapUnproject = ([x, y]) => [minX + (x - offX) / (k * scale), maxY - (y - offY) / scale];
   box.setAttribute("viewBox", `0 0 ${W} ${Math.round(H)}`);
   const layer = [];
   for (const f of features) {
@@ -325,6 +405,14 @@ function drawMap() {
     const [cx, cy] = project([outer.reduce((a, p) => a + p[0], 0) / outer.length,
       outer.reduce((a, p) => a + p[1], 0) / outer.length]);
     layer.push(svgEl("text", { x: cx.toFixed(1), y: cy.toFixed(1), "text-anchor": "middle" }, name));
+  }
+  if (area.length) {
+    const pts = area.map((p) => project(p).map((v) => v.toFixed(1)).join(","));
+    layer.push(svgEl(area.length > 2 && !drawing ? "polygon" : "polyline", { class: "area", points: pts.join(" ") }));
+    for (const p of area) {
+      const [x, y] = project(p);
+      layer.push(svgEl("circle", { class: "vertex", cx: x.toFixed(1), cy: y.toFixed(1), r: 3 }));
+    }
   }
   for (const u of placed) {
     const [x, y] = project([u.position.lon, u.position.lat]);
@@ -400,7 +488,8 @@ function onEvent(envelope) {
   if (envelope.topic === "service.state") loadHealth().catch(() => {});
   if (envelope.topic === "incident.changed" || envelope.topic === "incident.status") loadIncidents().catch(() => {});
   if (envelope.topic.startsWith("incident.") && envelope.data.incident_id === selectedIncident) loadIncidentDetail().catch(() => {});
-  if (envelope.topic === "unit.changed") loadUnits().catch(() => {});
+  if (envelope.topic === "unit.changed" || envelope.topic === "unit.position") loadUnits().catch(() => {});
+  if (envelope.topic.startsWith("radio.")) loadTalkgroups().catch(() => {});
   if (envelope.topic.startsWith("plan.")) loadActions().catch(() => {});
   if (envelope.topic.startsWith("campaign.")) loadCampaigns().catch(() => {});
   if (envelope.topic === "duty_log.added" && !document.querySelector(`#duty-log [data-id="${envelope.data.id}"]`)) {
@@ -423,6 +512,7 @@ function connect() {
     // Anything may have changed while we were away: reload the views.
     loadHealth().catch(() => {}); loadDutyLog().catch(() => {}); loadIncidents().catch(() => {});
     loadCampaigns().catch(() => {}); loadUnits().catch(() => {}); loadActions().catch(() => {});
+    loadTalkgroups().catch(() => {}); loadTemplates().catch(() => {});
     loadIncidentDetail().catch(() => {});
   };
   socket.onmessage = (msg) => onEvent(JSON.parse(msg.data));
@@ -531,6 +621,34 @@ $("#lang").addEventListener("click", () => {
 });
 $("#logout").addEventListener("click", logout);
 $("#recommend").addEventListener("click", recommend);
+$("#map").addEventListener("click", (ev) => {
+  if (!drawing || !mapUnproject) return;
+  const svg = $("#map");
+  const pt = new DOMPoint(ev.clientX, ev.clientY).matrixTransform(svg.getScreenCTM().inverse());
+  const [lon, lat] = mapUnproject([pt.x, pt.y]);
+  area.push([Number(lon.toFixed(6)), Number(lat.toFixed(6))]);
+  setDrawing(true);
+});
+$("#draw-area").addEventListener("click", () => setDrawing(!drawing));
+$("#clear-area").addEventListener("click", () => { area = []; setDrawing(false); $("#recipient-count").textContent = ""; });
+$("#preview-count").addEventListener("click", previewCount);
+$("#composer").elements.template.addEventListener("change", showPlaceholders);
+$("#composer").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const f = ev.target.elements;
+  $("#composer-error").textContent = "";
+  try {
+    const values = {};
+    for (const input of document.querySelectorAll("#placeholders input")) values[input.name.slice(3)] = input.value.trim();
+    const body = { title: f.title.value.trim(), template: f.template.value, values, targets: areaTarget(),
+      public: true, incident_id: selectedIncident };
+    await api("/api/v1/campaigns/from-area", { method: "POST", body: JSON.stringify(body) });
+    ev.target.reset();
+    area = []; setDrawing(false);
+    showPlaceholders();
+    await loadCampaigns();
+  } catch (err) { $("#composer-error").textContent = err.message; }
+});
 $("#assign").addEventListener("click", assign);
 $("#incident-close").addEventListener("click", () => { selectedIncident = null; showView(currentView()); });
 $("#note-form").addEventListener("submit", async (ev) => {
