@@ -271,7 +271,10 @@ async function loadTalkgroups() {
 async function ptt(name, release) {
   $("#radio-error").textContent = "";
   try {
-    await api(`/api/v1/radio/talkgroups/${encodeURIComponent(name)}/ptt`, { method: release ? "DELETE" : "POST" });
+    const got = await api(`/api/v1/radio/talkgroups/${encodeURIComponent(name)}/ptt`, { method: release ? "DELETE" : "POST" });
+    // A press may be queued behind a higher priority or denied (the group needs a commander).
+    const said = (got.events || []).find((e) => e.event === "denied" || e.event === "queued");
+    if (said) $("#radio-error").textContent = `${name}: ${said.event} (${said.why})`;
   } catch (err) { $("#radio-error").textContent = err.message; }
   await loadTalkgroups();
 }

@@ -45,3 +45,30 @@ async def test_a_location_report_moves_the_unit_and_an_assignment_is_an_sds(
         assert decode_simple_text_sds(sent.user_data) == (
             f"DISPATCH incident {placed.incident_id[:8]} accident/building_fire grade 3 "
             "at 23.02050,113.75180")
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_dispatcher_keys_a_talkgroup_from_the_web_console(
+        tmp_path: Path, reactor: Any, db_url: str) -> None:
+    from test_web_console import ARTEFACTS, browser_page, log_in
+
+    async with radio_rig(tmp_path, reactor, db_url) as rig, browser_page() as page:
+        await rig.daemon.users.add_user("disp", Role.DISPATCHER, "disp-password", actor="test")
+        await log_in(page, rig.url, "disp", "disp-password")
+        row = "#talkgroups tr[data-talkgroup=fire]"
+        await page.wait_for_selector(f"{row} button.ptt:not([disabled])")
+        await page.click(f"{row} button.ptt")
+        # The radio confirms it is on air; the panel shows who talks.
+        assert (await rig.expect("radio.keyed", lambda e: e.keyed)).keyed is True
+        await page.wait_for_selector(f"{row}.keyed td.talker:has-text('disp')")
+        assert await page.get_attribute(f"{row} button.ptt", "aria-pressed") == "true"
+        ARTEFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTEFACTS / "console-talkgroups.png"), full_page=True)
+        await page.click(f"{row} button.ptt")  # release
+        await rig.audited("radio.floor_released", lambda e: e.details["who"] == "disp")
+        await page.wait_for_selector(f"{row} button.ptt[aria-pressed=false]")
+        # The command group needs a commander: the press is refused and said so.
+        await page.click("#talkgroups tr[data-talkgroup=command] button.ptt")
+        await page.wait_for_selector("#radio-error:has-text('command: denied')")
+        assert "needs commander" in (await page.text_content("#radio-error") or "")
+        assert page.errors == []
