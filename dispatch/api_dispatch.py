@@ -107,6 +107,9 @@ class HandoverIn(OfficialSpec):
     note: Annotated[str, Field(max_length=512)] = ""
 
 
+#: Row ids are 64-bit: a larger number is a 422, not a database overflow.
+ActionId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
 def _http(exc: IncidentError | UnitError | PlanError) -> HTTPException:
     return HTTPException(exc.status, str(exc))
 
@@ -304,13 +307,13 @@ def _mount_plans(app: FastAPI, ctx: DispatchContext, needs: Any) -> None:
             raise _http(exc) from None
 
     @app.post(f"{API}/plans/actions/{{action_id}}/confirm", tags=["plans"])
-    async def confirm(action_id: int, body: DecisionIn,
+    async def confirm(action_id: ActionId, body: DecisionIn,
                       who: Annotated[Principal, decide]) -> dict[str, Any]:
         """Confirm a proposed action (``units``: the recommended units are assigned)."""
         return await _decide(action_id, True, body, who)
 
     @app.post(f"{API}/plans/actions/{{action_id}}/reject", tags=["plans"])
-    async def reject(action_id: int, body: DecisionIn,
+    async def reject(action_id: ActionId, body: DecisionIn,
                      who: Annotated[Principal, decide]) -> dict[str, Any]:
         """Reject a proposed action."""
         return await _decide(action_id, False, body, who)

@@ -76,11 +76,15 @@ def _refuse(exc: Exception) -> HTTPException:
 
 
 def mount_radio(app: FastAPI, radio: RadioService | None, needs: Any) -> None:
-    """Add the radio and satphone routes (they answer 503 when no gateway is configured)."""
+    """Add the radio and satphone routes (404/409 and empty lists when no gateway is configured)."""
 
-    def service() -> RadioService:
+    def service(what: str = "") -> RadioService:
+        # With no gateways configured every named talkgroup or satphone is unknown (404)
+        # and actions on the radio network cannot be taken (409); lists are empty.
         if radio is None:
-            raise HTTPException(503, "no radio gateways configured ([[radio.gateways]])")
+            raise HTTPException(404 if what else 409,
+                                f"no {what or 'radio'}: no radio gateways are configured "
+                                "([[radio.gateways]])")
         return radio
 
     @app.get(f"{API}/radio/talkgroups", tags=["radio"])
@@ -88,7 +92,9 @@ def mount_radio(app: FastAPI, radio: RadioService | None, needs: Any) -> None:
         _: Annotated[Principal, Depends(needs(Permission.RADIO_READ))],
     ) -> list[dict[str, Any]]:
         """Every talkgroup: talker, queue, who is on air, emergency, gateway state."""
-        r = service()
+        if radio is None:
+            return []
+        r = radio
         return [r.talkgroup_state(name) for name in r.talkgroups]
 
     @app.get(f"{API}/radio/talkgroups/{{name}}", tags=["radio"],
@@ -98,7 +104,7 @@ def mount_radio(app: FastAPI, radio: RadioService | None, needs: Any) -> None:
     ) -> dict[str, Any]:
         """One talkgroup's floor."""
         try:
-            return service().talkgroup_state(name)
+            return service(f"talkgroup {name}").talkgroup_state(name)
         except RadioServiceError as exc:
             raise _refuse(exc) from None
 
@@ -108,7 +114,7 @@ def mount_radio(app: FastAPI, radio: RadioService | None, needs: Any) -> None:
         name: str, who: Annotated[Principal, Depends(needs(Permission.RADIO_PTT))],
     ) -> dict[str, Any]:
         """Press PTT: granted, queued (with position) or denied, at the role's priority."""
-        r = service()
+        r = service(f"talkgroup {name}")
         try:
             events = r.request_ptt(name, who.name, ROLE_PRIORITY[who.role])
         except RadioServiceError as exc:
@@ -121,7 +127,7 @@ def mount_radio(app: FastAPI, radio: RadioService | None, needs: Any) -> None:
         name: str, who: Annotated[Principal, Depends(needs(Permission.RADIO_PTT))],
     ) -> dict[str, Any]:
         """Release PTT (or withdraw a queued request)."""
-        r = service()
+        r = service(f"talkgroup {name}")
         try:
             events = r.release_ptt(name, who.name)
         except RadioServiceError as exc:
@@ -146,7 +152,7 @@ def mount_radio(app: FastAPI, radio: RadioService | None, needs: Any) -> None:
         _: Annotated[Principal, Depends(needs(Permission.RADIO_READ))],
     ) -> dict[str, Any]:
         """Every gateway's health: link, signal, registration, keyed groups, last seen."""
-        return dict(service().health()["gateways"])
+        return dict(radio.health()["gateways"]) if radio is not None else {}
 
     @app.get(f"{API}/radio/positions", tags=["radio"])
     async def positions(
@@ -155,7 +161,7 @@ def mount_radio(app: FastAPI, radio: RadioService | None, needs: Any) -> None:
         """The last reported position of every unit."""
         return [{"radio_id": p.radio_id, "lat": p.lat, "lon": p.lon, "at": p.at.isoformat(),
                  "gateway": p.gateway, "error_m": p.error_m}
-                for p in service().positions.values()]
+                for p in (radio.positions.values() if radio is not None else ())]
 
     @app.get(f"{API}/satphones/{{name}}", tags=["radio"],
              responses={404: {"description": "unknown"}})
@@ -164,13 +170,13 @@ def mount_radio(app: FastAPI, radio: RadioService | None, needs: Any) -> None:
     ) -> dict[str, Any]:
         """A satphone's link, signal, registration and call."""
         try:
-            return service().satphone(name).health()
+            return service(f"satphone {name}").satphone(name).health()
         except RadioServiceError as exc:
             raise _refuse(exc) from None
 
     async def act(name: str, action: str, who: Principal, number: str | None = None,
                   text: str | None = None) -> dict[str, Any]:
-        r = service()
+        r = service(f"satphone {name}")
         try:
             result = await r.satphone_action(name, action, who.name, number, text)
         except (RadioServiceError, SatphoneError, AtError, TimeoutError) as exc:

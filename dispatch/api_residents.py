@@ -89,7 +89,7 @@ def mount_residents(app: FastAPI, residents: ResidentService, campaigns: Campaig
     ) -> list[dict[str, Any]]:
         """The broadcast templates (conf/sms/templates.toml): texts, severity, placeholders."""
         if residents.templates is None:
-            raise HTTPException(503, "no templates loaded (sms.templates_file)")
+            raise HTTPException(409, "no templates loaded (sms.templates_file)")
         out = []
         for tid in residents.templates.ids():
             t = residents.templates[tid]
