@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from dispatch import audit as audit_query
+from dispatch.api_calls import mount_calls
 from dispatch.api_campaigns import mount_campaigns
 from dispatch.api_reports import mount_reports
 from dispatch.audit import AuditTrail
@@ -63,6 +64,7 @@ class AppContext:
     reports: ReportService
     campaigns: CampaignService
     webhook_secret: Callable[[], bytes | None]
+    sip: Any = None
 
 
 # ---------------------------------------------------------------- models
@@ -300,6 +302,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.mount("/console", StaticFiles(directory=WEB, html=True), name="console")
     _mount_users(app, ctx, needs)
     mount_reports(app, ctx.reports, needs, ctx.webhook_secret, ctx.clock)
+    mount_calls(app, ctx.sip, needs)
     mount_campaigns(app, ctx.campaigns, needs)
     _mount_records(app, ctx, needs)
     _mount_events(app, ctx)

@@ -57,6 +57,9 @@ class Permission(enum.StrEnum):
     BROADCAST_READ = "broadcast.read"
     BROADCAST_CREATE = "broadcast.create"
     BROADCAST_APPROVE = "broadcast.approve"
+    CALLS_READ = "calls.read"
+    AGENT_STATE = "calls.agent_state"
+    CALLS_SUPERVISE = "calls.supervise"
 
 
 _EVERYONE = {
@@ -64,6 +67,7 @@ _EVERYONE = {
     Permission.REPORTS_READ, Permission.REPORTS_WRITE, Permission.INCIDENTS_READ,
     # "A call taker can merge and split" incidents, and correct a classification.
     Permission.INCIDENTS_CORRELATE,
+    Permission.CALLS_READ, Permission.AGENT_STATE,
 }
 
 #: Which role may do what.  Later capabilities add their permissions here.
@@ -72,11 +76,13 @@ GRANTS: dict[Role, frozenset[Permission]] = {
     Role.DISPATCHER: frozenset(_EVERYONE),
     Role.SUPERVISOR: frozenset(_EVERYONE | {Permission.AUDIT_READ, Permission.USERS_READ,
                                             Permission.BROADCAST_READ,
-                                            Permission.BROADCAST_CREATE}),
+                                            Permission.BROADCAST_CREATE,
+                                            Permission.CALLS_SUPERVISE}),
     # The two-person rule: a commander approves what someone else created.
     Role.COMMANDER: frozenset(_EVERYONE | {Permission.AUDIT_READ, Permission.BROADCAST_READ,
                                            Permission.BROADCAST_CREATE,
-                                           Permission.BROADCAST_APPROVE}),
+                                           Permission.BROADCAST_APPROVE,
+                                           Permission.CALLS_SUPERVISE}),
     Role.ADMIN: frozenset(Permission),
 }
 

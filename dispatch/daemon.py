@@ -151,6 +151,9 @@ class Daemon:
                                      max_message_bytes=mail.max_message_bytes,
                                      recipients=mail.recipients)
             self.services.add(self.email, required=False, retry_s=30.0)
+        self.sip: Any = None
+        if settings.sip.enabled:
+            self._add_sip()
         self.services.add(self.http, required=True)
 
     def _add_devices(self) -> None:
@@ -167,6 +170,14 @@ class Daemon:
                 on_up=functools.partial(self.services.mark_running, name),
             )
             self.services.add(link, required=device.required, retry_s=device.retry_s)
+
+    def _add_sip(self) -> None:
+        from dispatch.sip_service import SipService
+
+        self.sip = SipService(self.settings.sip, self.settings.telephony(), self.db, self.audit,
+                              self.reports, self.hub.publish, self.clock)
+        # Required: a command centre whose hotlines cannot listen must not pretend to run.
+        self.services.add(self.sip, required=True)
 
     def _add_ssh(self) -> None:
         from dispatch.sshconsole import SshConsole
@@ -192,6 +203,7 @@ class Daemon:
             node=self.settings.node.name, version=self.version, reports=self.reports,
             campaigns=self.campaigns,
             webhook_secret=self.settings.intake.webhook_secret,
+            sip=self.sip,
         ))
 
     async def start(self) -> None:
