@@ -341,7 +341,7 @@ class B2bua(SipIo):
         pai = request.headers.get("P-Asserted-Identity")
         number = ""
         if pai is not None:
-            found = re.search(r"(?:sip:|tel:)\+?([0-9*#]{1,32})", pai)
+            found = re.search(r"(?:sip:|tel:)(\+?[0-9*#]{1,32})", pai)
             number = found.group(1) if found else ""
         from_ = request.from_
         number = normalise_number(number or _user(from_.uri)) or _user(from_.uri)
