@@ -70,7 +70,7 @@ class SipDaemon:
 
     def __init__(self, tmp: Path, *, agents: dict[str, list[str]],
                  trunks: str = "", extra_sip: str = "", telephony: str = BASE_TELEPHONY,
-                 accounts: dict[str, str] | None = None) -> None:
+                 accounts: dict[str, str] | None = None, registrar: str = "") -> None:
         self.tmp = tmp
         self.db_path = tmp / "var" / "dispatchd.db"
         agent_text = "".join(
@@ -83,7 +83,7 @@ class SipDaemon:
             f'[sip]\nenabled = true\ndomain = "{DOMAIN}"\nagent_login_on_register = true\n'
             f'listen = [{{transport = "udp", host = "127.0.0.1", port = 0}}]\n'
             f'session_expires = 90\n{extra_sip}\n'
-            f'[sip.registrar]\nrate = 1000.0\nburst = 1000.0\n'
+            f'[sip.registrar]\nrate = 1000.0\nburst = 1000.0\n{registrar}\n'
             f'{telephony}\n{agent_text}\n{trunks}\n')
         for user, password in (accounts or {a: PASSWORD for a in agents}).items():
             self.cli("sip", "account", "add", user, stdin=password + "\n")

@@ -41,10 +41,10 @@ class Baresip:
         (self.dir / "config").write_text("\n".join([
             f"sip_listen 127.0.0.1:{self.sip_port}", "net_interface 127.0.0.1",
             f"audio_source aufile,{wav}", "audio_player aubridge,nil",
-            "audio_alert aubridge,nil", "module_path /usr/lib/baresip/modules",
-            "module g711.so", "module aufile.so", "module aubridge.so", "module account.so",
-            "module_app menu.so", "module_app ctrl_tcp.so",
-            f"ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}", "sip_trans_def udp", ""]))
+            "module_path /usr/lib/baresip/modules",
+            "module g711.so", "module aufile.so", "module aubridge.so",
+            "module_app account.so", "module_app menu.so", "module_app ctrl_tcp.so",
+            f"ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}", ""]))
         (self.dir / "accounts").write_text(
             f"<sip:{user}@127.0.0.1:{registrar_port}>;auth_pass={password};regint=600;"
             "answermode=auto;audio_codecs=PCMU\n")
