@@ -170,6 +170,8 @@ class SipRegistrarSettings(_Section):
     failure_window: Annotated[float, Field(gt=0, le=86400, strict=False)] = 60.0
     block_for: Annotated[float, Field(ge=0, le=86400, strict=False)] = 300.0
     exempt_networks: Annotated[tuple[str, ...], Field(strict=False)] = ()
+    check_digest_uri: bool = True
+    require_qop: bool = True
     secret_file: str | None = None
 
     @model_validator(mode="after")

@@ -98,6 +98,7 @@ class SipService:
                 algorithms=tuple(reg.algorithms), rate=reg.rate, burst=reg.burst,
                 max_failures=reg.max_failures, failure_window=reg.failure_window,
                 block_for=reg.block_for, exempt_networks=reg.exempt_networks,
+                check_digest_uri=reg.check_digest_uri, require_qop=reg.require_qop,
                 user_agent=settings.user_agent),
             nonce_secret(settings), self.bindings, self.credentials,
             on_event=self._registrar_event, clock=clock)

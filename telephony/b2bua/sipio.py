@@ -175,8 +175,9 @@ class SipIo(NullTransactionUser):
         if stored is None:
             stored = ha1(creds.username, realm, secrets.token_hex(16), algorithm)
         now = registrar.clock()
+        uri = str(request.uri) if registrar.settings.check_digest_uri else None
         verdict = registrar.digest.verify(creds, method=request.method, now=now, ha1=stored,
-                                          request_uri=str(request.uri))
+                                          request_uri=uri)
         failed = verdict.outcome not in (DigestOutcome.OK, DigestOutcome.STALE)
         if failed and not registrar.exempt(host):
             registrar.blocker.record_failure(host, now)

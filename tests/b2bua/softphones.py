@@ -120,3 +120,35 @@ class Baresip:
                 self.proc.wait(10)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+class PyVoipPhone:
+    """A pyVoIP 1.6.8 phone that registers with digest and answers every call."""
+
+    def __init__(self, user: str, password: str, registrar_port: int) -> None:
+        from pyVoIP.VoIP import CallState, VoIPPhone
+
+        self.answered = 0
+        self._state = CallState
+
+        def on_call(call: Any) -> None:
+            try:
+                call.answer()
+                self.answered += 1
+                while call.state == CallState.ANSWERED:
+                    time.sleep(0.05)
+            except Exception:  # pyVoIP raises when the far end hangs up mid-answer
+                pass
+
+        rtp = free_port()
+        self.phone = VoIPPhone("127.0.0.1", registrar_port, user, password,
+                               callCallback=on_call, myIP="127.0.0.1", sipPort=free_port(),
+                               rtpPortLow=rtp, rtpPortHigh=rtp + 20)
+        self.phone.start()
+
+    def stop(self) -> None:
+        """Stop its threads (deregisters)."""
+        try:
+            self.phone.stop()
+        except Exception:
+            pass

@@ -304,3 +304,23 @@ async def test_baresip_call_taker_answers_a_trunk_call(
     row = await wait_for(lambda: sip.rows(
         "SELECT agent_id, outcome, cause FROM call_records WHERE outcome IS NOT NULL"), "a CDR")
     assert row == [("alice", "answered", "caller_hangup")]
+
+
+async def test_pyvoip_phone_answers_a_queued_call(tmp_path: Path, started: list[object]) -> None:
+    from softphones import PyVoipPhone
+
+    carrier = free_port()
+    # pyVoIP answers only the first (MD5) challenge, without qop, and puts
+    # ";transport=UDP" in its digest uri: the registrar's settings for old phones.
+    sip = SipDaemon(tmp_path, agents={"bob": ["police"]}, trunks=trunk(carrier),
+                    registrar="require_qop = false\ncheck_digest_uri = false")
+    started.append(sip)
+    phone = PyVoipPhone("bob", PASSWORD, sip.port)
+    started.append(phone)
+    await wait_for(lambda: sip.rows("SELECT contact FROM sip_bindings"), "pyVoIP registered")
+    code, out = await call(sip, tmp_path, "trunk_call.xml", "110", carrier, "-d", "1000")
+    assert code == 0, out + errors(tmp_path)
+    assert phone.answered == 1
+    row = await wait_for(lambda: sip.rows(
+        "SELECT agent_id, outcome FROM call_records WHERE outcome IS NOT NULL"), "a CDR")
+    assert row == [("bob", "answered")]
