@@ -177,14 +177,14 @@ class SipRegistrarSettings(_Section):
     @model_validator(mode="after")
     def _check(self) -> SipRegistrarSettings:
         if not self.min_expires <= self.default_expires <= self.max_expires:
-            raise ValueError("sip.registrar: need min_expires <= default_expires <= max_expires")
+            raise ValueError("need min_expires <= default_expires <= max_expires")
         import ipaddress
 
         for network in self.exempt_networks:
             try:
                 ipaddress.ip_network(network)
             except ValueError:
-                raise ValueError(f"sip.registrar.exempt_networks: {network!r} is not a network"
+                raise ValueError(f"exempt_networks: {network!r} is not a network"
                                  ) from None
         return self
 
@@ -213,7 +213,7 @@ class SipSettings(_Section):
     def _check_tls(self) -> SipSettings:
         wants_tls = any(listen.transport == "tls" for listen in self.listen)
         if wants_tls and not (self.tls_cert and self.tls_key):
-            raise ValueError("sip: a tls listener needs tls_cert and tls_key")
+            raise ValueError("a tls listener needs tls_cert and tls_key")
         return self
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import socket
@@ -106,10 +107,8 @@ class Baresip:
     def stop(self) -> None:
         """Quit and reap (by this instance's pid)."""
         if self.sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.command("quit")
-            except OSError:
-                pass
             self.sock.close()
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -148,7 +147,5 @@ class PyVoipPhone:
 
     def stop(self) -> None:
         """Stop its threads (deregisters)."""
-        try:
+        with contextlib.suppress(Exception):
             self.phone.stop()
-        except Exception:
-            pass
