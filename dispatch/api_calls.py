@@ -26,6 +26,14 @@ class ReleaseIn(BaseModel):
     reason: Annotated[str, Field(min_length=1, max_length=200)]
 
 
+class CallbackIn(BaseModel):
+    """Whom to call back, and which call taker talks to them."""
+
+    model_config = ConfigDict(extra="forbid")
+    number: Annotated[str, Field(pattern=r"^\+?[0-9]{3,32}$")]
+    agent_id: Annotated[str, Field(min_length=1, max_length=64)]
+
+
 def mount_calls(app: FastAPI, sip: Any, needs: Any) -> None:
     """Add the call routes (``sip`` is the daemon's SipService or None)."""
 
@@ -95,6 +103,22 @@ def mount_calls(app: FastAPI, sip: Any, needs: Any) -> None:
             raise HTTPException(exc.status if exc.status != 500 else 409, str(exc)) from None
         status = svc.acd.agent_status(agent_id)
         return {"agent_id": agent_id, "state": status.state.value, "queues": status.queues}
+
+    @app.post(f"{API}/calls/callback", tags=["calls"], status_code=202)
+    async def call_back(
+        body: CallbackIn,
+        principal: Annotated[Principal, Depends(needs(Permission.AGENT_STATE))],
+    ) -> dict[str, Any]:
+        """Ring the call taker's phone, then the number through a trunk (audited)."""
+        from telephony.b2bua.callback import CallbackError
+
+        if principal.name != body.agent_id and not principal.can(Permission.CALLS_SUPERVISE):
+            raise HTTPException(403, "a call taker may only call back from their own phone")
+        try:
+            call_id = await service().call_back(body.number, body.agent_id, principal.name)
+        except CallbackError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return {"call_id": call_id}
 
     @app.post(f"{API}/calls/{{call_id}}/release", tags=["calls"])
     async def force_release(

@@ -222,6 +222,9 @@ class SipService:
             await self._abandoned(event)
         elif isinstance(event, CallReleased):
             self._released[event.call_id] = event
+            offered = self._offered.get(event.call_id)
+            if offered is not None and offered.route == "callback":
+                await self._callback_done(event)
         elif isinstance(event, CallFinished):
             await self._finished(event)
         elif isinstance(event, AgentStateChanged):
@@ -275,7 +278,7 @@ class SipService:
             self.audit.record(s, actor=f"agent:{e.agent_id}", action="call.answered",
                               subject=f"call:{e.call_id}",
                               details={"queue": e.queue, "wait_s": round(e.wait, 3)})
-        if offered is not None:
+        if offered is not None and offered.route != "callback":
             text = (f"Voice call to {offered.hotline} from {offered.caller or 'unknown'}, "
                     f"answered by {e.agent_id} after {e.wait:.0f} s")
             await self._file_report(e.call_id, text, {"agent": e.agent_id,
@@ -310,7 +313,31 @@ class SipService:
                               action="call.released", subject=f"call:{record.call_id}",
                               details={"outcome": row.outcome, "cause": row.cause})
 
+    async def _callback_done(self, e: CallReleased) -> None:
+        """A call-back never enters the ACD: its CDR is completed on release."""
+        self._offered.pop(e.call_id, None)
+        self._released.pop(e.call_id, None)
+        async with self.db.session() as s:
+            row = await s.get(CallRecordRow, e.call_id)
+            if row is None:
+                return
+            row.outcome = "answered" if row.answered_at is not None else "failed"
+            row.cause, row.released_by, row.released_at = e.cause[:64], e.by[:64], _ts(e.at)
+            self.audit.record(s, actor=e.by, action="call.released",
+                              subject=f"call:{e.call_id}",
+                              details={"outcome": row.outcome, "cause": row.cause})
+
     # -- operations for the API ------------------------------------------------
+
+    async def call_back(self, number: str, agent_id: str, actor: str) -> str:
+        """Ring the agent, then call ``number`` through the best trunk; audited."""
+        from telephony.b2bua.callback import call_back
+
+        call_id = await call_back(self.b2bua, number, agent_id, self.trunks.best())
+        async with self.db.session() as s:
+            self.audit.record(s, actor=actor, action="call.callback", subject=f"call:{call_id}",
+                              details={"number": number, "agent": agent_id})
+        return call_id
 
     async def force_release(self, call_id: str, reason: str, actor: str) -> bool:
         """强拆: BYE both legs with a Reason header; audited with who and why."""

@@ -537,11 +537,14 @@ class B2bua(SipIo):
                 return
             leg.state = LegState.CONFIRMED
             leg.answer_sdp = response.body.decode("utf-8", "replace")
-            self._send_ack(leg)
+            if not leg.late_offer or leg.cancel_wanted or call.state is CallState.ENDED:
+                self._send_ack(leg)
             if leg.cancel_wanted or call.state is CallState.ENDED:
                 self._bye(leg, None)
                 return
-            if leg.role is LegRole.AGENT:
+            if call.on_answer is not None:
+                call.on_answer(leg)
+            elif leg.role is LegRole.AGENT:
                 try:
                     self.acd.agent_answered(call.call_id, leg.agent_id, self.mono())
                 except AcdError:
@@ -557,7 +560,12 @@ class B2bua(SipIo):
         was_live = leg.live
         self._end_leg(leg)
         call = leg.call
-        if not was_live or call.state is CallState.ENDED or leg.role is not LegRole.AGENT:
+        if not was_live or call.state is CallState.ENDED:
+            return
+        if call.on_answer is not None:
+            self._release(call, cause, "system")
+            return
+        if leg.role is not LegRole.AGENT:
             return
         try:
             self.acd.agent_rejected(call.call_id, leg.agent_id, self.mono(), cause)
@@ -576,6 +584,17 @@ class B2bua(SipIo):
             self._send_cancel(leg)
         elif leg.state is LegState.CONFIRMED:
             self._bye(leg, None)
+
+    def register_leg(self, leg: Leg) -> None:
+        """Index a leg created outside this module (call-back) by its tag."""
+        self._by_tag[leg.local_tag] = leg
+
+    def track_invite(self, leg: Leg, request: SipRequest) -> None:
+        """Send a leg's INVITE and route its responses to :meth:`_invite_response`."""
+        leg.invite = request
+        leg.state = LegState.TRYING
+        leg.invite_key = self.send_request(request, leg.peer)
+        self._client[leg.invite_key] = (leg, "invite", None)
 
     def _send_cancel(self, leg: Leg) -> None:
         if leg.invite is None or leg.cancelled:

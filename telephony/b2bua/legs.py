@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from telephony.sip.dialog import AnswerRetransmitter, Dialog
@@ -74,6 +75,7 @@ class Leg:
     retransmitter: AnswerRetransmitter | None = None
     timer: asyncio.TimerHandle | None = None
     probe_failures: int = 0
+    late_offer: bool = False  # our INVITE had no SDP: the ACK carries our answer
 
     @property
     def live(self) -> bool:
@@ -106,7 +108,8 @@ class Call:
     cause: str = ""
     answer_task: asyncio.Task[str] | None = None
     pai: str | None = None
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    on_answer: Callable[[Leg], None] | None = None
+    """Set for calls we originate (call-back): gets each UAC leg's 2xx instead of the ACD."""
 
     def legs(self) -> list[Leg]:
         """Every leg of the call, caller first."""

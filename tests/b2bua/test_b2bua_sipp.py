@@ -324,3 +324,73 @@ async def test_pyvoip_phone_answers_a_queued_call(tmp_path: Path, started: list[
     row = await wait_for(lambda: sip.rows(
         "SELECT agent_id, outcome FROM call_records WHERE outcome IS NOT NULL"), "a CDR")
     assert row == [("bob", "answered")]
+
+
+async def test_call_back_rings_the_agent_then_the_caller_through_the_trunk(
+    tmp_path: Path, started: list[object]
+) -> None:
+    carrier_uas = free_port()
+    sip = SipDaemon(tmp_path, agents={"alice": ["police"]},
+                    trunks=trunk(carrier_uas, source_port=True))
+    started.append(sip)
+    agent_port = free_port()
+    agent = SippServer("agent_uas.xml", agent_port, tmp_path)
+    carrier = SippServer("agent_uas.xml", carrier_uas, tmp_path)
+    started += [agent, carrier]
+    assert (await register_agents(sip, tmp_path, {"alice": agent_port}))[0] == 0
+    api = sip.api()
+    assert api.post("/api/v1/calls/callback",
+                    json={"number": "13800138000", "agent_id": "bob"}).status_code == 409
+    assert api.post("/api/v1/calls/callback",
+                    json={"number": "1380\r\n", "agent_id": "alice"}).status_code == 422
+    reply = api.post("/api/v1/calls/callback",
+                     json={"number": "13800138000", "agent_id": "alice"})
+    assert reply.status_code == 202, reply.text
+    call_id = reply.json()["call_id"]
+
+    def connected() -> object:
+        return [c for c in api.get("/api/v1/calls").json()
+                if c["call_id"] == call_id and c["state"] == "connected"]
+
+    await wait_for(connected, "the call-back connected")
+    assert api.post(f"/api/v1/calls/{call_id}/release",
+                    json={"reason": "test over"}).status_code == 200
+    row = await wait_for(lambda: sip.rows(
+        "SELECT caller, trunk, agent_id, outcome, cause FROM call_records"
+        " WHERE outcome IS NOT NULL"), "the call-back CDR")
+    assert row == [("13800138000", "carrier", "alice", "answered", "force_released")]
+    agent.stop()
+    carrier.stop()
+    assert sipp_stats(tmp_path / f"uas-{agent_port}.csv")["SuccessfulCall(C)"] == 1
+    assert sipp_stats(tmp_path / f"uas-{carrier_uas}.csv")["SuccessfulCall(C)"] == 1
+    assert sip.rows("SELECT count(*) FROM audit_log WHERE action = 'call.callback'") == [(1,)]
+
+
+async def test_trunk_keepalive_and_outbound_registration(
+    tmp_path: Path, started: list[object]
+) -> None:
+    options_port, register_port = free_port(), free_port()
+    secret = tmp_path / "trunk-secret"
+    secret.write_text("trunk-secret-1\n")
+    trunks = (f'[[trunks]]\nname = "probe"\naddress = "127.0.0.1:{options_port}"\n'
+              f"source_port = {options_port}\nkeepalive = 1\n"
+              f'[[trunks]]\nname = "provider"\naddress = "127.0.0.1:{register_port}"\n'
+              f"source_port = {register_port}\nregister = true\n"
+              f'username = "trunkuser"\npassword_file = "{secret}"\nregister_expires = 120\n')
+    options = SippServer("options_uas.xml", options_port, tmp_path)
+    registrar = SippServer("register_uas.xml", register_port, tmp_path)
+    started += [options, registrar]
+    sip = SipDaemon(tmp_path, agents={"alice": ["police"]}, trunks=trunks)
+    started.append(sip)
+    api = sip.api()
+
+    def trunks_ok() -> object:
+        health = api.get("/health").json()["services"]["sip"]
+        state = health["detail"]["trunks"]
+        return state["probe"]["up"] and state["provider"]["registered"] and state
+
+    state = await wait_for(trunks_ok, "probe up and provider registered")
+    assert state["provider"]["detail"] == "registered"
+    # Keep-alives repeat every second.
+    await wait_for(lambda: sipp_stats(tmp_path / f"uas-{options_port}.csv")[
+        "SuccessfulCall(C)"] >= 2, "a second OPTIONS", timeout=20)
