@@ -7,13 +7,9 @@ Composition (all on the daemon loop)::
                                                                          MediaAnchor
     B2bua/ACD/registrar events ──▶ EventHub (consoles) and the record writer
 
-The record writer is one task fed by a bounded queue, so the loop never waits
-on the database: it writes the CDR row (``call_records``) when a call is
-offered and completes it as it is answered and released, writes an audit row
-for each step, and files every answered or abandoned call as a voice
-:class:`~dispatch.reports.NewReport` (caller number, hotline, queue, times;
-``source_ref`` is the call id, so a report is never filed twice) and links
-the report to the CDR.
+The :class:`~dispatch.call_records.CallRecorder` writes CDRs, audit rows and
+voice reports in batches off the call path, so the loop never waits on the
+database.
 """
 
 from __future__ import annotations
@@ -30,21 +26,20 @@ from typing import Any
 from sqlalchemy import select
 
 from dispatch.audit import AuditTrail
+from dispatch.call_records import CallRecorder
 from dispatch.config import SipSettings
 from dispatch.models import CallRecordRow
-from dispatch.reports import NewReport, ReportService
-from dispatch.sip_store import SqlBindingStore, SqlCredentialStore
+from dispatch.reports import ReportService
+from dispatch.sip_store import CachedBindingStore, SqlBindingStore, SqlCredentialStore
 from dispatch.storage import Database
-from intake.model import Channel
 from telephony.acd.engine import AcdEngine, AcdError
-from telephony.acd.events import Abandoned, AgentState, AgentStateChanged, CallFinished
+from telephony.acd.events import AgentState
 from telephony.b2bua.anchor import MediaAnchor, PassThroughAnchor
 from telephony.b2bua.config import TelephonySettings
 from telephony.b2bua.core import B2bua, B2buaSettings
-from telephony.b2bua.events import CallAnswered, CallOffered, CallReleased
 from telephony.b2bua.trunks import TrunkManager
 from telephony.registrar.core import Registrar, RegistrarSettings
-from telephony.registrar.events import AuthFailed, BindingAdded, SourceBlocked
+from telephony.registrar.events import BindingAdded
 from telephony.routing import Router
 from telephony.sip.message import SipLimits
 from telephony.sip.transport import ListenAddress, MethodRouter, SipEndpoint, TransportSettings
@@ -89,7 +84,7 @@ class SipService:
         realm = reg.realm or settings.domain
         self.realm = realm
         self.credentials = SqlCredentialStore(db, clock)
-        self.bindings = SqlBindingStore(db)
+        self.bindings = CachedBindingStore(SqlBindingStore(db))
         self.registrar = Registrar(
             RegistrarSettings(
                 realm=realm, domain=settings.domain, default_expires=reg.default_expires,
@@ -127,12 +122,7 @@ class SipService:
         self.b2bua.attach(self.endpoint, settings.advertise)
         self.trunks.attach(self.endpoint, settings.advertise)
         self.trunks.on_response_hook(self.b2bua)
-        self._records: asyncio.Queue[object] = asyncio.Queue(RECORD_QUEUE)
-        self._writer: asyncio.Task[None] | None = None
-        self._offered: dict[str, CallOffered] = {}
-        self._released: dict[str, CallReleased] = {}
-        self.record_errors = 0
-        self.dropped_records = 0
+        self.recorder = CallRecorder(db, audit, reports, clock)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -142,7 +132,7 @@ class SipService:
         await self.registrar.start()
         await self.b2bua.start()
         await self.trunks.start()
-        self._writer = asyncio.ensure_future(self._write_loop())
+        await self.recorder.start()
         for bound in self.endpoint.bound:
             log.info("sip listening", extra={"transport": bound.transport, "host": bound.host,
                                              "port": bound.port})
@@ -152,14 +142,7 @@ class SipService:
         await self.b2bua.stop()
         await self.trunks.stop()
         await asyncio.sleep(0)  # let the BYEs go out before the sockets close
-        if self._writer is not None:
-            try:
-                await asyncio.wait_for(self._records.join(), 3.0)
-            except TimeoutError:
-                log.error("sip: call records not flushed at stop",
-                          extra={"pending": self._records.qsize()})
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
+        await self.recorder.stop()
         await self.registrar.stop()
         await self.endpoint.stop()
 
@@ -167,7 +150,7 @@ class SipService:
         """Endpoint, registrar, calls, trunks and the record writer."""
         return {"endpoint": self.endpoint.health(), "registrar": self.registrar.health(),
                 "calls": self.b2bua.health(), "trunks": self.trunks.health(),
-                "record_queue": self._records.qsize(), "record_errors": self.record_errors}
+                "records": self.recorder.health()}
 
     # -- events ----------------------------------------------------------------
 
@@ -175,8 +158,7 @@ class SipService:
         self.publish(event)
         if isinstance(event, BindingAdded) and self.settings.agent_login_on_register:
             self._login_on_register(event.binding.aor)
-        if isinstance(event, AuthFailed | SourceBlocked):
-            self._enqueue(event)
+        self.recorder.enqueue(event)
 
     def _login_on_register(self, aor: str) -> None:
         """A configured agent's phone registered: log the agent in, ready."""
@@ -190,142 +172,7 @@ class SipService:
 
     def _call_event(self, event: object) -> None:
         self.publish(event)
-        if isinstance(event, CallOffered | CallAnswered | CallReleased | Abandoned
-                      | CallFinished | AgentStateChanged):
-            self._enqueue(event)
-
-    def _enqueue(self, event: object) -> None:
-        try:
-            self._records.put_nowait(event)
-        except asyncio.QueueFull:
-            self.dropped_records += 1
-            log.error("sip: record queue full, event dropped",
-                      extra={"event": type(event).__name__})
-
-    async def _write_loop(self) -> None:
-        while True:
-            event = await self._records.get()
-            try:
-                await self._write(event)
-            except Exception:
-                self.record_errors += 1
-                log.exception("sip: could not store %s", type(event).__name__)
-            finally:
-                self._records.task_done()
-
-    async def _write(self, event: object) -> None:
-        if isinstance(event, CallOffered):
-            await self._offered_row(event)
-        elif isinstance(event, CallAnswered):
-            await self._answered(event)
-        elif isinstance(event, Abandoned):
-            await self._abandoned(event)
-        elif isinstance(event, CallReleased):
-            self._released[event.call_id] = event
-            offered = self._offered.get(event.call_id)
-            if offered is not None and offered.route == "callback":
-                await self._callback_done(event)
-        elif isinstance(event, CallFinished):
-            await self._finished(event)
-        elif isinstance(event, AgentStateChanged):
-            async with self.db.session() as s:
-                self.audit.record(s, actor=f"agent:{event.agent_id}", action="agent.state",
-                                  subject=f"agent:{event.agent_id}",
-                                  details={"from": event.old.value, "to": event.new.value,
-                                           "reason": event.reason})
-        elif isinstance(event, AuthFailed | SourceBlocked):
-            async with self.db.session() as s:
-                action = "sip.auth_failed" if isinstance(event, AuthFailed) else "sip.blocked"
-                self.audit.record(s, actor="system", action=action,
-                                  subject=f"source:{event.source}",
-                                  details={"event": type(event).__name__})
-
-    async def _offered_row(self, e: CallOffered) -> None:
-        self._offered[e.call_id] = e
-        async with self.db.session() as s:
-            s.add(CallRecordRow(
-                id=e.call_id, sip_call_id=e.sip_call_id[:200], caller=e.caller, called=e.called,
-                hotline=e.hotline, queue=e.queue, trunk=e.trunk, priority=e.priority,
-                agent_id="", outcome=None, cause="", released_by="",
-                offered_at=_ts(e.at), timeline=[]))
-            self.audit.record(s, actor="system", action="call.offered", subject=f"call:{e.call_id}",
-                              details={"caller": e.caller, "hotline": e.hotline,
-                                       "queue": e.queue, "trunk": e.trunk, "route": e.route})
-
-    async def _file_report(self, call_id: str, text: str, extra: dict[str, str]) -> str | None:
-        offered = self._offered.get(call_id)
-        if offered is None:
-            return None
-        fields = {"call_id": call_id, "hotline": offered.hotline, "queue": offered.queue,
-                  "trunk": offered.trunk, "called": offered.called, **extra}
-        new = NewReport(Channel.VOICE, text, _ts(offered.at) or dt.datetime.now(dt.UTC),
-                        caller=offered.caller, fields=tuple(sorted(fields.items())),
-                        source_ref=call_id)
-        done = await self.reports.submit(new, actor="sip")
-        async with self.db.session() as s:
-            row = await s.get(CallRecordRow, call_id)
-            if row is not None:
-                row.report_id = done.report_id
-        return done.report_id
-
-    async def _answered(self, e: CallAnswered) -> None:
-        offered = self._offered.get(e.call_id)
-        async with self.db.session() as s:
-            row = await s.get(CallRecordRow, e.call_id)
-            if row is not None:
-                row.answered_at = _ts(e.at)
-                row.agent_id = e.agent_id
-            self.audit.record(s, actor=f"agent:{e.agent_id}", action="call.answered",
-                              subject=f"call:{e.call_id}",
-                              details={"queue": e.queue, "wait_s": round(e.wait, 3)})
-        if offered is not None and offered.route != "callback":
-            text = (f"Voice call to {offered.hotline} from {offered.caller or 'unknown'}, "
-                    f"answered by {e.agent_id} after {e.wait:.0f} s")
-            await self._file_report(e.call_id, text, {"agent": e.agent_id,
-                                                      "wait_s": f"{e.wait:.1f}",
-                                                      "outcome": "answered"})
-
-    async def _abandoned(self, e: Abandoned) -> None:
-        entry = e.entry
-        text = (f"Abandoned voice call to {entry.hotline} from {entry.caller or 'unknown'} "
-                f"after {entry.wait:.0f} s waiting: call back")
-        await self._file_report(entry.call_id, text, {"wait_s": f"{entry.wait:.1f}",
-                                                      "outcome": "abandoned"})
-
-    async def _finished(self, e: CallFinished) -> None:
-        record = e.record
-        released = self._released.pop(record.call_id, None)
-        self._offered.pop(record.call_id, None)
-        async with self.db.session() as s:
-            row = await s.get(CallRecordRow, record.call_id)
-            if row is None:
-                return
-            row.outcome = record.outcome.value if record.outcome else None
-            row.cause = (released.cause if released else record.cause)[:64]
-            row.released_by = (released.by if released else "")[:64]
-            row.released_at = _ts(released.at if released else self.clock())
-            row.queue = record.queue or row.queue
-            row.agent_id = record.agent_id or row.agent_id
-            row.timeline = [{"kind": t.kind.value, "queue": t.queue, "agent": t.agent_id,
-                             "cause": t.cause, "after_s": round(t.at - record.arrived, 3)}
-                            for t in record.timeline]
-            self.audit.record(s, actor=released.by if released else "system",
-                              action="call.released", subject=f"call:{record.call_id}",
-                              details={"outcome": row.outcome, "cause": row.cause})
-
-    async def _callback_done(self, e: CallReleased) -> None:
-        """A call-back never enters the ACD: its CDR is completed on release."""
-        self._offered.pop(e.call_id, None)
-        self._released.pop(e.call_id, None)
-        async with self.db.session() as s:
-            row = await s.get(CallRecordRow, e.call_id)
-            if row is None:
-                return
-            row.outcome = "answered" if row.answered_at is not None else "failed"
-            row.cause, row.released_by, row.released_at = e.cause[:64], e.by[:64], _ts(e.at)
-            self.audit.record(s, actor=e.by, action="call.released",
-                              subject=f"call:{e.call_id}",
-                              details={"outcome": row.outcome, "cause": row.cause})
+        self.recorder.enqueue(event)
 
     # -- operations for the API ------------------------------------------------
 

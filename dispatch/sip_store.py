@@ -148,3 +148,55 @@ class SqlCredentialStore:
         async with self.db.session() as s:
             rows = await s.scalars(select(SipAccount).order_by(SipAccount.username))
             return [AccountInfo(r.username, r.realm, r.display_name, r.disabled) for r in rows]
+
+
+class CachedBindingStore:
+    """A read cache in front of :class:`SqlBindingStore` for the call path.
+
+    Ringing an agent looks its bindings up; without a cache every ring is a
+    database round trip.  Writes go through to the database first (it stays
+    the truth across restarts), then to the cache; entries older than ``ttl``
+    seconds are re-read, so a registration written by another node sharing
+    the database is seen within ``ttl``.
+    """
+
+    def __init__(self, inner: SqlBindingStore, ttl: float = 30.0,
+                 clock: Callable[[], float] | None = None, max_entries: int = 100_000) -> None:
+        import time
+
+        self.inner = inner
+        self.ttl = ttl
+        self.clock = clock or time.monotonic
+        self.max_entries = max_entries
+        self._cache: dict[str, tuple[float, list[Binding]]] = {}
+
+    async def get(self, aor: str) -> list[Binding]:
+        """Cached bindings of ``aor`` (re-read when older than ``ttl``)."""
+        now = self.clock()
+        hit = self._cache.get(aor)
+        if hit is not None and now - hit[0] < self.ttl:
+            return list(hit[1])
+        bindings = await self.inner.get(aor)
+        self._put(aor, bindings, now)
+        return bindings
+
+    def _put(self, aor: str, bindings: Sequence[Binding], now: float) -> None:
+        if len(self._cache) >= self.max_entries and aor not in self._cache:
+            self._cache.clear()  # a crude bound: correctness never depends on the cache
+        self._cache[aor] = (now, list(bindings))
+
+    async def replace(self, aor: str, bindings: Sequence[Binding]) -> None:
+        """Write through."""
+        await self.inner.replace(aor, bindings)
+        self._put(aor, bindings, self.clock())
+
+    async def expire(self, now: float) -> list[Binding]:
+        """Expire in the database and drop the affected cache entries."""
+        gone = await self.inner.expire(now)
+        for binding in gone:
+            self._cache.pop(binding.aor, None)
+        return gone
+
+    async def count(self) -> int:
+        """Number of stored bindings."""
+        return await self.inner.count()

@@ -123,7 +123,8 @@ async def test_trunk_call_answered_by_agent_files_a_voice_report(
     assert sipp_stats(tmp_path / "trunk_call.xml.csv")["SuccessfulCall(C)"] == 1
     row = await wait_for(lambda: sip.rows(
         "SELECT caller, hotline, queue, trunk, agent_id, outcome, cause, released_by, report_id"
-        " FROM call_records WHERE outcome IS NOT NULL"), "a finished CDR")
+        " FROM call_records WHERE outcome IS NOT NULL AND report_id IS NOT NULL"),
+        "a finished CDR linked to its report")
     caller, hotline, queue, trunk_name, agent, outcome, cause, by, report_id = row[0]  # type: ignore[index]
     # P-Asserted-Identity tel:+86138001310 became the national number.
     assert (caller, hotline, queue, trunk_name, agent) == ("1380013" + "1", "110", "police",
@@ -149,8 +150,8 @@ async def test_caller_cancel_while_queued_is_abandoned(
     code, out = await call(sip, tmp_path, "caller_cancel.xml", "110", carrier, "-d", "500")
     assert code == 0, out + errors(tmp_path)
     row = await wait_for(lambda: sip.rows(
-        "SELECT outcome, cause, report_id FROM call_records WHERE outcome IS NOT NULL"),
-        "an abandoned CDR")
+        "SELECT outcome, cause, report_id FROM call_records"
+        " WHERE outcome IS NOT NULL AND report_id IS NOT NULL"), "an abandoned CDR and its report")
     outcome, cause, report_id = row[0]  # type: ignore[index]
     assert (outcome, cause) == ("abandoned", "caller_cancelled")
     text = sip.rows("SELECT text FROM reports WHERE id = ?", report_id)[0][0]
