@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dispatch.audit import AuditTrail
@@ -77,10 +77,39 @@ class CallRecorder:
                       extra={"event": type(event).__name__})
 
     async def start(self) -> None:
-        """Start the writer task."""
+        """File the reports a previous run left owed, then start the writer task."""
+        await self.refile()
         self._task = asyncio.ensure_future(self._loop())
 
-    async def stop(self, timeout: float = 5.0) -> None:
+    async def refile(self) -> int:
+        """File a voice report for every answered/abandoned CDR that has none.
+
+        The CDR is committed before its report is filed, so a stop or crash in
+        between leaves a CDR without a report; this finds and files them (the
+        call id as ``source_ref`` makes a second filing impossible).
+        """
+        async with self.db.session() as s:
+            rows = list(await s.scalars(select(CallRecordRow).where(
+                CallRecordRow.report_id.is_(None), CallRecordRow.hotline != "",
+                CallRecordRow.outcome.in_(("answered", "abandoned")))))
+        for row in rows:
+            if row.outcome == "answered":
+                text = (f"Voice call to {row.hotline} from {row.caller or 'unknown'}, "
+                        f"answered by {row.agent_id}")
+            else:
+                text = (f"Abandoned voice call to {row.hotline} from "
+                        f"{row.caller or 'unknown'}: call back")
+            try:
+                await self._file_report(row.id, text, {"outcome": row.outcome or "",
+                                                       "agent": row.agent_id})
+            except Exception:
+                self.errors += 1
+                log.exception("call records: voice report for %s not refiled", row.id)
+        if rows:
+            log.info("call records: filed reports left owed", extra={"count": len(rows)})
+        return len(rows)
+
+    async def stop(self, timeout: float = 2.5) -> None:
         """Flush what is queued (bounded in time), then stop."""
         if self._task is None:
             return

@@ -145,3 +145,36 @@ async def test_binding_store_replaces_expires_and_survives(database: object) -> 
     assert [x.contact for x in await again.get("sip:a@d")] == ["sip:a@h:2"]
     await again.replace("sip:a@d", [])
     assert await again.count() == 0
+
+
+async def test_reports_owed_by_a_previous_run_are_filed_once(database: object) -> None:
+    import datetime as dt
+
+    from dispatch.audit import AuditTrail
+    from dispatch.call_records import CallRecorder
+    from dispatch.models import CallRecordRow, ReportRow
+    from dispatch.reports import ReportService
+
+    clock = Clock()
+    audit = AuditTrail(lambda e: None, clock)
+    reports = ReportService(database, audit, lambda e: None, clock)  # type: ignore[arg-type]
+    await reports.start()
+    now = dt.datetime.now(dt.UTC)
+    async with database.session() as s:  # type: ignore[attr-defined]
+        for call_id, outcome in (("c1", "answered"), ("c2", "abandoned"), ("c3", None)):
+            s.add(CallRecordRow(id=call_id, sip_call_id="x", caller="13800138000", called="110",
+                                hotline="110", queue="police", trunk="carrier", priority=30,
+                                agent_id="alice" if outcome == "answered" else "",
+                                outcome=outcome, cause="", released_by="", offered_at=now,
+                                timeline=[]))
+    recorder = CallRecorder(database, audit, reports, clock)  # type: ignore[arg-type]
+    assert await recorder.refile() == 2
+    assert await recorder.refile() == 0
+    from sqlalchemy import select
+
+    async with database.session() as s:  # type: ignore[attr-defined]
+        rows = {r.id: r.report_id for r in await s.scalars(select(CallRecordRow))}
+        filed = list(await s.scalars(select(ReportRow)))
+    assert rows["c1"] and rows["c2"] and rows["c3"] is None
+    assert sorted(r.source_ref for r in filed) == ["c1", "c2"]
+    assert all(r.channel == "voice" and r.caller == "13800138000" for r in filed)
