@@ -153,7 +153,7 @@ def main() -> None:
                 for a in agents))
             code = sipp(f"127.0.0.1:{sip_port}", "-sf", str(SIPP_DIR / "register_agent.xml"),
                         "-inf", str(tmp / "agents.csv"), "-i", "127.0.0.1", "-p",
-                        str(free_port()), "-m", str(n_agents), "-r", "200", cwd=tmp,
+                        str(free_port()), "-m", str(n_agents), "-r", "50", cwd=tmp,
                         timeout=300)
             print(f"registered {n_agents} agents (sipp exit {code})", flush=True)
             best = (0.0, 0.0, 0.0)

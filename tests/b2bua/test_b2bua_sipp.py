@@ -395,3 +395,21 @@ async def test_trunk_keepalive_and_outbound_registration(
     # Keep-alives repeat every second.
     await wait_for(lambda: sipp_stats(tmp_path / f"uas-{options_port}.csv")[
         "SuccessfulCall(C)"] >= 2, "a second OPTIONS", timeout=20)
+
+
+async def test_hold_re_invite_is_relayed_both_ways(tmp_path: Path, started: list[object]) -> None:
+    carrier = free_port()
+    sip = SipDaemon(tmp_path, agents={"alice": ["police"]}, trunks=trunk(carrier))
+    started.append(sip)
+    agent_port = free_port()
+    agent = SippServer("agent_hold.xml", agent_port, tmp_path)
+    started.append(agent)
+    assert (await register_agents(sip, tmp_path, {"alice": agent_port}))[0] == 0
+    code, out = await call(sip, tmp_path, "caller_reinvite.xml", "110", carrier, "-d", "300")
+    assert code == 0, out + errors(tmp_path)
+    agent.stop()
+    # The agent saw a=sendonly and the caller got a=recvonly back (both check_it).
+    assert sipp_stats(tmp_path / f"uas-{agent_port}.csv")["SuccessfulCall(C)"] == 1
+    row = await wait_for(lambda: sip.rows(
+        "SELECT outcome, cause FROM call_records WHERE outcome IS NOT NULL"), "a CDR")
+    assert row == [("answered", "caller_hangup")]
