@@ -103,6 +103,9 @@ __all__ = ["B2bua", "B2buaSettings"]
 log = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"[^A-Za-z0-9 _.:@+\-/]")
+FEATURE_CODES = {"*11": "login", "*12": "logout", "*13": "ready", "*14": "not_ready"}
+"""What a registered agent's phone dials to change its ACD state (answered 480
+with the new state as the reason phrase, or 403 if refused)."""
 _RELAYED = ("INVITE", "UPDATE", "INFO")
 
 
@@ -350,6 +353,9 @@ class B2bua(SipIo):
     def _admit(self, event: DeliverRequest, trunk: SipTrunk | None,
                phone: str | None = None) -> None:
         request, source = event.request, event.source
+        if phone is not None and _user(request.uri) in FEATURE_CODES:
+            self._feature_code(request, phone, FEATURE_CODES[_user(request.uri)])
+            return
         caller, display, pai = self._identity(request)
         trunk_name = trunk.name if trunk else ""
         if trunk is not None and self.trunk_calls.get(trunk_name, 0) >= trunk.max_calls:
@@ -404,6 +410,17 @@ class B2bua(SipIo):
             call.in_acd = False
             self._release(call, "acd_error", "system", status=500)
         self._pump_acd()
+
+    def _feature_code(self, request: SipRequest, user: str, action: str) -> None:
+        """An agent dialled a feature code: do it and answer with a final response
+        whose reason phrase says what happened (there is no media to play)."""
+        try:
+            self.agent_action(user, action, reason="feature code")
+            state = self.acd.agent_status(user).state.value
+            self.respond(request, 480, reason=f"Agent {user} {state.replace('_', ' ')}")
+        except (AcdError, ValueError) as exc:
+            log.info("feature code %s from %s refused: %s", action, user, exc)
+            self.respond(request, 403, reason="Feature code refused")
 
     def _answer_done(self, call: Call, task: asyncio.Task[str]) -> None:
         if task.cancelled() or call.state in (CallState.CONNECTED, CallState.ENDED):

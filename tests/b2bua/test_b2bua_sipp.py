@@ -413,3 +413,37 @@ async def test_hold_re_invite_is_relayed_both_ways(tmp_path: Path, started: list
     row = await wait_for(lambda: sip.rows(
         "SELECT outcome, cause FROM call_records WHERE outcome IS NOT NULL"), "a CDR")
     assert row == [("answered", "caller_hangup")]
+
+
+async def test_agent_feature_codes_from_a_digest_authenticated_phone(
+    tmp_path: Path, started: list[object]
+) -> None:
+    sip = SipDaemon(tmp_path, agents={"alice": ["police"]})
+    started.append(sip)
+    assert (await register_agents(sip, tmp_path, {"alice": free_port()}))[0] == 0
+
+    async def dial(code: str, password: str = PASSWORD) -> tuple[int, str]:
+        return await run_peer(
+            need("sipp"), f"127.0.0.1:{sip.port}", "-sf", str(SIPP_DIR / "phone_feature.xml"),
+            "-s", code, "-au", "alice", "-ap", password,
+            "-auth_uri", f"{code}@127.0.0.1:{sip.port}", "-i", "127.0.0.1",
+            "-p", str(free_port()), "-m", "1", "-nostdin", "-trace_err", "-trace_msg",
+            "-recv_timeout", "5000", timeout=60, cwd=tmp_path)
+
+    code, out = await dial("*12")
+    assert code == 0, out + errors(tmp_path)
+    log = "".join(p.read_text(errors="replace") for p in tmp_path.glob("*messages.log"))
+    assert "SIP/2.0 480 Agent alice logged out" in log
+    code, out = await dial("*11")
+    assert code == 0, out + errors(tmp_path)
+    log = "".join(p.read_text(errors="replace") for p in tmp_path.glob("*messages.log"))
+    assert "SIP/2.0 480 Agent alice ready" in log
+    # A wrong password changes nothing: the phone is challenged again.
+    code, _ = await dial("*12", password="wrong-password")
+    assert code != 0
+    rows = await wait_for(lambda: sip.rows(
+        "SELECT details FROM audit_log WHERE action = 'agent.state' ORDER BY id"), "audit")
+    moves = [r[0] for r in rows]
+    out = next(i for i, m in enumerate(moves) if "feature code" in m)
+    assert '"to": "logged_out"' in moves[out]
+    assert moves[out + 1:] == ['{"from": "logged_out", "to": "ready", "reason": "login"}']
