@@ -82,7 +82,7 @@ class SipDaemon:
             f'[log]\nlevel = "info"\n'
             f'[sip]\nenabled = true\ndomain = "{DOMAIN}"\nagent_login_on_register = true\n'
             f'listen = [{{transport = "udp", host = "127.0.0.1", port = 0}}]\n'
-            f'session_expires = 90\n{extra_sip}\n'
+            f'{extra_sip or "session_expires = 90"}\n'
             f'[sip.registrar]\nrate = 1000.0\nburst = 1000.0\n{registrar}\n'
             f'{telephony}\n{agent_text}\n{trunks}\n')
         for user, password in (accounts or {a: PASSWORD for a in agents}).items():

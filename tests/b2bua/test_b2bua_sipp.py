@@ -447,3 +447,22 @@ async def test_agent_feature_codes_from_a_digest_authenticated_phone(
     out = next(i for i, m in enumerate(moves) if "feature code" in m)
     assert '"to": "logged_out"' in moves[out]
     assert moves[out + 1:] == ['{"from": "logged_out", "to": "ready", "reason": "login"}']
+
+
+async def test_a_dead_call_is_found_by_the_probe_and_released(
+    tmp_path: Path, started: list[object]
+) -> None:
+    carrier = free_port()
+    sip = SipDaemon(tmp_path, agents={"alice": ["police"]}, trunks=trunk(carrier),
+                    extra_sip="session_expires = 4")
+    started.append(sip)
+    agent_port = free_port()
+    agent = SippServer("agent_forgets.xml", agent_port, tmp_path)
+    started.append(agent)
+    assert (await register_agents(sip, tmp_path, {"alice": agent_port}))[0] == 0
+    code, out = await call(sip, tmp_path, "caller_probed.xml", "110", carrier)
+    assert code == 0, out + errors(tmp_path)
+    row = await wait_for(lambda: sip.rows(
+        "SELECT outcome, cause, released_by FROM call_records WHERE outcome IS NOT NULL"),
+        "a CDR")
+    assert row == [("answered", "dead_call", "system")]
