@@ -42,6 +42,19 @@ def started(tmp_path: Path) -> Iterator[list[object]]:
         item.stop()  # type: ignore[attr-defined]
 
 
+async def uas_done(tmp: Path, port: int, calls: int = 1) -> None:
+    """Wait until the SIPp UAS on ``port`` has completed ``calls`` calls (its -stf, 1 s)."""
+    path = tmp / f"uas-{port}.csv"
+
+    def done() -> bool:
+        try:
+            return sipp_stats(path)["SuccessfulCall(C)"] >= calls
+        except (OSError, IndexError, ValueError):
+            return False
+
+    await wait_for(done, f"SIPp UAS {port}: {calls} call(s) completed")
+
+
 def trunk(port: int, max_calls: int = 10, source_port: bool = True) -> str:
     text = f'[[trunks]]\nname = "carrier"\naddress = "127.0.0.1:{port}"\nmax_calls = {max_calls}\n'
     return text + (f"source_port = {port}\n" if source_port else "")
@@ -239,8 +252,7 @@ async def test_supervisor_force_release_sends_bye_with_reason_to_both_legs(
     assert audit and audit[0][0] == "sup" and "free the line" in audit[0][1]
     assert api.post(f"/api/v1/calls/{call_id}/release", json={"reason": "x"}).status_code == 404
     # The agent's SIPp got its BYE too: its one call completed.
-    agent.stop()
-    assert sipp_stats(tmp_path / f"uas-{agent_port}.csv")["SuccessfulCall(C)"] == 1
+    await uas_done(tmp_path, agent_port)
 
 
 async def test_higher_priority_hotline_is_answered_first(
@@ -360,10 +372,8 @@ async def test_call_back_rings_the_agent_then_the_caller_through_the_trunk(
         "SELECT caller, trunk, agent_id, outcome, cause FROM call_records"
         " WHERE outcome IS NOT NULL"), "the call-back CDR")
     assert row == [("13800138000", "carrier", "alice", "answered", "force_released")]
-    agent.stop()
-    carrier.stop()
-    assert sipp_stats(tmp_path / f"uas-{agent_port}.csv")["SuccessfulCall(C)"] == 1
-    assert sipp_stats(tmp_path / f"uas-{carrier_uas}.csv")["SuccessfulCall(C)"] == 1
+    await uas_done(tmp_path, agent_port)
+    await uas_done(tmp_path, carrier_uas)
     assert sip.rows("SELECT count(*) FROM audit_log WHERE action = 'call.callback'") == [(1,)]
 
 
@@ -407,9 +417,8 @@ async def test_hold_re_invite_is_relayed_both_ways(tmp_path: Path, started: list
     assert (await register_agents(sip, tmp_path, {"alice": agent_port}))[0] == 0
     code, out = await call(sip, tmp_path, "caller_reinvite.xml", "110", carrier, "-d", "300")
     assert code == 0, out + errors(tmp_path)
-    agent.stop()
     # The agent saw a=sendonly and the caller got a=recvonly back (both check_it).
-    assert sipp_stats(tmp_path / f"uas-{agent_port}.csv")["SuccessfulCall(C)"] == 1
+    await uas_done(tmp_path, agent_port)
     row = await wait_for(lambda: sip.rows(
         "SELECT outcome, cause FROM call_records WHERE outcome IS NOT NULL"), "a CDR")
     assert row == [("answered", "caller_hangup")]
