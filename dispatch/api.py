@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from dispatch import audit as audit_query
+from dispatch.api_calls import mount_calls
 from dispatch.api_campaigns import mount_campaigns
 from dispatch.api_dispatch import DispatchContext, mount_dispatch
 from dispatch.api_radio import mount_radio
@@ -72,6 +73,7 @@ class AppContext:
     dispatch: DispatchContext | None = None
     residents: ResidentService | None = None
     radio: RadioService | None = None
+    sip: Any = None
 
 
 # ---------------------------------------------------------------- models
@@ -309,6 +311,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.mount("/console", StaticFiles(directory=WEB, html=True), name="console")
     _mount_users(app, ctx, needs)
     mount_reports(app, ctx.reports, needs, ctx.webhook_secret, ctx.clock)
+    mount_calls(app, ctx.sip, needs)
     mount_campaigns(app, ctx.campaigns, needs)
     if ctx.dispatch is not None:
         mount_dispatch(app, ctx.dispatch, needs)

@@ -73,6 +73,9 @@ class Permission(enum.StrEnum):
     RADIO_READ = "radio.read"
     RADIO_PTT = "radio.ptt"
     RADIO_SEND = "radio.send"
+    CALLS_READ = "calls.read"
+    AGENT_STATE = "calls.agent_state"
+    CALLS_SUPERVISE = "calls.supervise"
 
 
 _EVERYONE = {
@@ -80,6 +83,7 @@ _EVERYONE = {
     Permission.REPORTS_READ, Permission.REPORTS_WRITE, Permission.INCIDENTS_READ,
     # "A call taker can merge and split" incidents, and correct a classification.
     Permission.INCIDENTS_CORRELATE, Permission.RADIO_READ,
+    Permission.CALLS_READ, Permission.AGENT_STATE,
     # Notes, links and the lifecycle steps the transition table allows the role.
     Permission.INCIDENTS_MANAGE, Permission.UNITS_READ, Permission.PLANS_READ,
     Permission.ROSTER_READ, Permission.NOTIFICATIONS_READ, Permission.NOTIFICATIONS_ACK,
@@ -96,13 +100,15 @@ GRANTS: dict[Role, frozenset[Permission]] = {
     Role.SUPERVISOR: frozenset(_EVERYONE | _LEAD | {Permission.AUDIT_READ, Permission.USERS_READ,
                                                     Permission.BROADCAST_READ,
                                                     Permission.BROADCAST_CREATE,
-                                                    Permission.RESIDENTS_MANAGE}),
+                                                    Permission.RESIDENTS_MANAGE,
+                                                    Permission.CALLS_SUPERVISE}),
     # The two-person rule: a commander approves what someone else created.
     Role.COMMANDER: frozenset(_EVERYONE | _LEAD | {Permission.AUDIT_READ,
                                                    Permission.BROADCAST_READ,
                                                    Permission.BROADCAST_CREATE,
                                                    Permission.BROADCAST_APPROVE,
-                                                   Permission.RESIDENTS_MANAGE}),
+                                                   Permission.RESIDENTS_MANAGE,
+                                                   Permission.CALLS_SUPERVISE}),
     Role.ADMIN: frozenset(Permission),
 }
 

@@ -89,6 +89,22 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--strict", action="store_true",
                      help="exit 1 (and store nothing) if any row is refused")
     residents.add_parser("count", parents=[config], help="how many residents are stored")
+    sip = sub.add_parser("sip", help="SIP accounts").add_subparsers(dest="sip_command",
+                                                                    metavar="WHAT")
+    account = sip.add_parser("account", help="SIP accounts of softphones and digest trunks")
+    acct = account.add_subparsers(dest="account_command", metavar="ACTION")
+    sadd = acct.add_parser("add", parents=[config],
+                           help="create an account (password prompted, or one line on stdin)")
+    sadd.add_argument("name")
+    sadd.add_argument("--display-name", default="")
+    sadd.add_argument("--password-file", metavar="FILE")
+    spw = acct.add_parser("passwd", parents=[config], help="set an account's password")
+    spw.add_argument("name")
+    spw.add_argument("--password-file", metavar="FILE")
+    acct.add_parser("list", parents=[config], help="list accounts")
+    for action in ("disable", "enable"):
+        p = acct.add_parser(action, parents=[config], help=f"{action} an account")
+        p.add_argument("name")
     return parser
 
 
@@ -117,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _user(args)
         if args.command == "residents":
             return _residents(args)
+        if args.command == "sip":
+            return _sip(args)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -354,6 +372,53 @@ def _residents(args: argparse.Namespace) -> int:
             print(f"{args.file}: {error}", file=sys.stderr)
         print(json.dumps({k: v for k, v in summary.to_json().items() if k != "errors"}))
         return EXIT_OK
+
+    return _async(go)
+
+
+def _sip(args: argparse.Namespace) -> int:
+    from dispatch.sip_store import AccountError, SqlCredentialStore
+    from dispatch.storage import Database, SchemaOutOfDate
+
+    command = getattr(args, "account_command", None)
+    if args.sip_command != "account" or command is None:
+        raise UsageError("sip needs: account add|passwd|list|disable|enable")
+    settings = _settings(args.config)
+    realm = settings.sip.registrar.realm or settings.sip.domain
+    password = _read_password(args.password_file) if command in ("add", "passwd") else None
+
+    async def go() -> int:
+        import time
+
+        db = Database(settings.database_url())
+        store = SqlCredentialStore(db, time.time)
+        try:
+            await db.ensure_schema(settings.auto_migrate(settings.database_url()))
+            if command == "add":
+                assert password is not None
+                await store.add(args.name, realm, password, args.display_name)
+                print(f"SIP account {args.name} added (realm {realm})")
+            elif command == "passwd":
+                await store.update(args.name, realm=realm, password=password)
+                print(f"password of SIP account {args.name} changed (realm {realm})")
+            elif command in ("disable", "enable"):
+                await store.update(args.name, disabled=command == "disable")
+                print(f"SIP account {args.name} {command}d")
+            else:
+                for a in await store.all():
+                    flag = " (disabled)" if a.disabled else ""
+                    print(f"{a.username:<24} {a.realm:<24} {a.display_name}{flag}")
+            return EXIT_OK
+        except SchemaOutOfDate as exc:
+            raise UsageError(str(exc)) from None
+        except AccountError as exc:
+            print(f"dispatchd: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except KeyError:
+            print(f"dispatchd: no SIP account {args.name!r}", file=sys.stderr)
+            return EXIT_FAILED
+        finally:
+            await db.close()
 
     return _async(go)
 

@@ -500,6 +500,81 @@ class RadioSettings(_Section):
         return self
 
 
+class SipListenSettings(_Section):
+    """One SIP listener: transport, address and port (0 = any free port)."""
+
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    host: str = "127.0.0.1"
+    port: Port = 5060
+
+
+class SipRegistrarSettings(_Section):
+    """The registrar: digest authentication, binding lifetimes, abuse limits."""
+
+    realm: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    default_expires: Annotated[int, Field(ge=1, le=86400)] = 3600
+    min_expires: Annotated[int, Field(ge=1, le=86400)] = 60
+    max_expires: Annotated[int, Field(ge=1, le=7 * 86400)] = 7200
+    max_bindings: Annotated[int, Field(ge=1, le=100)] = 10
+    nonce_ttl: Annotated[float, Field(gt=0, le=3600, strict=False)] = 300.0
+    algorithms: Annotated[tuple[Literal["MD5", "SHA-256"], ...],
+                          Field(min_length=1, strict=False)] = ("MD5", "SHA-256")
+    rate: Annotated[float, Field(gt=0, le=10000, strict=False)] = 5.0
+    burst: Annotated[float, Field(ge=1, le=100000, strict=False)] = 20.0
+    max_failures: Annotated[int, Field(ge=1, le=1000)] = 5
+    failure_window: Annotated[float, Field(gt=0, le=86400, strict=False)] = 60.0
+    block_for: Annotated[float, Field(ge=0, le=86400, strict=False)] = 300.0
+    exempt_networks: Annotated[tuple[str, ...], Field(strict=False)] = ()
+    check_digest_uri: bool = True
+    require_qop: bool = True
+    secret_file: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SipRegistrarSettings:
+        if not self.min_expires <= self.default_expires <= self.max_expires:
+            raise ValueError("need min_expires <= default_expires <= max_expires")
+        import ipaddress
+
+        for network in self.exempt_networks:
+            try:
+                ipaddress.ip_network(network)
+            except ValueError:
+                raise ValueError(f"exempt_networks: {network!r} is not a network"
+                                 ) from None
+        return self
+
+
+class SipSettings(_Section):
+    """The SIP stack: listeners, domain, limits, session timers, the registrar."""
+
+    enabled: bool = False
+    listen: Annotated[tuple[SipListenSettings, ...], Field(min_length=1, strict=False)] = (
+        SipListenSettings(),)
+    advertise: str | None = None
+    domain: Annotated[str, Field(min_length=1, max_length=128)] = "dispatch.local"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    max_message: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 65536
+    max_headers: Annotated[int, Field(ge=16, le=1024)] = 128
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 1024
+    max_calls: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    session_expires: Annotated[int, Field(ge=2, le=86400)] = 1800
+    ringback_180: bool = True
+    agent_login_on_register: bool = False
+    user_agent: Annotated[str, Field(min_length=1, max_length=64)] = "dispatchd"
+    registrar: SipRegistrarSettings = SipRegistrarSettings()
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> SipSettings:
+        wants_tls = any(listen.transport == "tls" for listen in self.listen)
+        if wants_tls and not (self.tls_cert and self.tls_key):
+            raise ValueError("a tls listener needs tls_cert and tls_key")
+        return self
+
+
+_Tables = Annotated[tuple[dict[str, Any], ...], Field(strict=False)]
+
+
 class Settings(_Section):
     """Every setting of the daemon; one frozen tree passed in explicitly."""
 
@@ -518,6 +593,16 @@ class Settings(_Section):
     # TOML arrays are lists; accept them (non-strict) into an immutable tuple.
     devices: Annotated[tuple[DeviceSettings, ...], Field(strict=False)] = ()
     radio: RadioSettings = RadioSettings()
+    sip: SipSettings = SipSettings()
+    # Telephony tables are validated by telephony's own loaders (which name the
+    # key path of every problem); see :meth:`telephony`.
+    routing: dict[str, Any] = Field(default_factory=dict)
+    acd: dict[str, Any] = Field(default_factory=dict)
+    hotlines: _Tables = ()
+    ringdowns: _Tables = ()
+    trunks: _Tables = ()
+    queues: _Tables = ()
+    agents: _Tables = ()
 
     @model_validator(mode="after")
     def _unique_devices(self) -> Settings:
@@ -527,6 +612,30 @@ class Settings(_Section):
                 raise ValueError(f"devices: name {device.name!r} is used twice")
             seen.add(device.name)
         return self
+
+    @model_validator(mode="after")
+    def _check_telephony(self) -> Settings:
+        if self.sip.enabled or self.hotlines or self.queues or self.trunks or self.routing:
+            from telephony.acd.config import ConfigError as TableError
+
+            try:
+                self.telephony()
+            except TableError as exc:
+                raise ValueError(f"{exc.key}: {exc.message}") from None
+        return self
+
+    def telephony(self) -> Any:
+        """Queues, agents, routing and trunks as telephony's typed settings.
+
+        Raises :class:`telephony.acd.config.ConfigError` naming the key path.
+        """
+        from telephony.b2bua.config import load_telephony
+
+        return load_telephony({
+            "routing": self.routing, "acd": self.acd, "hotlines": list(self.hotlines),
+            "ringdowns": list(self.ringdowns), "trunks": list(self.trunks),
+            "queues": list(self.queues), "agents": list(self.agents),
+        })
 
     def database_url(self, environ: Mapping[str, str] | None = None) -> str:
         """The effective database URL: environment, then file, then the default.

@@ -222,6 +222,9 @@ class Daemon:
             # Required: a node that cannot anchor media cannot take calls.
             self.media = MediaService(settings.media, self.hub.publish, self.metrics.registry)
             self.services.add(self.media, required=True)
+        self.sip: Any = None
+        if settings.sip.enabled:
+            self._add_sip()
         self.services.add(self.http, required=True)
 
     async def _sms_receipt(self, message_ids: list[str], state: str) -> bool:
@@ -241,6 +244,17 @@ class Daemon:
                 on_up=functools.partial(self.services.mark_running, name),
             )
             self.services.add(link, required=device.required, retry_s=device.retry_s)
+
+    def _add_sip(self) -> None:
+        from dispatch.sip_service import SipService
+
+        # With [media] enabled every call's audio is anchored in our mixer (force-in,
+        # recording); without it the SDP is relayed and the phones talk directly.
+        anchor = self.media.anchor if self.media is not None else None
+        self.sip = SipService(self.settings.sip, self.settings.telephony(), self.db, self.audit,
+                              self.reports, self.hub.publish, self.clock, anchor=anchor)
+        # Required: a command centre whose hotlines cannot listen must not pretend to run.
+        self.services.add(self.sip, required=True)
 
     def _add_ssh(self) -> None:
         from dispatch.sshconsole import SshConsole
@@ -267,7 +281,7 @@ class Daemon:
             campaigns=self.campaigns, dispatch=self.dispatch.context(),
             residents=self.residents, radio=self.radio,
             webhook_secret=self.settings.intake.webhook_secret,
-            districts=self._districts,
+            districts=self._districts, sip=self.sip,
         ))
 
     def _districts(self) -> dict[str, Any] | None:

@@ -489,3 +489,64 @@ class OptOutRow(Base):
     msisdn: Mapped[str] = mapped_column(String(20), primary_key=True)
     source: Mapped[str] = mapped_column(String(64), default="")
     at: Mapped[dt.datetime]
+class SipAccount(Base):
+    """A SIP user (softphone, call taker, field unit, digest trunk): digest HA1s, never passwords.
+
+    One HA1 per algorithm for the account's realm; a realm change needs every
+    password set again (``dispatchd sip account passwd``).
+    """
+
+    __tablename__ = "sip_accounts"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    realm: Mapped[str] = mapped_column(String(128))
+    ha1_md5: Mapped[str] = mapped_column(String(32))
+    ha1_sha256: Mapped[str] = mapped_column(String(64))
+    display_name: Mapped[str] = mapped_column(String(128), default="")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class SipBindingRow(Base):
+    """One registered contact of an AoR; survives restarts, swept when it expires."""
+
+    __tablename__ = "sip_bindings"
+    __table_args__ = (UniqueConstraint("aor", "contact", name="uq_sip_binding"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    aor: Mapped[str] = mapped_column(String(200), index=True)
+    contact: Mapped[str] = mapped_column(String(512))
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    call_id: Mapped[str] = mapped_column(String(200))
+    cseq: Mapped[int] = mapped_column(BigInteger)
+    source_transport: Mapped[str] = mapped_column(String(8))
+    source_host: Mapped[str] = mapped_column(String(64))
+    source_port: Mapped[int] = mapped_column(Integer)
+    q: Mapped[float | None] = mapped_column(Float)
+    user_agent: Mapped[str] = mapped_column(String(200), default="")
+    registered_at: Mapped[float] = mapped_column(Float)
+
+
+class CallRecordRow(Base):
+    """The CDR of one call: offered, queued, answered, released; linked to its report."""
+
+    __tablename__ = "call_records"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    sip_call_id: Mapped[str] = mapped_column(String(200))
+    caller: Mapped[str] = mapped_column(String(64), index=True)
+    called: Mapped[str] = mapped_column(String(64))
+    hotline: Mapped[str] = mapped_column(String(16))
+    queue: Mapped[str] = mapped_column(String(64))
+    trunk: Mapped[str] = mapped_column(String(64))
+    priority: Mapped[int] = mapped_column(Integer)
+    agent_id: Mapped[str] = mapped_column(String(64), default="")
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    cause: Mapped[str] = mapped_column(String(64), default="")
+    released_by: Mapped[str] = mapped_column(String(64), default="")
+    offered_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), index=True)
+    answered_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    released_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    report_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    timeline: Mapped[list[Any]] = mapped_column(JSON, default=list)

@@ -129,7 +129,9 @@ def test_shipped_config_is_valid_and_documents_every_setting() -> None:
     for path in _setting_paths(Settings):
         key = path.rpartition(".")[2]
         # Every key is shown in the shipped file (set or commented) under its section...
-        assert re.search(rf"^#?\s*{re.escape(key)}\s*=", text, re.M), f"{path} not in conf"
+        # (the telephony tables are TOML tables: `[routing]`, `[[hotlines]]` ...)
+        shown = rf"^#?\s*({re.escape(key)}\s*=|\[\[?{re.escape(key)}\]\]?)"
+        assert re.search(shown, text, re.M), f"{path} not in conf"
         # ...and in the README's configuration reference.
         assert f"`{path}`" in readme, f"{path} missing from README configuration reference"
 

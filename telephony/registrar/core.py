@@ -93,6 +93,9 @@ class RegistrarSettings:
     Put SHA-256 first, or offer it alone, when every phone supports RFC 8760."""
     check_digest_uri: bool = True
     """Digest ``uri`` must equal the Request-URI (RFC 3261 22.4 point 2 of 8)."""
+    require_qop: bool = True
+    """Refuse RFC 2069 responses without ``qop`` (pyVoIP 1.6 sends none; each of its
+    nonces is then good for one use only, so replays still fail)."""
     rate: float = 5.0
     """REGISTERs per second per source address, sustained."""
     burst: float = 20.0
@@ -150,7 +153,8 @@ class Registrar(NullTransactionUser):
         self.on_event = on_event
         self.clock = clock
         self.digest = DigestServer(settings.realm, secret, algorithms=settings.algorithms,
-                                   nonce_ttl=settings.nonce_ttl)
+                                   nonce_ttl=settings.nonce_ttl,
+                                   require_qop=settings.require_qop)
         self.limiter = TokenBucketLimiter(settings.rate, settings.burst)
         self.blocker = FailureBlocker(settings.max_failures, settings.failure_window,
                                       settings.block_for)

@@ -1,0 +1,267 @@
+"""Call records (CDR), call audit rows and voice reports, written off the call path.
+
+:class:`CallRecorder` takes the B2BUA's and the ACD's events from a queue and
+writes them in batches: everything queued at that moment goes into one
+transaction (CDR inserts and updates, audit rows), so a burst of calls costs
+a handful of commits instead of several per call.  Then each answered or
+abandoned emergency call is filed as a ``voice`` report (caller number,
+hotline, queue, times; ``source_ref`` is the call id, so a report is never
+filed twice) and the report id is written on the CDR.  If a batch fails,
+its events are retried one by one so one bad event cannot take the others
+with it.  The queue is large; if it ever fills, the overflow is counted and
+logged as an error, never silently lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dispatch.audit import AuditTrail
+from dispatch.models import CallRecordRow
+from dispatch.reports import NewReport, ReportService
+from dispatch.storage import Database
+from intake.model import Channel
+from telephony.acd.events import Abandoned, AgentState, AgentStateChanged, CallFinished
+from telephony.b2bua.events import CallAnswered, CallOffered, CallReleased
+from telephony.registrar.events import AuthFailed, SourceBlocked
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIZE = 200_000
+BATCH = 500
+_OPERATOR_STATES = (AgentState.LOGGED_OUT, AgentState.NOT_READY)
+RECORDED = (CallOffered, CallAnswered, CallReleased, Abandoned, CallFinished, AgentStateChanged,
+            AuthFailed, SourceBlocked)
+
+
+def _ts(epoch: float | None) -> dt.datetime | None:
+    return None if epoch is None else dt.datetime.fromtimestamp(epoch, dt.UTC)
+
+
+class CallRecorder:
+    """The batch writer of CDRs, call audit rows and voice reports (module docs)."""
+
+    def __init__(self, db: Database, audit: AuditTrail, reports: ReportService,
+                 clock: Callable[[], float]) -> None:
+        self.db = db
+        self.audit = audit
+        self.reports = reports
+        self.clock = clock
+        self.queue: asyncio.Queue[object] = asyncio.Queue(QUEUE_SIZE)
+        self.errors = 0
+        self.dropped = 0
+        self.written = 0
+        self._task: asyncio.Task[None] | None = None
+        self._offered: dict[str, CallOffered] = {}
+        self._released: dict[str, CallReleased] = {}
+
+    def enqueue(self, event: object) -> None:
+        """Queue an event for writing (never blocks the call path)."""
+        if not isinstance(event, RECORDED):
+            return
+        if isinstance(event, AgentStateChanged) and not (
+                event.old in _OPERATOR_STATES or event.new in _OPERATOR_STATES):
+            return  # ringing/busy/wrap-up are in the CDR timeline; the audit keeps log-ins
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            log.error("call records: queue full, event not stored",
+                      extra={"event": type(event).__name__})
+
+    async def start(self) -> None:
+        """File the reports a previous run left owed, then start the writer task."""
+        await self.refile()
+        self._task = asyncio.ensure_future(self._loop())
+
+    async def refile(self) -> int:
+        """File a voice report for every answered/abandoned CDR that has none.
+
+        The CDR is committed before its report is filed, so a stop or crash in
+        between leaves a CDR without a report; this finds and files them (the
+        call id as ``source_ref`` makes a second filing impossible).
+        """
+        async with self.db.session() as s:
+            rows = list(await s.scalars(select(CallRecordRow).where(
+                CallRecordRow.report_id.is_(None), CallRecordRow.hotline != "",
+                CallRecordRow.outcome.in_(("answered", "abandoned")))))
+        for row in rows:
+            if row.outcome == "answered":
+                text = (f"Voice call to {row.hotline} from {row.caller or 'unknown'}, "
+                        f"answered by {row.agent_id}")
+            else:
+                text = (f"Abandoned voice call to {row.hotline} from "
+                        f"{row.caller or 'unknown'}: call back")
+            try:
+                await self._file_report(row.id, text, {"outcome": row.outcome or "",
+                                                       "agent": row.agent_id})
+            except Exception:
+                self.errors += 1
+                log.exception("call records: voice report for %s not refiled", row.id)
+        if rows:
+            log.info("call records: filed reports left owed", extra={"count": len(rows)})
+        return len(rows)
+
+    async def stop(self, timeout: float = 2.5) -> None:
+        """Flush what is queued (bounded in time), then stop."""
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(self.queue.join(), timeout)
+        except TimeoutError:
+            log.error("call records not flushed at stop", extra={"pending": self.queue.qsize()})
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    def health(self) -> dict[str, Any]:
+        """Queue depth and counters."""
+        return {"pending": self.queue.qsize(), "written": self.written, "errors": self.errors,
+                "dropped": self.dropped}
+
+    async def _loop(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < BATCH and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            try:
+                await self._write_batch(batch)
+            finally:
+                for _ in batch:
+                    self.queue.task_done()
+
+    async def _write_batch(self, batch: list[object]) -> None:
+        filings: list[tuple[str, str, dict[str, str]]] = []
+        try:
+            async with self.db.session() as s:
+                rows: dict[str, CallRecordRow] = {}
+                for event in batch:
+                    await self._apply(s, rows, event, filings)
+            self.written += len(batch)
+        except Exception:
+            if len(batch) == 1:
+                self.errors += 1
+                log.exception("call records: could not store %s", type(batch[0]).__name__)
+                return
+            log.warning("call records: batch of %d failed; retrying one by one", len(batch))
+            for event in batch:
+                await self._write_batch([event])
+            return
+        for call_id, text, extra in filings:
+            try:
+                await self._file_report(call_id, text, extra)
+            except Exception:
+                self.errors += 1
+                log.exception("call records: voice report for %s not filed", call_id)
+
+    async def _row(self, s: AsyncSession, rows: dict[str, CallRecordRow],
+                   call_id: str) -> CallRecordRow | None:
+        row = rows.get(call_id)
+        if row is None:
+            row = await s.get(CallRecordRow, call_id)
+            if row is not None:
+                rows[call_id] = row
+        return row
+
+    async def _apply(self, s: AsyncSession, rows: dict[str, CallRecordRow], event: object,
+                     filings: list[tuple[str, str, dict[str, str]]]) -> None:
+        if isinstance(event, CallOffered):
+            self._offered[event.call_id] = event
+            rows[event.call_id] = row = CallRecordRow(
+                id=event.call_id, sip_call_id=event.sip_call_id[:200], caller=event.caller,
+                called=event.called, hotline=event.hotline, queue=event.queue,
+                trunk=event.trunk, priority=event.priority, agent_id="", outcome=None,
+                cause="", released_by="", offered_at=_ts(event.at), timeline=[])
+            s.add(row)
+            self.audit.record(s, actor="system", action="call.offered",
+                              subject=f"call:{event.call_id}",
+                              details={"caller": event.caller, "hotline": event.hotline,
+                                       "queue": event.queue, "trunk": event.trunk,
+                                       "route": event.route})
+        elif isinstance(event, CallAnswered):
+            await self._answered(s, rows, event, filings)
+        elif isinstance(event, Abandoned):
+            e = event.entry
+            filings.append((e.call_id, f"Abandoned voice call to {e.hotline} from "
+                            f"{e.caller or 'unknown'} after {e.wait:.0f} s waiting: call back",
+                            {"wait_s": f"{e.wait:.1f}", "outcome": "abandoned"}))
+        elif isinstance(event, CallReleased):
+            self._released[event.call_id] = event
+            offered = self._offered.get(event.call_id)
+            if offered is not None and offered.route == "callback":
+                await self._finish(s, rows, event.call_id, None, event)
+        elif isinstance(event, CallFinished):
+            await self._finish(s, rows, event.record.call_id, event,
+                               self._released.get(event.record.call_id))
+        elif isinstance(event, AgentStateChanged):
+            self.audit.record(s, actor=f"agent:{event.agent_id}", action="agent.state",
+                              subject=f"agent:{event.agent_id}",
+                              details={"from": event.old.value, "to": event.new.value,
+                                       "reason": event.reason})
+        elif isinstance(event, AuthFailed | SourceBlocked):
+            action = "sip.auth_failed" if isinstance(event, AuthFailed) else "sip.blocked"
+            self.audit.record(s, actor="system", action=action, subject=f"source:{event.source}",
+                              details={"event": type(event).__name__})
+
+    async def _answered(self, s: AsyncSession, rows: dict[str, CallRecordRow], e: CallAnswered,
+                        filings: list[tuple[str, str, dict[str, str]]]) -> None:
+        row = await self._row(s, rows, e.call_id)
+        if row is not None:
+            row.answered_at = _ts(e.at)
+            row.agent_id = e.agent_id
+        self.audit.record(s, actor=f"agent:{e.agent_id}", action="call.answered",
+                          subject=f"call:{e.call_id}",
+                          details={"queue": e.queue, "wait_s": round(e.wait, 3)})
+        offered = self._offered.get(e.call_id)
+        if offered is not None and offered.route != "callback":
+            filings.append((e.call_id, f"Voice call to {offered.hotline} from "
+                            f"{offered.caller or 'unknown'}, answered by {e.agent_id} after "
+                            f"{e.wait:.0f} s", {"agent": e.agent_id, "wait_s": f"{e.wait:.1f}",
+                                                "outcome": "answered"}))
+
+    async def _finish(self, s: AsyncSession, rows: dict[str, CallRecordRow], call_id: str,
+                      finished: CallFinished | None, released: CallReleased | None) -> None:
+        row = await self._row(s, rows, call_id)
+        self._released.pop(call_id, None)
+        offered = self._offered.pop(call_id, None)
+        if row is None:
+            return
+        if finished is not None:
+            record = finished.record
+            row.outcome = record.outcome.value if record.outcome else None
+            row.queue = record.queue or row.queue
+            row.agent_id = record.agent_id or row.agent_id
+            row.timeline = [{"kind": t.kind.value, "queue": t.queue, "agent": t.agent_id,
+                             "cause": t.cause, "after_s": round(t.at - record.arrived, 3)}
+                            for t in record.timeline]
+            cause = record.cause
+        else:
+            row.outcome = "answered" if row.answered_at is not None else "failed"
+            cause = ""
+        row.cause = (released.cause if released else cause)[:64]
+        row.released_by = (released.by if released else "")[:64]
+        row.released_at = _ts(released.at if released else self.clock())
+        self.audit.record(s, actor=row.released_by or "system", action="call.released",
+                          subject=f"call:{call_id}",
+                          details={"outcome": row.outcome, "cause": row.cause,
+                                   "route": offered.route if offered else ""})
+
+    async def _file_report(self, call_id: str, text: str, extra: dict[str, str]) -> None:
+        async with self.db.session() as s:
+            row = await s.get(CallRecordRow, call_id)
+        if row is None:
+            return
+        fields = {"call_id": call_id, "hotline": row.hotline, "queue": row.queue,
+                  "trunk": row.trunk, "called": row.called, **extra}
+        new = NewReport(Channel.VOICE, text, row.offered_at, caller=row.caller,
+                        fields=tuple(sorted(fields.items())), source_ref=call_id)
+        done = await self.reports.submit(new, actor="sip")
+        async with self.db.session() as s:
+            await s.execute(update(CallRecordRow).where(CallRecordRow.id == call_id)
+                            .values(report_id=done.report_id))

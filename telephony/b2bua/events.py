@@ -1,0 +1,114 @@
+"""What the B2BUA reports to the daemon: call life-cycle events (frozen dataclasses).
+
+ACD events (queued, overflowed, agent state, call finished ...) are passed
+through as the engine emits them; these add the SIP side.  Times are wall
+clock epoch seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "CallAnswered",
+    "CallEvent",
+    "CallOffered",
+    "CallRefused",
+    "CallReleased",
+    "CallTransferred",
+    "LiveCall",
+    "TrunkStatus",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CallOffered:
+    """An INVITE was accepted for queueing: who called which hotline through which trunk."""
+
+    call_id: str
+    sip_call_id: str
+    caller: str
+    called: str
+    hotline: str
+    queue: str
+    priority: int
+    trunk: str
+    route: str  # hotline | ringdown | fallback
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallRefused:
+    """An INVITE was answered with a failure before it reached a queue."""
+
+    sip_call_id: str
+    caller: str
+    called: str
+    trunk: str
+    status: int
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallAnswered:
+    """A call taker's softphone answered and the legs are connected."""
+
+    call_id: str
+    agent_id: str
+    queue: str
+    wait: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallReleased:
+    """A call ended; ``by`` is caller, agent, system or the operator who forced it."""
+
+    call_id: str
+    cause: str
+    by: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallTransferred:
+    """A connected call was blind-transferred (REFER) to ``target``."""
+
+    call_id: str
+    agent_id: str
+    target: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TrunkStatus:
+    """A trunk's reachability (OPTIONS) or registration changed."""
+
+    trunk: str
+    up: bool
+    registered: bool
+    detail: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LiveCall:
+    """A snapshot of one live call for the API."""
+
+    call_id: str
+    sip_call_id: str
+    state: str
+    caller: str
+    called: str
+    hotline: str
+    queue: str
+    priority: int
+    trunk: str
+    agent_id: str
+    offered_at: float
+    answered_at: float | None
+    ringing: tuple[str, ...]
+
+
+CallEvent = CallOffered | CallRefused | CallAnswered | CallReleased | CallTransferred | TrunkStatus
