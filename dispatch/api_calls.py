@@ -37,17 +37,25 @@ class CallbackIn(BaseModel):
 def mount_calls(app: FastAPI, sip: Any, needs: Any) -> None:
     """Add the call routes (``sip`` is the daemon's SipService or None)."""
 
-    def service() -> Any:
+    def service(what: str = "") -> Any:
+        # Without SIP on this node a named call is unknown (404), an action cannot be
+        # taken (409) and the lists are empty.
         if sip is None:
-            raise HTTPException(503, "SIP is not enabled on this node ([sip] enabled = false)")
+            raise HTTPException(404 if what else 409,
+                                f"no {what or 'telephony'}: SIP is not enabled on this node "
+                                "([sip] enabled = false)")
         return sip
 
     @app.get(f"{API}/calls", tags=["calls"])
     async def live_calls(
         principal: Annotated[Principal, Depends(needs(Permission.CALLS_READ))],
     ) -> list[dict[str, Any]]:
-        """Every live call: state, caller, hotline, queue, agent."""
-        return [asdict(c) for c in service().b2bua.live_calls()]
+        """Every live call: state, caller, hotline, queue, agent; ``age_s`` since offered."""
+        if sip is None:
+            return []
+        now = sip.b2bua.mono()
+        return [{**asdict(c), "age_s": round(max(0.0, now - c.offered_at), 1)}
+                for c in sip.b2bua.live_calls()]
 
     @app.get(f"{API}/calls/{{call_id}}", tags=["calls"])
     async def one_call(
@@ -55,7 +63,7 @@ def mount_calls(app: FastAPI, sip: Any, needs: Any) -> None:
         principal: Annotated[Principal, Depends(needs(Permission.CALLS_READ))],
     ) -> dict[str, Any]:
         """A live call, or the CDR of an ended one (with its report id)."""
-        svc = service()
+        svc = service(f"call {call_id}")
         for call in svc.b2bua.live_calls():
             if call.call_id == call_id:
                 return {"live": True, **asdict(call)}
@@ -75,7 +83,9 @@ def mount_calls(app: FastAPI, sip: Any, needs: Any) -> None:
         principal: Annotated[Principal, Depends(needs(Permission.CALLS_READ))],
     ) -> list[dict[str, Any]]:
         """Every queue's statistics and the call-back list."""
-        svc = service()
+        if sip is None:
+            return []
+        svc = sip
         now = svc.b2bua.mono()
         out = []
         for q in svc.acd._settings.queues:
@@ -126,6 +136,7 @@ def mount_calls(app: FastAPI, sip: Any, needs: Any) -> None:
         principal: Annotated[Principal, Depends(needs(Permission.CALLS_SUPERVISE))],
     ) -> dict[str, Any]:
         """强拆: end a call on both legs with a Reason header (audited)."""
-        if not await service().force_release(call_id, body.reason, principal.name):
+        if not await service(f"call {call_id}").force_release(call_id, body.reason,
+                                                              principal.name):
             raise HTTPException(404, f"no live call {call_id}")
         return {"call_id": call_id, "released": True}

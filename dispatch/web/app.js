@@ -32,6 +32,9 @@ const I18N = {
     ptt_release: "松开", composer: "预警短信编辑", composer_help: "在态势图上点击画出范围，选择模板，预览人数后提交审批。",
     draw_area: "画范围", clear_area: "清除", finish_area: "完成", title: "标题", preview_count: "预览人数",
     request_approval: "提交审批", reach_n: "将发送给", area_points: "个点", no_area: "请先在态势图上画出范围",
+    live_calls: "来电与通话", hotline: "号码", agent: "接警员", waited: "时长", queues: "队列",
+    waiting: "排队", longest: "最长等待", answered: "已接", abandoned: "放弃", agents_ready: "空闲席位",
+    release: "强拆", release_reason: "强拆原因", queued: "排队中", ringing: "振铃", talking: "通话中",
   },
   en: {
     offline: "offline", online: "live", logout: "Log out", login_title: "Log in", username: "User name",
@@ -64,7 +67,11 @@ const I18N = {
     composer_help: "Click on the map to draw the area, pick a template, preview the count, then request approval.",
     draw_area: "Draw area", clear_area: "Clear", finish_area: "Finish", title: "Title",
     preview_count: "Preview count", request_approval: "Request approval", reach_n: "Reaches",
-    area_points: "points", no_area: "Draw the area on the map first",
+    area_points: "points", no_area: "Draw the area on the map first", live_calls: "Calls",
+    hotline: "Hotline", agent: "Call taker", waited: "Time", queues: "Queues", waiting: "Waiting",
+    longest: "Longest wait", answered: "Answered", abandoned: "Abandoned", agents_ready: "Ready",
+    release: "Force release", release_reason: "Reason for the forced release", queued: "queued",
+    ringing: "ringing", talking: "talking",
   },
 };
 
@@ -249,6 +256,38 @@ async function loadUnits() {
     el("td", { class: "mono" }, u.incident_id ? u.incident_id.slice(0, 8) : ""))));
   drawMap();
 }
+
+// ---- calls and queues: the call taker's incoming queue, the supervisor's live calls
+function seconds(s) { const m = Math.floor(s / 60); return `${m}:${String(Math.floor(s % 60)).padStart(2, "0")}`; }
+async function loadCalls() {
+  if (!can("calls.read")) return;
+  const [calls, queues] = await Promise.all([api("/api/v1/calls"), api("/api/v1/queues")]);
+  calls.sort((a, b) => a.priority - b.priority || b.age_s - a.age_s);
+  $("#calls tbody").replaceChildren(...calls.map((c) => {
+    const cells = [el("td", {}, c.caller), el("td", {}, c.hotline), el("td", { class: "call-state" }, t(c.state)),
+      el("td", {}, c.agent_id || (c.ringing || []).join(", ")), el("td", {}, seconds(c.age_s))];
+    const action = el("td", {});
+    if (can("calls.supervise")) {
+      const b = el("button", { type: "button", class: "release" }, t("release"));
+      b.addEventListener("click", async () => {
+        const reason = window.prompt(t("release_reason"));
+        if (!reason) return;
+        $("#calls-error").textContent = "";
+        try {
+          await api(`/api/v1/calls/${c.call_id}/release`, { method: "POST", body: JSON.stringify({ reason }) });
+          await loadCalls();
+        } catch (err) { $("#calls-error").textContent = err.message; }
+      });
+      action.append(b);
+    }
+    return el("tr", { "data-call": c.call_id }, ...cells, action);
+  }));
+  $("#queues tbody").replaceChildren(...queues.map((q) => el("tr", { "data-queue": q.queue },
+    el("td", {}, q.queue), el("td", {}, String(q.waiting)), el("td", {}, seconds(q.longest_wait)),
+    el("td", {}, String(q.answered)), el("td", {}, String(q.abandoned)),
+    el("td", {}, String((q.agents || {}).ready || 0)))));
+}
+setInterval(() => { if (token && me && can("calls.read") && !$("#calls-card").hidden) loadCalls().catch(() => {}); }, 2000);
 
 // ---- talkgroups: who talks, who waits, a PTT button per group (press to key, press to release)
 let lastTalkgroups = [];
@@ -493,6 +532,7 @@ function onEvent(envelope) {
   if (envelope.topic.startsWith("incident.") && envelope.data.incident_id === selectedIncident) loadIncidentDetail().catch(() => {});
   if (envelope.topic === "unit.changed" || envelope.topic === "unit.position") loadUnits().catch(() => {});
   if (envelope.topic.startsWith("radio.")) loadTalkgroups().catch(() => {});
+  if (envelope.topic.startsWith("call_") || envelope.topic.startsWith("agent_")) loadCalls().catch(() => {});
   if (envelope.topic.startsWith("plan.")) loadActions().catch(() => {});
   if (envelope.topic.startsWith("campaign.")) loadCampaigns().catch(() => {});
   if (envelope.topic === "duty_log.added" && !document.querySelector(`#duty-log [data-id="${envelope.data.id}"]`)) {
@@ -515,7 +555,7 @@ function connect() {
     // Anything may have changed while we were away: reload the views.
     loadHealth().catch(() => {}); loadDutyLog().catch(() => {}); loadIncidents().catch(() => {});
     loadCampaigns().catch(() => {}); loadUnits().catch(() => {}); loadActions().catch(() => {});
-    loadTalkgroups().catch(() => {}); loadTemplates().catch(() => {});
+    loadTalkgroups().catch(() => {}); loadTemplates().catch(() => {}); loadCalls().catch(() => {});
     loadIncidentDetail().catch(() => {});
   };
   socket.onmessage = (msg) => onEvent(JSON.parse(msg.data));

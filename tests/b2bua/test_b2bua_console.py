@@ -1,0 +1,57 @@
+"""The supervisor's view of live calls in the web console, with a real call (SIPp).
+
+A SIPp carrier calls 110, a SIPp call taker answers; the supervisor sees the call
+and the queue in Chromium and force-releases it (强拆) from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from b2bua_helpers import SipDaemon, SippServer, errors, free_port, register_agents
+from test_b2bua_sipp import call, started, trunk, uas_done, wait_for  # noqa: F401 - fixture
+from test_web_console import ARTEFACTS, browser_page, log_in
+
+
+async def test_supervisor_sees_the_live_call_and_force_releases_it_from_the_console(
+        tmp_path: Path, started: list[object]) -> None:  # noqa: F811 - the fixture
+    carrier = free_port()
+    sip = SipDaemon(tmp_path, agents={"alice": ["police"]}, trunks=trunk(carrier))
+    started.append(sip)
+    agent_port = free_port()
+    agent = SippServer("agent_uas.xml", agent_port, tmp_path)
+    started.append(agent)
+    assert (await register_agents(sip, tmp_path, {"alice": agent_port}))[0] == 0
+    api = sip.api()  # creates the supervisor "sup"
+    caller = asyncio.ensure_future(call(sip, tmp_path, "caller_wait_bye.xml", "110", carrier,
+                                        "-trace_msg"))
+    await wait_for(lambda: [c for c in api.get("/api/v1/calls").json()
+                            if c["state"] == "connected"], "a connected call")
+
+    async with browser_page() as page:
+        await log_in(page, sip.proc.url, "sup", "supervisor-password-1")
+        assert await page.get_attribute("#views button[data-view=supervisor]",
+                                        "aria-pressed") == "true"
+        row = "#calls tbody tr[data-call]"
+        await page.wait_for_selector(f"{row} td.call-state:has-text('connected')")
+        assert "110" in (await page.text_content(row) or "")
+        assert "alice" in (await page.text_content(row) or "")
+        await page.wait_for_selector("#queues tr[data-queue=police]")
+        ARTEFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTEFACTS / "console-supervisor-calls.png"),
+                              full_page=True)
+
+        async def accept(dialog: Any) -> None:
+            await dialog.accept("free the line")
+
+        page.on("dialog", lambda d: asyncio.ensure_future(accept(d)))
+        await page.click(f"{row} button.release")
+        code, out = await caller
+        assert code == 0, out + errors(tmp_path)
+        await page.wait_for_selector(row, state="detached")
+        assert page.errors == []
+    messages = "".join(p.read_text(errors="replace") for p in tmp_path.glob("*messages.log"))
+    assert 'text="force-released by sup: free the line"' in messages
+    await uas_done(tmp_path, agent_port)
