@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
+from dispatch.api_reports import DescribeIn
 from dispatch.auth import Permission, Principal
 from telephony.acd.engine import AcdError
 
@@ -129,6 +130,28 @@ def mount_calls(app: FastAPI, sip: Any, needs: Any) -> None:
         except CallbackError as exc:
             raise HTTPException(409, str(exc)) from None
         return {"call_id": call_id}
+
+    @app.post(f"{API}/calls/{{call_id}}/describe", tags=["calls"],
+              responses={404: {"description": "unknown"}, 409: {"description": "not filed"}})
+    async def describe(
+        call_id: Annotated[str, Field(max_length=64)], body: DescribeIn,
+        principal: Annotated[Principal, Depends(needs(Permission.REPORTS_WRITE))],
+    ) -> dict[str, Any]:
+        """The call taker describes the call: its voice report gets the text (and place),
+        and is classified, graded and placed again.  Returns the report's incident."""
+        svc = service(f"call {call_id}")
+        row = await svc.call_record(call_id)
+        if row is None:
+            raise HTTPException(404, f"no call {call_id}")
+        if row.report_id is None:
+            raise HTTPException(409, f"the report of call {call_id} is not filed yet; "
+                                     "try again in a moment")
+        if (body.lat is None) != (body.lon is None):
+            raise HTTPException(422, "give both lat and lon, or neither")
+        incident_id = await svc.reports.describe(row.report_id, body.text, actor=principal.name,
+                                                 lat=body.lat, lon=body.lon,
+                                                 address=body.address)
+        return {"call_id": call_id, "report_id": row.report_id, "incident_id": incident_id}
 
     @app.post(f"{API}/calls/{{call_id}}/release", tags=["calls"])
     async def force_release(

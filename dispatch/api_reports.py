@@ -95,6 +95,15 @@ class CorrectionIn(_Strict):
     note: Annotated[str, Field(max_length=512)] = ""
 
 
+class DescribeIn(_Strict):
+    """What the call taker learnt from the caller: text, and the place if known."""
+
+    text: Text
+    lat: Annotated[float | None, Field(ge=-90, le=90)] = None
+    lon: Annotated[float | None, Field(ge=-180, le=180)] = None
+    address: Annotated[str, Field(max_length=512)] = ""
+
+
 class MergeIn(_Strict):
     """The incident to absorb into this one."""
 
@@ -211,6 +220,23 @@ def mount_reports(app: FastAPI, reports: ReportService, needs: Any,
             raise HTTPException(404, f"no report {report_id}") from None
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
+        return await get_report(report_id, who)
+
+    @app.post(f"{API}/reports/{{report_id}}/describe", tags=["reports"],
+              responses={404: {"description": "unknown"}})
+    async def describe(
+        report_id: str, body: DescribeIn,
+        who: Annotated[Principal, Depends(needs(Permission.REPORTS_WRITE))],
+    ) -> dict[str, Any]:
+        """Add the call taker's description (and location) to a report, e.g. a voice
+        call's; it is classified, graded and placed again."""
+        if (body.lat is None) != (body.lon is None):
+            raise HTTPException(422, "give both lat and lon, or neither")
+        try:
+            await reports.describe(report_id, body.text, actor=who.name, lat=body.lat,
+                                   lon=body.lon, address=body.address)
+        except NotFound:
+            raise HTTPException(404, f"no report {report_id}") from None
         return await get_report(report_id, who)
 
     @app.get(f"{API}/incidents", tags=["incidents"])

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -286,6 +286,65 @@ class ReportService:
                 snapshot.grade.colour, snapshot.report_count,
                 decision.previous_grade.name if decision.previous_grade else None)
             after_commit(s, lambda e=event: self.publish(e))  # type: ignore[misc]
+
+    async def describe(self, report_id: str, text: str, *, actor: str,
+                       lat: float | None = None, lon: float | None = None,
+                       address: str = "") -> str:
+        """A call taker's description of a contact (a voice call's report is filed empty at
+        answer): stored with the report, which is then classified, graded and placed again.
+
+        The text is added to what the report already held (nothing is overwritten).  If the
+        report shared its incident with others it is first split out; then correlation
+        either joins it to an open incident (its placeholder incident is marked merged) or
+        its own incident is recomputed from the new text.  Returns the incident id.
+        """
+        async with self.db.session() as s:
+            row = await s.get(ReportRow, report_id)
+            if row is None:
+                raise NotFound(report_id)
+            row.text = f"{row.text}\n{text}" if row.text.strip() else text
+            if lat is not None and lon is not None:
+                row.lat, row.lon = lat, lon
+            if address:
+                row.address = address[:512]
+            own = row.incident_id
+            self.audit.record(s, actor=actor, action="report.described",
+                              subject=f"report:{report_id}",
+                              details={"chars": len(text), "located": lat is not None})
+            alone = own is None or (await s.scalar(
+                select(func.count()).select_from(ReportRow)
+                .where(ReportRow.incident_id == own))) == 1
+        if own is not None and not alone:
+            own = await self.split(own, [report_id], actor=actor)
+        async with self._lock, self.db.session() as s:
+            row = await s.get(ReportRow, report_id)
+            assert row is not None
+            report = _to_report(row)
+            assessment = self.intake.assess(report)
+            _store_assessment(row, assessment)
+            ref = assessment.ref(report)
+            others = [snap for snap in await self._open_snapshots(s, ref)
+                      if snap.incident_id != own]
+            decision = self.intake.correlator.place(ref, others, self._now(),
+                                                    own or str(uuid.uuid4()))
+            await self._apply(s, decision, actor)
+            placed = decision.incident.incident_id
+            row.incident_id = placed
+            if own is not None and own != placed:
+                left = await s.get(IncidentRow, own)
+                if left is not None:
+                    left.status, left.merged_into, left.report_count = "merged", placed, 0
+                    left.updated_at = self._now()
+                    self.audit.record(s, actor=actor, action="incident.merged",
+                                      subject=f"incident:{own}",
+                                      details={"into": placed, "why": "described report joined"})
+            self.audit.record(s, actor=actor, action="report.assessed",
+                              subject=f"report:{report_id}",
+                              details=_assessment_summary(assessment))
+            event = ReportAssessed(report_id, row.category, row.subtype, tuple(row.agencies),
+                                   assessment.grade.grade.name, placed)
+            after_commit(s, lambda: self.publish(event))
+        return placed
 
     async def merge(self, keep_id: str, absorb_id: str, *, actor: str) -> str:
         """A call taker merges ``absorb_id`` into ``keep_id``."""

@@ -172,3 +172,51 @@ async def test_live_classification_preview_stores_nothing(daemon: Any) -> None:
         assert any(f["kind"] == "deaths" and f["value"] == 3 for f in got["figures"])
         assert (await c.post("/api/v1/classify", json={"text": "x" * 9000})).status_code == 422
         assert (await c.get("/api/v1/reports")).json() == []
+
+
+async def test_a_call_takers_description_reclassifies_and_replaces_a_voice_report(
+        daemon: Any) -> None:
+    async with client_for(daemon) as ct:
+        # A fire is already open nearby (from an SMS).
+        fire = await daemon.reports.submit(NewReport(
+            Channel.SMS, FIRE, daemon_now(), caller="+8613800000009", lat=23.0205,
+            lon=113.7518), actor="sms")
+        # A call is answered: its voice report is filed before anyone has spoken.
+        voice = await daemon.reports.submit(NewReport(
+            Channel.VOICE, "Voice call to 110 from 13800000001", daemon_now(),
+            caller="13800000001", source_ref="call-1"), actor="sip")
+        assert voice.incident_id != fire.incident_id
+        placeholder = voice.incident_id
+
+        r = await ct.post(f"/api/v1/reports/{voice.report_id}/describe",
+                          json={"text": FIRE_AGAIN, "lat": 23.0207, "lon": 113.7520})
+        assert r.status_code == 200, r.text
+        described = r.json()
+        assert described["category"] == "accident" and described["subtype"] == "building_fire"
+        assert described["incident_id"] == fire.incident_id  # joined the open fire
+        assert described["text"].startswith("Voice call to 110") and FIRE_AGAIN in described["text"]
+        got = (await ct.get(f"/api/v1/incidents/{fire.incident_id}")).json()
+        assert got["report_count"] == 2
+        async with daemon.db.session() as s:
+            left = await s.get(IncidentRow, placeholder)
+            trail = await query(s, subject=f"report:{voice.report_id}")
+        assert left is not None and left.status == "merged"
+        assert left.merged_into == fire.incident_id
+        assert "report.described" in [a.action for a in trail]
+
+        # Alone and far from anything: its own incident is recomputed, not replaced.
+        other = await daemon.reports.submit(NewReport(
+            Channel.VOICE, "Voice call to 120 from 13800000002", daemon_now(),
+            caller="13800000002", source_ref="call-2"), actor="sip")
+        r = await ct.post(f"/api/v1/reports/{other.report_id}/describe",
+                          json={"text": "长安镇一家五金厂仓库起火，两人受伤",
+                                "lat": 22.81, "lon": 113.81})
+        assert r.status_code == 200 and r.json()["incident_id"] == other.incident_id
+        got = (await ct.get(f"/api/v1/incidents/{other.incident_id}")).json()
+        assert got["category"] == "accident" and "119" in got["agencies"]
+        assert got["report_count"] == 1 and got["status"] == "new"
+
+        assert (await ct.post("/api/v1/reports/nope/describe",
+                              json={"text": "x"})).status_code == 404
+        assert (await ct.post(f"/api/v1/reports/{other.report_id}/describe",
+                              json={"text": "x", "lat": 22.8})).status_code == 422
