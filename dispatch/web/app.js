@@ -71,7 +71,8 @@ const I18N = {
     hotline: "Hotline", agent: "Call taker", waited: "Time", queues: "Queues", waiting: "Waiting",
     longest: "Longest wait", answered: "Answered", abandoned: "Abandoned", agents_ready: "Ready",
     release: "Force release", release_reason: "Reason for the forced release", queued: "queued",
-    ringing: "ringing", talking: "talking",
+    ringing: "ringing", talking: "talking", describing_call: "Describing the call from",
+    connected: "connected",
   },
 };
 
@@ -258,11 +259,16 @@ async function loadUnits() {
 }
 
 // ---- calls and queues: the call taker's incoming queue, the supervisor's live calls
+let myCall = null;
 function seconds(s) { const m = Math.floor(s / 60); return `${m}:${String(Math.floor(s % 60)).padStart(2, "0")}`; }
 async function loadCalls() {
   if (!can("calls.read")) return;
   const [calls, queues] = await Promise.all([api("/api/v1/calls"), api("/api/v1/queues")]);
   calls.sort((a, b) => a.priority - b.priority || b.age_s - a.age_s);
+  // The call taker's own connected call: the report form describes it (its voice report).
+  myCall = calls.find((c) => me && c.agent_id === me.name && c.state === "connected") || null;
+  $("#current-call").hidden = !myCall;
+  $("#current-call").textContent = myCall ? `${t("describing_call")} ${myCall.caller} → ${myCall.hotline}` : "";
   $("#calls tbody").replaceChildren(...calls.map((c) => {
     const cells = [el("td", {}, c.caller), el("td", {}, c.hotline), el("td", { class: "call-state" }, t(c.state)),
       el("td", {}, c.agent_id || (c.ringing || []).join(", ")), el("td", {}, seconds(c.age_s))];
@@ -649,7 +655,10 @@ $("#report-form").addEventListener("submit", async (ev) => {
   if (f.lat.value !== "" && f.lon.value !== "") { body.lat = Number(f.lat.value); body.lon = Number(f.lon.value); }
   $("#report-error").textContent = "";
   try {
-    const placed = await api("/api/v1/reports", { method: "POST", body: JSON.stringify(body) });
+    const placed = myCall
+      ? await api(`/api/v1/calls/${myCall.call_id}/describe`, { method: "POST",
+        body: JSON.stringify({ text: body.text, lat: body.lat, lon: body.lon }) })
+      : await api("/api/v1/reports", { method: "POST", body: JSON.stringify(body) });
     ev.target.reset();
     $("#preview").textContent = `${t("saved_in")} ${placed.incident_id.slice(0, 8)}`;
   } catch (err) { $("#report-error").textContent = err.message; }

@@ -55,3 +55,44 @@ async def test_supervisor_sees_the_live_call_and_force_releases_it_from_the_cons
     messages = "".join(p.read_text(errors="replace") for p in tmp_path.glob("*messages.log"))
     assert 'text="force-released by sup: free the line"' in messages
     await uas_done(tmp_path, agent_port)
+
+
+async def test_call_taker_describes_the_call_on_the_console_and_it_is_reclassified(
+        tmp_path: Path, started: list[object]) -> None:  # noqa: F811 - the fixture
+    carrier = free_port()
+    sip = SipDaemon(tmp_path, agents={"alice": ["police"]}, trunks=trunk(carrier))
+    started.append(sip)
+    pw = tmp_path / "alice-pw"
+    pw.write_text("alice-password-1\n")
+    made = sip.cli("user", "add", "alice", "--role", "call_taker", "--password-file", str(pw))
+    assert made.returncode == 0, made.stderr
+    agent_port = free_port()
+    agent = SippServer("agent_uas.xml", agent_port, tmp_path)
+    started.append(agent)
+    assert (await register_agents(sip, tmp_path, {"alice": agent_port}))[0] == 0
+    api = sip.api()
+    caller = asyncio.ensure_future(call(sip, tmp_path, "caller_wait_bye.xml", "110", carrier))
+    live = await wait_for(lambda: [c for c in api.get("/api/v1/calls").json()
+                                   if c["state"] == "connected"], "a connected call")
+    call_id = live[0]["call_id"]
+    # The voice report is filed off the call path; wait until it is there.
+    report = await wait_for(lambda: sip.rows(
+        "SELECT report_id FROM call_records WHERE id = ? AND report_id IS NOT NULL", call_id),
+        "the call's voice report")
+    report_id = report[0][0]
+
+    async with browser_page() as page:
+        await log_in(page, sip.proc.url, "alice", "alice-password-1")
+        await page.wait_for_selector("#current-call:not([hidden]):has-text('110')")
+        await page.fill("#report-form textarea", "东城街道一栋居民楼起火，三人死亡，十二人受伤")
+        await page.fill("#report-form input[name=lat]", "23.0205")
+        await page.fill("#report-form input[name=lon]", "113.7518")
+        await page.click("#report-form button[type=submit]")
+        await page.wait_for_selector("#preview:has-text('Saved in incident')")
+        assert page.errors == []
+    got = api.get(f"/api/v1/reports/{report_id}").json()
+    assert got["channel"] == "voice" and got["category"] == "accident"
+    assert got["subtype"] == "building_fire" and got["lat"] == 23.0205
+    assert api.post(f"/api/v1/calls/{call_id}/release", json={"reason": "done"}).status_code == 200
+    code, out = await caller
+    assert code == 0, out + errors(tmp_path)
