@@ -52,7 +52,7 @@ def test_no_input_makes_the_api_fail_with_a_server_error(
             "--report", "junit", "--report-dir", str(tmp_path)]
     for path in sorted(SKIPPED_PATHS):
         argv += ["--exclude-path", path]
-    run = subprocess.run(argv, capture_output=True, text=True, timeout=900,
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=tmp_path,
                          env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     report = next(tmp_path.glob("*.xml")).read_text()
