@@ -70,7 +70,8 @@ class SipDaemon:
 
     def __init__(self, tmp: Path, *, agents: dict[str, list[str]],
                  trunks: str = "", extra_sip: str = "", telephony: str = BASE_TELEPHONY,
-                 accounts: dict[str, str] | None = None, registrar: str = "") -> None:
+                 accounts: dict[str, str] | None = None, registrar: str = "",
+                 media: str = "") -> None:
         self.tmp = tmp
         self.db_path = tmp / "var" / "dispatchd.db"
         agent_text = "".join(
@@ -84,7 +85,7 @@ class SipDaemon:
             f'listen = [{{transport = "udp", host = "127.0.0.1", port = 0}}]\n'
             f'{extra_sip or "session_expires = 90"}\n'
             f'[sip.registrar]\nrate = 1000.0\nburst = 1000.0\n{registrar}\n'
-            f'{telephony}\n{agent_text}\n{trunks}\n')
+            f'{telephony}\n{agent_text}\n{trunks}\n{media}\n')
         for user, password in (accounts or {a: PASSWORD for a in agents}).items():
             self.cli("sip", "account", "add", user, stdin=password + "\n")
         self.proc = DaemonProcess(ROOT, self.config, env=env())
