@@ -225,6 +225,9 @@ class Daemon:
         self.sip: Any = None
         if settings.sip.enabled:
             self._add_sip()
+            from dispatch.call_commands import add_call_commands
+
+            add_call_commands(self.commands, self.sip)
         self.services.add(self.http, required=True)
 
     async def _sms_receipt(self, message_ids: list[str], state: str) -> bool:

@@ -27,7 +27,9 @@ from b2bua_helpers import (
     SippServer,
     errors,
     free_port,
+    need,
     register_agents,
+    run_peer,
 )
 from softphones import Baresip
 from test_b2bua_sipp import call, trunk, uas_done, wait_for
@@ -266,3 +268,73 @@ async def test_dead_media_releases_the_call_with_a_reason(
         "the dead-media audit row")
     assert audit[0][0] == "system"
     assert ":caller" in audit[0][1] or ":alice" in audit[0][1]
+
+
+async def ssh_command(sip: SipDaemon, key: Path, *words: str) -> tuple[int, str]:
+    """Run one console command as ``sup`` with OpenSSH's client; (status, stdout+stderr)."""
+    port = next(int(x["port"]) for x in sip.proc.lines if x.get("msg") == "ssh listening")
+    code, out = await run_peer(
+        need("ssh"), "-i", str(key), "-p", str(port), "-o", "StrictHostKeyChecking=no",
+        "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+        "-o", "IdentitiesOnly=yes", "sup@127.0.0.1", *words, timeout=30)
+    return code, out
+
+
+async def test_console_shows_calls_forces_in_and_releases(
+    tmp_path: Path, started: list[object]
+) -> None:
+    """``show calls``, ``call listen`` then ``call barge`` (a SIPp phone as the supervisor's),
+    ``call release`` over the SSH console, all audited with the supervisor's name."""
+    carrier = free_port()
+    users = {"alice": PASSWORD, "sup1": PASSWORD}
+    sip = SipDaemon(tmp_path, agents={"alice": ["police"]}, trunks=trunk(carrier),
+                    accounts=users, media=media(tmp_path), ssh=True)
+    started.append(sip)
+    sip.api()  # creates the supervisor "sup"
+    key = tmp_path / "sup_key"
+    code, out = await run_peer(need("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f",
+                               str(key))
+    assert code == 0, out
+    done = sip.cli("user", "key", "sup", f"{key}.pub")
+    assert done.returncode == 0, done.stderr
+    alice_port, sup_port = free_port(), free_port()
+    started.append(SippServer("agent_uas.xml", alice_port, tmp_path))
+    started.append(SippServer("agent_uas.xml", sup_port, tmp_path))
+    assert (await register_agents(sip, tmp_path, {"alice": alice_port,
+                                                  "sup1": sup_port}))[0] == 0
+    caller = asyncio.ensure_future(call(sip, tmp_path, "caller_wait_bye.xml", "110", carrier,
+                                        "-trace_msg"))
+    api = sip.api()
+    live = await wait_for(lambda: [c for c in api.get("/api/v1/calls").json()
+                                   if c["state"] == "connected"], "a connected call")
+    call_id = live[0]["call_id"]
+
+    code, out = await ssh_command(sip, key, "show", "calls")
+    assert code == 0 and call_id in out and "alice" in out and "connected" in out, out
+    code, out = await ssh_command(sip, key, "call", "listen", call_id, "sup1")
+    assert code == 0 and "ringing sup1" in out, out
+    await wait_for(lambda: sip.rows("SELECT 1 FROM audit_log WHERE action = "
+                                    "'call.monitor_joined'"), "the supervisor's phone joined")
+    code, out = await ssh_command(sip, key, "show", "calls")
+    assert "sup:listen" in out, out
+    code, out = await ssh_command(sip, key, "call", "barge", call_id, "sup1")
+    assert code == 0 and "now in barge mode" in out, out
+    code, out = await ssh_command(sip, key, "call", "whisper", "no-such-call", "sup1")
+    assert code == 1 and "no live call" in out, out
+    code, out = await ssh_command(sip, key, "call", "release", call_id, "priority", "call")
+    assert code == 0 and "released: priority call" in out, out
+
+    code, out = await caller
+    assert code == 0, out + errors(tmp_path)
+    await uas_done(tmp_path, alice_port)
+    await uas_done(tmp_path, sup_port)  # the supervisor's phone got its BYE too
+    messages = "".join(p.read_text(errors="replace") for p in tmp_path.glob("*messages.log"))
+    assert 'text="force-released by sup: priority call"' in messages
+    audit = await wait_for(lambda: [r for r in sip.rows(
+        "SELECT action, actor, details FROM audit_log WHERE action LIKE 'call.monitor%' OR "
+        "action = 'call.force_released' ORDER BY id") if r], "the audit rows")
+    actions = [(a, who) for a, who, _ in audit]
+    for step in ("call.monitor_ringing", "call.monitor_joined", "call.monitor_mode",
+                 "call.force_released", "call.monitor_left"):
+        assert (step, "sup") in actions, actions
+    assert '"mode": "barge"' in next(d for a, _, d in audit if a == "call.monitor_mode")
