@@ -81,6 +81,10 @@ class MediaControl(Protocol):
         """Restart the leg's dead-media timer (the call was just connected)."""
         ...
 
+    async def drain(self) -> None:
+        """Wait until recordings being sealed have published their events."""
+        ...
+
 
 def check_sdp(text: str) -> str:
     """A minimal sanity check of a peer's SDP; raises ValueError (answered 488)."""

@@ -191,13 +191,23 @@ class B2bua(SipIo):
         self._arm_probe()
 
     async def stop(self) -> None:
-        """Release every call (BYE/CANCEL/503) and stop timers."""
+        """Release every call (BYE/CANCEL/503), free their media and stop timers."""
+        legs: list[str] = []
         for call in list(self.calls.values()):
+            legs.extend(leg.leg_id for leg in call.legs())
             self._release(call, "shutdown", "system", reason="Q.850;cause=41;text=\"shutdown\"")
         for handle in (self._acd_timer, self._probe):
             if handle is not None:
                 handle.cancel()
         self.close_tasks()
+        for leg_id in legs:  # the spawned releases were just cancelled: release here
+            await self.anchor.release(leg_id)
+        control = self.control()
+        if control is not None:  # recordings sealed while the record writer still runs
+            try:
+                await asyncio.wait_for(control.drain(), 10.0)
+            except TimeoutError:
+                log.error("recordings not sealed within 10 s of shutdown")
 
     def health(self) -> dict[str, object]:
         """Live figures for /health."""
