@@ -41,6 +41,7 @@ from telephony.b2bua.core import B2bua, B2buaSettings
 from telephony.b2bua.trunks import TrunkManager
 from telephony.media.anchor import (
     DeadMedia,
+    DtmfReceived,
     MediaCallback,
     MediaEvent,
     RecordingFailed,
@@ -190,9 +191,12 @@ class SipService:
             self.b2bua.agent_action(agent_id, "login", reason="registered")
 
     def _media_event(self, event: MediaEvent) -> None:
-        """Dead media releases the call; recordings go on the CDR and the incident."""
+        """Dead media releases the call; a supervisor's *1/*2/*3 switch their mode;
+        recordings go on the CDR and the incident."""
         if isinstance(event, DeadMedia):
             self.b2bua.media_dead(event.leg_id, event.silent_s)
+        elif isinstance(event, DtmfReceived):
+            self.b2bua.forcein.dtmf(event.leg_id, event.digit)
         elif isinstance(event, RecordingFinished | RecordingFailed):
             self.recorder.enqueue(event)
 

@@ -8,7 +8,8 @@ Flow::
                    INVITE (O) ─────────────────────────────▶ supervisor's phone
                    ◀──────────────────────────────────────── 200 (A); ACK
                    anchor.accept(A) ─▶ the phone hears the room in its mode
-    change:        ForceIn.change(leg, mode) ─▶ anchor.set_mode
+    change:        ForceIn.change(leg, mode) ─▶ anchor.set_mode  (API, console, or the
+                   supervisor's keypad: *1 listen, *2 whisper, *3 barge)
     leave:         the phone's BYE, ForceIn.leave (BYE from us), or the call's release
 
 Modes map to the mixer's: ``listen`` (heard by nobody), ``whisper`` (heard by the
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING
 from telephony.b2bua.anchor import MediaControl
 from telephony.b2bua.events import CallMonitor
 from telephony.b2bua.legs import Call, CallState, Leg, LegRole, LegState
+from telephony.media.forcein import ModeKeys
 
 if TYPE_CHECKING:
     from telephony.b2bua.core import B2bua
@@ -52,6 +54,7 @@ class ForceIn:
 
     def __init__(self, b2bua: B2bua) -> None:
         self.b2bua = b2bua
+        self._keys: dict[str, ModeKeys] = {}
 
     def _control(self) -> MediaControl:
         anchor = self.b2bua.anchor
@@ -120,7 +123,26 @@ class ForceIn:
         self._emit(leg, "ringing")
         return leg.leg_id
 
-    def change(self, call_id: str, leg_id: str, mode: str, actor: str) -> None:
+    def dtmf(self, leg_id: str, digit: str) -> str | None:
+        """A key pressed on a supervisor's phone: ``*1``/``*2``/``*3`` switch its mode
+        (audited as the supervisor, via DTMF); the new mode, or None."""
+        call = self.b2bua.calls.get(leg_id.split(":", 1)[0])
+        leg = call.monitors.get(leg_id) if call is not None else None
+        if call is None or leg is None or not leg.live or not leg.mode:
+            return None
+        keys = self._keys.setdefault(leg_id, ModeKeys("taker"))
+        wanted = keys.feed(digit, self.b2bua.mono())
+        if wanted is None:
+            return None
+        mode = wanted.partition(":")[0]
+        try:
+            self.change(call.call_id, leg_id, mode, leg.actor, via="dtmf")
+        except MonitorError as exc:  # e.g. whisper with no call taker: keep the mode
+            log.info("supervisor key %s on %s ignored: %s", wanted, leg_id, exc)
+            return None
+        return mode
+
+    def change(self, call_id: str, leg_id: str, mode: str, actor: str, via: str = "") -> None:
         """Switch a supervisor leg to ``mode`` mid-call."""
         call, leg = self._leg(call_id, leg_id)
         engine_mode = self.engine_mode(call, mode)
@@ -129,7 +151,7 @@ class ForceIn:
         except ValueError as exc:
             raise MonitorError(409, str(exc)) from None
         leg.mode = mode
-        self._emit(leg, "mode", actor=actor)
+        self._emit(leg, "mode", actor=actor, detail=via)
 
     def leave(self, call_id: str, leg_id: str, actor: str, detail: str = "") -> None:
         """Take a supervisor leg out of the call (BYE or CANCEL to their phone)."""
@@ -155,6 +177,7 @@ class ForceIn:
 
     def ended(self, leg: Leg, actor: str, detail: str, step: str = "left") -> None:
         """Record that a supervisor leg ended (its phone hung up, failed, or was removed)."""
+        self._keys.pop(leg.leg_id, None)
         if leg.mode == "":
             return
         self._emit(leg, step, actor=actor, detail=detail)

@@ -338,3 +338,60 @@ async def test_console_shows_calls_forces_in_and_releases(
                  "call.force_released", "call.monitor_left"):
         assert (step, "sup") in actions, actions
     assert '"mode": "barge"' in next(d for a, _, d in audit if a == "call.monitor_mode")
+
+
+def dtmf_ulaw(path: Path, keys: str) -> None:
+    """Raw µ-law: 1 s of silence, then each key as 120 ms of its two tones and 150 ms of
+    silence, then 2 s of silence (SIPp's ``rtp_stream`` sends it as 20 ms packets)."""
+    from telephony.media.g711 import ulaw_encode
+
+    pairs = {"*": (941.0, 1209.0), "1": (697.0, 1209.0), "2": (697.0, 1336.0),
+             "3": (697.0, 1477.0)}
+    parts = [np.zeros(8000)]
+    for key in keys:
+        t = np.arange(960) / 8000
+        low, high = pairs[key]
+        parts += [5000 * np.sin(2 * np.pi * low * t) + 5000 * np.sin(2 * np.pi * high * t),
+                  np.zeros(1200)]
+    parts.append(np.zeros(16000))
+    pcm = np.concatenate(parts).astype(np.int16)
+    path.write_bytes(ulaw_encode(pcm[:len(pcm) // 160 * 160]))
+
+
+async def test_supervisor_switches_mode_from_the_keypad(
+    tmp_path: Path, started: list[object]
+) -> None:
+    """A SIPp supervisor phone forced in to listen presses *3 (in-band DTMF in its RTP):
+    the leg switches to barge, audited as the supervisor via DTMF."""
+    carrier = free_port()
+    users = {"alice": PASSWORD, "sup1": PASSWORD}
+    sip = SipDaemon(tmp_path, agents={"alice": ["police"]}, trunks=trunk(carrier),
+                    accounts=users, media=media(tmp_path))
+    started.append(sip)
+    dtmf_ulaw(tmp_path / "dtmf.ul", "*3")
+    alice_port, sup_port = free_port(), free_port()
+    started.append(SippServer("agent_uas.xml", alice_port, tmp_path))
+    started.append(SippServer("supervisor_dtmf.xml", sup_port, tmp_path))
+    assert (await register_agents(sip, tmp_path, {"alice": alice_port,
+                                                  "sup1": sup_port}))[0] == 0
+    caller = asyncio.ensure_future(call(sip, tmp_path, "caller_wait_bye.xml", "110", carrier))
+    api = sip.api()
+    live = await wait_for(lambda: [c for c in api.get("/api/v1/calls").json()
+                                   if c["state"] == "connected"], "a connected call")
+    call_id = live[0]["call_id"]
+    reply = api.post(f"/api/v1/calls/{call_id}/monitor", json={"mode": "listen",
+                                                               "account": "sup1"})
+    assert reply.status_code == 202, reply.text
+    leg = reply.json()["leg"]
+    switched = await wait_for(lambda: sip.rows(
+        "SELECT actor, details FROM audit_log WHERE action = 'call.monitor_mode'"),
+        "the keypad's mode switch", timeout=20)
+    assert switched[0][0] == "sup"
+    assert '"mode": "barge"' in switched[0][1] and '"detail": "dtmf"' in switched[0][1]
+    assert api.get(f"/api/v1/calls/{call_id}/monitor").json() == [
+        {"leg": leg, "account": "sup1", "mode": "barge", "supervisor": "sup",
+         "state": "confirmed"}]
+    assert api.post(f"/api/v1/calls/{call_id}/release",
+                    json={"reason": "done"}).status_code == 200
+    code, out = await caller
+    assert code == 0, out + errors(tmp_path)
