@@ -30,6 +30,7 @@ from dispatch import audit as audit_query
 from dispatch.api_calls import mount_calls
 from dispatch.api_campaigns import mount_campaigns
 from dispatch.api_dispatch import DispatchContext, mount_dispatch
+from dispatch.api_monitor import mount_monitor
 from dispatch.api_radio import mount_radio
 from dispatch.api_reports import mount_reports
 from dispatch.api_residents import mount_residents
@@ -312,6 +313,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     _mount_users(app, ctx, needs)
     mount_reports(app, ctx.reports, needs, ctx.webhook_secret, ctx.clock)
     mount_calls(app, ctx.sip, needs)
+    mount_monitor(app, ctx.sip, needs)
     mount_campaigns(app, ctx.campaigns, needs)
     if ctx.dispatch is not None:
         mount_dispatch(app, ctx.dispatch, needs)

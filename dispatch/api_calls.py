@@ -3,23 +3,18 @@
 ``GET /api/v1/calls`` lists live calls; ``GET /api/v1/calls/{id}`` adds the
 stored CDR (and its report); agents log in/out and go ready/not-ready
 (a call taker only as themselves, a supervisor for anyone); a supervisor
-force-releases a call (强拆: BYE on both legs with a Reason header, audited)
-or forces in (强插): ``POST /calls/{id}/monitor`` rings the supervisor's
-registered phone into the call in listen, whisper or barge mode,
-``PATCH /calls/{id}/monitor/{leg}`` switches mode and ``DELETE`` hangs it up
-(needs ``[media] enabled``; every step audited with the supervisor's name).
+force-releases a call (强拆: BYE on both legs with a Reason header, audited).
 Without ``[sip] enabled`` every route answers 503.
 """
 
 from dataclasses import asdict
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from dispatch.auth import Permission, Principal
 from telephony.acd.engine import AcdError
-from telephony.b2bua.monitor import MonitorError
 
 API = "/api/v1"
 
@@ -29,21 +24,6 @@ class ReleaseIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     reason: Annotated[str, Field(min_length=1, max_length=200)]
-
-
-class MonitorIn(BaseModel):
-    """A supervisor forcing into a call: the mode and their phone's SIP account."""
-
-    model_config = ConfigDict(extra="forbid")
-    mode: Literal["listen", "whisper", "barge"]
-    account: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+-]{1,64}$")]
-
-
-class ModeIn(BaseModel):
-    """A supervisor leg's new mode."""
-
-    model_config = ConfigDict(extra="forbid")
-    mode: Literal["listen", "whisper", "barge"]
 
 
 class CallbackIn(BaseModel):
@@ -149,48 +129,3 @@ def mount_calls(app: FastAPI, sip: Any, needs: Any) -> None:
         if not await service().force_release(call_id, body.reason, principal.name):
             raise HTTPException(404, f"no live call {call_id}")
         return {"call_id": call_id, "released": True}
-
-    @app.get(f"{API}/calls/{{call_id}}/monitor", tags=["calls"])
-    async def monitors(
-        call_id: Annotated[str, Field(max_length=64)],
-        principal: Annotated[Principal, Depends(needs(Permission.CALLS_SUPERVISE))],
-    ) -> list[dict[str, str]]:
-        """The supervisor legs forced into a call."""
-        return list(service().monitors(call_id))
-
-    @app.post(f"{API}/calls/{{call_id}}/monitor", tags=["calls"], status_code=202)
-    async def force_in(
-        call_id: Annotated[str, Field(max_length=64)], body: MonitorIn,
-        principal: Annotated[Principal, Depends(needs(Permission.CALLS_SUPERVISE))],
-    ) -> dict[str, Any]:
-        """强插: ring the supervisor's phone into the call in the chosen mode (audited)."""
-        try:
-            leg = await service().monitor(call_id, body.account, body.mode, principal.name)
-        except MonitorError as exc:
-            raise HTTPException(exc.status, str(exc)) from None
-        return {"call_id": call_id, "leg": leg, "mode": body.mode, "account": body.account}
-
-    @app.patch(f"{API}/calls/{{call_id}}/monitor/{{leg}}", tags=["calls"])
-    async def monitor_mode(
-        call_id: Annotated[str, Field(max_length=64)], leg: Annotated[str, Field(max_length=128)],
-        body: ModeIn,
-        principal: Annotated[Principal, Depends(needs(Permission.CALLS_SUPERVISE))],
-    ) -> dict[str, Any]:
-        """Switch a supervisor leg between listen, whisper and barge (audited)."""
-        try:
-            service().monitor_mode(call_id, leg, body.mode, principal.name)
-        except MonitorError as exc:
-            raise HTTPException(exc.status, str(exc)) from None
-        return {"call_id": call_id, "leg": leg, "mode": body.mode}
-
-    @app.delete(f"{API}/calls/{{call_id}}/monitor/{{leg}}", tags=["calls"])
-    async def monitor_leave(
-        call_id: Annotated[str, Field(max_length=64)], leg: Annotated[str, Field(max_length=128)],
-        principal: Annotated[Principal, Depends(needs(Permission.CALLS_SUPERVISE))],
-    ) -> dict[str, Any]:
-        """Hang up a supervisor leg (the call goes on; audited)."""
-        try:
-            service().monitor_leave(call_id, leg, principal.name)
-        except MonitorError as exc:
-            raise HTTPException(exc.status, str(exc)) from None
-        return {"call_id": call_id, "leg": leg, "left": True}

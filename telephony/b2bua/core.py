@@ -22,9 +22,18 @@ Call flow (inbound emergency call)
     ACK ───────────────────▶
     BYE ───────────────────▶ 200; BYE ────────────────────────────────▶  (or the other way)
 
-With :class:`~telephony.b2bua.anchor.PassThroughAnchor` O' = O and A' = A;
-with the media helper's anchor both are the anchor's own SDP, and nothing
-here changes.  CANCEL from the caller while queued or ringing becomes
+With :class:`~telephony.b2bua.anchor.PassThroughAnchor` O' = O and A' = A.
+With the media engine (a :class:`~telephony.b2bua.anchor.MediaControl`) both
+are the engine's own SDP (our ports), and a few steps change: the caller's
+answer is ready at once, so instead of a bare 180 the caller gets ``183``
+with A' (early media) and hears the hold prompt looped until the call taker
+answers (then the prompt stops and the same A' goes in the 200; agents'
+180/183 are not relayed); re-INVITE/UPDATE offers are answered by the engine
+instead of being relayed; a leg with no RTP for the dead-media time releases
+the call (BYE with a Reason header, :class:`CallMediaDead`); supervisors force
+in as extra legs of the room (:mod:`telephony.b2bua.monitor`).
+
+CANCEL from the caller while queued or ringing becomes
 ``call_abandoned`` (the ACD puts the number on the call-back list) and every
 ringing agent leg is CANCELled.  A ring that times out, fails (4xx-6xx, timer
 B) or finds no registration goes back to the ACD, which rings the next agent.
