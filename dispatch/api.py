@@ -377,7 +377,7 @@ def _mount_records(app: FastAPI, ctx: AppContext, needs: Any) -> None:
     async def read_audit(
         _: Annotated[Principal, Depends(needs(Permission.AUDIT_READ))],
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        before_id: Annotated[int | None, Query(ge=1)] = None,
+        before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
         action: Annotated[str | None, Query(max_length=64)] = None,
         subject: Annotated[str | None, Query(max_length=128)] = None,
         actor: Annotated[str | None, Query(max_length=64)] = None,

@@ -395,3 +395,24 @@ async def test_supervisor_switches_mode_from_the_keypad(
                     json={"reason": "done"}).status_code == 200
     code, out = await caller
     assert code == 0, out + errors(tmp_path)
+
+
+async def test_hold_re_invite_is_answered_by_our_media(
+    tmp_path: Path, started: list[object]
+) -> None:
+    """With media anchored, the caller's hold re-INVITE (a=sendonly) is answered by the
+    engine (a=recvonly, SIPp checks it) and never reaches the call taker's phone, whose
+    scenario would fail on an unexpected INVITE."""
+    carrier = free_port()
+    sip = SipDaemon(tmp_path, agents={"alice": ["police"]}, trunks=trunk(carrier),
+                    media=media(tmp_path))
+    started.append(sip)
+    agent_port = free_port()
+    started.append(SippServer("agent_uas.xml", agent_port, tmp_path))
+    assert (await register_agents(sip, tmp_path, {"alice": agent_port}))[0] == 0
+    code, out = await call(sip, tmp_path, "caller_reinvite.xml", "110", carrier, "-d", "300")
+    assert code == 0, out + errors(tmp_path)
+    await uas_done(tmp_path, agent_port)
+    row = await wait_for(lambda: sip.rows(
+        "SELECT outcome, cause FROM call_records WHERE outcome IS NOT NULL"), "a CDR")
+    assert row == [("answered", "caller_hangup")]
