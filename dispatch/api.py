@@ -30,6 +30,7 @@ from dispatch import audit as audit_query
 from dispatch.api_calls import mount_calls
 from dispatch.api_campaigns import mount_campaigns
 from dispatch.api_dispatch import DispatchContext, mount_dispatch
+from dispatch.api_monitor import mount_monitor
 from dispatch.api_radio import mount_radio
 from dispatch.api_reports import mount_reports
 from dispatch.api_residents import mount_residents
@@ -312,6 +313,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     _mount_users(app, ctx, needs)
     mount_reports(app, ctx.reports, needs, ctx.webhook_secret, ctx.clock)
     mount_calls(app, ctx.sip, needs)
+    mount_monitor(app, ctx.sip, needs)
     mount_campaigns(app, ctx.campaigns, needs)
     if ctx.dispatch is not None:
         mount_dispatch(app, ctx.dispatch, needs)
@@ -375,7 +377,7 @@ def _mount_records(app: FastAPI, ctx: AppContext, needs: Any) -> None:
     async def read_audit(
         _: Annotated[Principal, Depends(needs(Permission.AUDIT_READ))],
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        before_id: Annotated[int | None, Query(ge=1)] = None,
+        before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
         action: Annotated[str | None, Query(max_length=64)] = None,
         subject: Annotated[str | None, Query(max_length=128)] = None,
         actor: Annotated[str | None, Query(max_length=64)] = None,

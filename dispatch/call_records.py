@@ -24,12 +24,20 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dispatch.audit import AuditTrail
-from dispatch.models import CallRecordRow
+from dispatch.incidents import IncidentService, LinkKind
+from dispatch.models import CallRecordRow, ReportRow
 from dispatch.reports import NewReport, ReportService
 from dispatch.storage import Database
 from intake.model import Channel
 from telephony.acd.events import Abandoned, AgentState, AgentStateChanged, CallFinished
-from telephony.b2bua.events import CallAnswered, CallOffered, CallReleased
+from telephony.b2bua.events import (
+    CallAnswered,
+    CallMediaDead,
+    CallMonitor,
+    CallOffered,
+    CallReleased,
+)
+from telephony.media.anchor import RecordingFailed, RecordingFinished
 from telephony.registrar.events import AuthFailed, SourceBlocked
 
 log = logging.getLogger(__name__)
@@ -38,7 +46,8 @@ QUEUE_SIZE = 200_000
 BATCH = 500
 _OPERATOR_STATES = (AgentState.LOGGED_OUT, AgentState.NOT_READY)
 RECORDED = (CallOffered, CallAnswered, CallReleased, Abandoned, CallFinished, AgentStateChanged,
-            AuthFailed, SourceBlocked)
+            AuthFailed, SourceBlocked, CallMonitor, CallMediaDead, RecordingFinished,
+            RecordingFailed)
 
 
 def _ts(epoch: float | None) -> dt.datetime | None:
@@ -49,8 +58,10 @@ class CallRecorder:
     """The batch writer of CDRs, call audit rows and voice reports (module docs)."""
 
     def __init__(self, db: Database, audit: AuditTrail, reports: ReportService,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], incidents: IncidentService | None = None) -> None:
         self.db = db
+        self.incidents = incidents
+        self._links: list[tuple[str, str, str]] = []
         self.audit = audit
         self.reports = reports
         self.clock = clock
@@ -138,6 +149,8 @@ class CallRecorder:
 
     async def _write_batch(self, batch: list[object]) -> None:
         filings: list[tuple[str, str, dict[str, str]]] = []
+        links: list[tuple[str, str, str]] = []
+        self._links = links
         try:
             async with self.db.session() as s:
                 rows: dict[str, CallRecordRow] = {}
@@ -159,6 +172,27 @@ class CallRecorder:
             except Exception:
                 self.errors += 1
                 log.exception("call records: voice report for %s not filed", call_id)
+        for call_id, path, sha256 in links:
+            try:
+                await self._link_recording(call_id, path, sha256)
+            except Exception:
+                self.errors += 1
+                log.exception("call records: recording of %s not linked", call_id)
+
+    async def _link_recording(self, call_id: str, path: str, sha256: str) -> None:
+        """Link a call's recording to the incident its voice report joined."""
+        if self.incidents is None:
+            return
+        async with self.db.session() as s:
+            row = await s.get(CallRecordRow, call_id)
+            report = await s.get(ReportRow, row.report_id) if row and row.report_id else None
+        if report is None or report.incident_id is None:
+            log.info("call records: recording of %s has no incident to join", call_id)
+            return
+        parts = path.replace("\\", "/").split("/")
+        ref = "/".join(parts[-2:])[-160:]  # recordings_dir/<day>/<file>: day/file is unique
+        await self.incidents.link(report.incident_id, LinkKind.RECORDING, ref, actor="sip",
+                                  note=f"call {call_id} sha256 {sha256}")
 
     async def _row(self, s: AsyncSession, rows: dict[str, CallRecordRow],
                    call_id: str) -> CallRecordRow | None:
@@ -204,10 +238,41 @@ class CallRecorder:
                               subject=f"agent:{event.agent_id}",
                               details={"from": event.old.value, "to": event.new.value,
                                        "reason": event.reason})
+        elif isinstance(event, CallMonitor | CallMediaDead | RecordingFinished | RecordingFailed):
+            await self._media(s, rows, event)
         elif isinstance(event, AuthFailed | SourceBlocked):
             action = "sip.auth_failed" if isinstance(event, AuthFailed) else "sip.blocked"
             self.audit.record(s, actor="system", action=action, subject=f"source:{event.source}",
                               details={"event": type(event).__name__})
+
+    async def _media(self, s: AsyncSession, rows: dict[str, CallRecordRow],
+                     event: CallMonitor | CallMediaDead | RecordingFinished | RecordingFailed
+                     ) -> None:
+        """Force-in steps, dead media and recordings: audit rows, and the CDR's recording."""
+        if isinstance(event, CallMonitor):
+            self.audit.record(s, actor=event.actor or "system",
+                              action=f"call.monitor_{event.step}", subject=f"call:{event.call_id}",
+                              details={"leg": event.leg_id, "account": event.account,
+                                       "mode": event.mode, "detail": event.detail})
+        elif isinstance(event, CallMediaDead):
+            self.audit.record(s, actor="system", action="call.dead_media",
+                              subject=f"call:{event.call_id}",
+                              details={"leg": event.leg_id, "silent_s": round(event.silent_s, 1)})
+        elif isinstance(event, RecordingFinished):
+            row = await self._row(s, rows, event.room)
+            if row is not None:
+                row.timeline = [*(row.timeline or []), {
+                    "kind": "recording", "path": event.path, "sha256": event.sha256,
+                    "duration_s": round(event.duration_s, 2)}]
+                self._links.append((event.room, event.path, event.sha256))
+            self.audit.record(s, actor="system", action="call.recorded",
+                              subject=f"call:{event.room}",
+                              details={"path": event.path, "sha256": event.sha256,
+                                       "duration_s": round(event.duration_s, 2)})
+        else:
+            self.audit.record(s, actor="system", action="call.recording_failed",
+                              subject=f"call:{event.room}",
+                              details={"path": event.path, "error": event.error[:200]})
 
     async def _answered(self, s: AsyncSession, rows: dict[str, CallRecordRow], e: CallAnswered,
                         filings: list[tuple[str, str, dict[str, str]]]) -> None:
@@ -237,9 +302,10 @@ class CallRecorder:
             row.outcome = record.outcome.value if record.outcome else None
             row.queue = record.queue or row.queue
             row.agent_id = record.agent_id or row.agent_id
+            kept = [t for t in row.timeline or [] if t.get("kind") == "recording"]
             row.timeline = [{"kind": t.kind.value, "queue": t.queue, "agent": t.agent_id,
                              "cause": t.cause, "after_s": round(t.at - record.arrived, 3)}
-                            for t in record.timeline]
+                            for t in record.timeline] + kept
             cause = record.cause
         else:
             row.outcome = "answered" if row.answered_at is not None else "failed"

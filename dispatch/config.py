@@ -202,6 +202,7 @@ class MediaSettings(_Section):
     prompts_dir: str = "conf/prompts"
     symmetric_rtp: bool = True
     max_legs: Annotated[int, Field(ge=2, le=20000)] = 2000
+    hold_prompt: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{0,64}$")] = "hold"
 
     @field_validator("bind_address", "advertise_address")
     @classmethod

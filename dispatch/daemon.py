@@ -225,6 +225,9 @@ class Daemon:
         self.sip: Any = None
         if settings.sip.enabled:
             self._add_sip()
+            from dispatch.call_commands import add_call_commands
+
+            add_call_commands(self.commands, self.sip)
         self.services.add(self.http, required=True)
 
     async def _sms_receipt(self, message_ids: list[str], state: str) -> bool:
@@ -246,13 +249,18 @@ class Daemon:
             self.services.add(link, required=device.required, retry_s=device.retry_s)
 
     def _add_sip(self) -> None:
-        from dispatch.sip_service import SipService
-
         # With [media] enabled every call's audio is anchored in our mixer (force-in,
         # recording); without it the SDP is relayed and the phones talk directly.
-        anchor = self.media.anchor if self.media is not None else None
-        self.sip = SipService(self.settings.sip, self.settings.telephony(), self.db, self.audit,
-                              self.reports, self.hub.publish, self.clock, anchor=anchor)
+        from dispatch.incidents import IncidentService
+        from dispatch.sip_service import SipService
+
+        media = self.media
+        self.sip = SipService(
+            self.settings.sip, self.settings.telephony(), self.db, self.audit, self.reports,
+            self.hub.publish, self.clock, anchor=media.anchor if media else None,
+            media_events=media.subscribe if media else None,
+            hold_prompt=self.settings.media.hold_prompt if media else None,
+            incidents=IncidentService(self.db, self.audit, self.hub.publish, self.clock))
         # Required: a command centre whose hotlines cannot listen must not pretend to run.
         self.services.add(self.sip, required=True)
 

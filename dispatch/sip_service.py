@@ -28,6 +28,7 @@ from sqlalchemy import select
 from dispatch.audit import AuditTrail
 from dispatch.call_records import CallRecorder
 from dispatch.config import SipSettings
+from dispatch.incidents import IncidentService
 from dispatch.models import CallRecordRow
 from dispatch.reports import ReportService
 from dispatch.sip_store import CachedBindingStore, SqlBindingStore, SqlCredentialStore
@@ -38,6 +39,14 @@ from telephony.b2bua.anchor import MediaAnchor, PassThroughAnchor
 from telephony.b2bua.config import TelephonySettings
 from telephony.b2bua.core import B2bua, B2buaSettings
 from telephony.b2bua.trunks import TrunkManager
+from telephony.media.anchor import (
+    DeadMedia,
+    DtmfReceived,
+    MediaCallback,
+    MediaEvent,
+    RecordingFailed,
+    RecordingFinished,
+)
 from telephony.registrar.core import Registrar, RegistrarSettings
 from telephony.registrar.events import BindingAdded
 from telephony.routing import Router
@@ -72,8 +81,16 @@ class SipService:
     def __init__(self, settings: SipSettings, telephony: TelephonySettings, db: Database,
                  audit: AuditTrail, reports: ReportService,
                  publish: Callable[[object], object], clock: Callable[[], float],
-                 anchor: MediaAnchor | None = None) -> None:
-        """Compose the parts; nothing listens until :meth:`start`."""
+                 anchor: MediaAnchor | None = None, *,
+                 media_events: Callable[[MediaCallback], object] | None = None,
+                 hold_prompt: str | None = None,
+                 incidents: IncidentService | None = None) -> None:
+        """Compose the parts; nothing listens until :meth:`start`.
+
+        ``anchor`` is the media engine when ``[media]`` is on; ``media_events``
+        subscribes to its events (dead media, recordings); ``hold_prompt`` is looped
+        to queued callers; ``incidents`` gets a link to each finished recording.
+        """
         self.settings = settings
         self.db = db
         self.audit = audit
@@ -100,7 +117,8 @@ class SipService:
         self.acd = AcdEngine(telephony.acd)
         self.b2bua = B2bua(
             B2buaSettings(settings.domain, settings.max_calls, float(settings.session_expires),
-                          settings.ringback_180, settings.user_agent),
+                          settings.ringback_180, settings.user_agent,
+                          hold_prompt=hold_prompt or None),
             self.registrar, Router(telephony.routing), self.acd, telephony.trunks,
             anchor or PassThroughAnchor(), on_event=self._call_event, wall_clock=clock)
         self.trunks = TrunkManager(telephony.trunks, on_event=self._call_event,
@@ -122,7 +140,9 @@ class SipService:
         self.b2bua.attach(self.endpoint, settings.advertise)
         self.trunks.attach(self.endpoint, settings.advertise)
         self.trunks.on_response_hook(self.b2bua)
-        self.recorder = CallRecorder(db, audit, reports, clock)
+        self.recorder = CallRecorder(db, audit, reports, clock, incidents=incidents)
+        if media_events is not None:
+            media_events(self._media_event)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -170,6 +190,16 @@ class SipService:
         if status.state is AgentState.LOGGED_OUT:
             self.b2bua.agent_action(agent_id, "login", reason="registered")
 
+    def _media_event(self, event: MediaEvent) -> None:
+        """Dead media releases the call; a supervisor's *1/*2/*3 switch their mode;
+        recordings go on the CDR and the incident."""
+        if isinstance(event, DeadMedia):
+            self.b2bua.media_dead(event.leg_id, event.silent_s)
+        elif isinstance(event, DtmfReceived):
+            self.b2bua.forcein.dtmf(event.leg_id, event.digit)
+        elif isinstance(event, RecordingFinished | RecordingFailed):
+            self.recorder.enqueue(event)
+
     def _call_event(self, event: object) -> None:
         self.publish(event)
         self.recorder.enqueue(event)
@@ -194,6 +224,27 @@ class SipService:
                 self.audit.record(s, actor=actor, action="call.force_released",
                                   subject=f"call:{call_id}", details={"reason": reason})
         return done
+
+    async def monitor(self, call_id: str, account: str, mode: str, actor: str) -> str:
+        """强插: ring ``account``'s phone into the call in ``mode``; MonitorError if not."""
+        return await self.b2bua.forcein.start(call_id, account, mode, actor)
+
+    def monitor_mode(self, call_id: str, leg_id: str, mode: str, actor: str) -> None:
+        """Switch a supervisor leg between listen, whisper and barge."""
+        self.b2bua.forcein.change(call_id, leg_id, mode, actor)
+
+    def monitor_leave(self, call_id: str, leg_id: str, actor: str) -> None:
+        """Hang up a supervisor leg."""
+        self.b2bua.forcein.leave(call_id, leg_id, actor)
+
+    def monitors(self, call_id: str) -> list[dict[str, str]]:
+        """The live supervisor legs of a call."""
+        call = self.b2bua.calls.get(call_id)
+        if call is None:
+            return []
+        return [{"leg": leg.leg_id, "account": leg.agent_id, "mode": leg.mode,
+                 "supervisor": leg.actor, "state": leg.state.value}
+                for leg in call.monitors.values() if leg.live]
 
     async def call_record(self, call_id: str) -> CallRecordRow | None:
         """The stored CDR of a call."""

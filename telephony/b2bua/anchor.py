@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-__all__ = ["MAX_SDP", "MediaAnchor", "PassThroughAnchor", "check_sdp"]
+__all__ = ["MAX_SDP", "MediaAnchor", "MediaControl", "PassThroughAnchor", "check_sdp"]
 
 MAX_SDP = 16384
 """Octets of SDP accepted from a peer."""
@@ -52,6 +52,37 @@ class MediaAnchor(Protocol):
 
     async def release(self, leg_id: str) -> None:
         """The leg is gone: free its ports."""
+        ...
+
+
+@runtime_checkable
+class MediaControl(Protocol):
+    """What an anchor that terminates media itself also offers (the media engine).
+
+    With such an anchor the B2BUA answers the caller at once with early media
+    (183 with our SDP) and plays the hold prompt until a call taker answers,
+    answers re-INVITEs itself instead of relaying SDP, releases calls whose
+    media died and lets supervisors force in (listen / whisper / barge).
+    """
+
+    def play_to_leg(self, leg_id: str, prompt: str, loop: bool = False) -> None:
+        """Play a prompt to one leg (ValueError if the prompt cannot be played)."""
+        ...
+
+    def stop_prompt(self, target: str) -> None:
+        """Stop the prompt a leg hears."""
+        ...
+
+    def set_mode(self, leg_id: str, mode: str) -> None:
+        """Switch a joined leg's mode (ValueError if the leg or whisper target is gone)."""
+        ...
+
+    def expect_media(self, leg_id: str) -> None:
+        """Restart the leg's dead-media timer (the call was just connected)."""
+        ...
+
+    async def drain(self) -> None:
+        """Wait until recordings being sealed have published their events."""
         ...
 
 

@@ -16,7 +16,7 @@ import re
 import uuid
 
 from telephony.b2bua.config import SipTrunk
-from telephony.b2bua.core import B2bua, _binding_destination
+from telephony.b2bua.core import B2bua, binding_destination
 from telephony.b2bua.events import CallAnswered, CallOffered
 from telephony.b2bua.legs import Call, CallState, Leg, LegRole, LegState
 from telephony.sip.message import Destination
@@ -48,7 +48,7 @@ async def call_back(b2bua: B2bua, number: str, agent_id: str, trunks: list[SipTr
     call = Call(str(uuid.uuid4()), "", number, "", number, trunk.name, b2bua.wall(),
                 route="callback")
     agent = Leg(f"{call.call_id}:{agent_id}", call, LegRole.AGENT,
-                _binding_destination(binding), agent_id=agent_id, late_offer=True)
+                binding_destination(binding), agent_id=agent_id, late_offer=True)
     call.agent_legs[agent_id] = agent
     call.state = CallState.CONNECTING
     call.on_answer = lambda leg: _answered(b2bua, call, trunk, leg)

@@ -22,9 +22,18 @@ Call flow (inbound emergency call)
     ACK ───────────────────▶
     BYE ───────────────────▶ 200; BYE ────────────────────────────────▶  (or the other way)
 
-With :class:`~telephony.b2bua.anchor.PassThroughAnchor` O' = O and A' = A;
-with the media helper's anchor both are the anchor's own SDP, and nothing
-here changes.  CANCEL from the caller while queued or ringing becomes
+With :class:`~telephony.b2bua.anchor.PassThroughAnchor` O' = O and A' = A.
+With the media engine (a :class:`~telephony.b2bua.anchor.MediaControl`) both
+are the engine's own SDP (our ports), and a few steps change: the caller's
+answer is ready at once, so instead of a bare 180 the caller gets ``183``
+with A' (early media) and hears the hold prompt looped until the call taker
+answers (then the prompt stops and the same A' goes in the 200; agents'
+180/183 are not relayed); re-INVITE/UPDATE offers are answered by the engine
+instead of being relayed; a leg with no RTP for the dead-media time releases
+the call (BYE with a Reason header, :class:`CallMediaDead`); supervisors force
+in as extra legs of the room (:mod:`telephony.b2bua.monitor`).
+
+CANCEL from the caller while queued or ringing becomes
 ``call_abandoned`` (the ACD puts the number on the call-back list) and every
 ringing agent leg is CANCELled.  A ring that times out, fails (4xx-6xx, timer
 B) or finds no registration goes back to the ACD, which rings the next agent.
@@ -60,16 +69,18 @@ from telephony.acd.events import (
     RingAgent,
     StopRinging,
 )
-from telephony.b2bua.anchor import MediaAnchor
+from telephony.b2bua.anchor import MediaAnchor, MediaControl
 from telephony.b2bua.config import InboundAuth, SipTrunk
 from telephony.b2bua.events import (
     CallAnswered,
+    CallMediaDead,
     CallOffered,
     CallRefused,
     CallReleased,
     LiveCall,
 )
 from telephony.b2bua.legs import Call, CallState, Leg, LegRole, LegState
+from telephony.b2bua.monitor import ForceIn
 from telephony.b2bua.sipio import SipIo
 from telephony.registrar.core import Registrar
 from telephony.registrar.store import Binding
@@ -118,13 +129,15 @@ class B2buaSettings:
     session_expires: float = 1800.0
     ringback_180: bool = True
     user_agent: str = "dispatchd"
+    hold_prompt: str | None = "hold"
+    """Prompt looped to a queued caller when the anchor mixes media (None: silence)."""
 
 
 def _user(uri: object) -> str:
     return uri.user or "" if isinstance(uri, SipUri) else ""
 
 
-def _binding_destination(binding: Binding) -> Destination:
+def binding_destination(binding: Binding) -> Destination:
     """Where to send requests for a binding: its Contact when that is the address the
     REGISTER came from (no NAT in between), else the REGISTER's source (NAT)."""
     try:
@@ -178,6 +191,7 @@ class B2bua(SipIo):
         self.other_client: TransactionUser | None = None
         """Gets responses to client transactions that are not ours (trunk keep-alives)."""
         self._probe: asyncio.TimerHandle | None = None
+        self.forcein = ForceIn(self)
 
     # -- service ---------------------------------------------------------------
 
@@ -186,13 +200,23 @@ class B2bua(SipIo):
         self._arm_probe()
 
     async def stop(self) -> None:
-        """Release every call (BYE/CANCEL/503) and stop timers."""
+        """Release every call (BYE/CANCEL/503), free their media and stop timers."""
+        legs: list[str] = []
         for call in list(self.calls.values()):
+            legs.extend(leg.leg_id for leg in call.legs())
             self._release(call, "shutdown", "system", reason="Q.850;cause=41;text=\"shutdown\"")
         for handle in (self._acd_timer, self._probe):
             if handle is not None:
                 handle.cancel()
         self.close_tasks()
+        for leg_id in legs:  # the spawned releases were just cancelled: release here
+            await self.anchor.release(leg_id)
+        control = self.control()
+        if control is not None:  # recordings sealed while the record writer still runs
+            try:
+                await asyncio.wait_for(control.drain(), 10.0)
+            except TimeoutError:
+                log.error("recordings not sealed within 10 s of shutdown")
 
     def health(self) -> dict[str, object]:
         """Live figures for /health."""
@@ -210,6 +234,14 @@ class B2bua(SipIo):
                 c.queue, c.priority, c.trunk, c.connected.agent_id if c.connected else "",
                 c.offered_at, c.answered_at, ringing))
         return out
+
+    def control(self) -> MediaControl | None:
+        """The anchor, when it mixes media itself (prompts, force-in, dead media)."""
+        return self.anchor if isinstance(self.anchor, MediaControl) else None
+
+    def emit(self, event: object) -> None:
+        """Hand an event to the daemon (for the force-in helper)."""
+        self._emit(event)
 
     def _emit(self, event: object) -> None:
         if self.on_event is not None:
@@ -388,13 +420,21 @@ class B2bua(SipIo):
         self.spawn(self._queue_call(call, leg, offer), call)
 
     async def _queue_call(self, call: Call, leg: Leg, offer: str) -> None:
-        await self.anchor.join(call.call_id, leg.leg_id)
+        try:
+            await self.anchor.join(call.call_id, leg.leg_id)
+        except (ValueError, RuntimeError) as exc:  # no ports left (MediaUnavailable)
+            log.warning("call %s: media anchor refused the caller: %s", call.call_id, exc)
+            self._release(call, "media_unavailable", "system", status=503)
+            return
         call.answer_task = asyncio.ensure_future(self.anchor.answer(leg.leg_id, offer))
         call.answer_task.add_done_callback(lambda t: self._answer_done(call, t))
         await asyncio.sleep(0)  # a real anchor refuses a bad offer at once: 488 before queueing
         if call.state is not CallState.NEW:
             return
-        if self.settings.ringback_180:
+        if self.control() is not None:
+            if not await self._early_media(call, leg):
+                return
+        elif self.settings.ringback_180:
             self.respond(leg.invite, 180, to_tag=leg.local_tag)
             leg.state = LegState.EARLY
         self._emit(CallOffered(call.call_id, call.sip_call_id, call.caller, call.called,
@@ -410,6 +450,33 @@ class B2bua(SipIo):
             call.in_acd = False
             self._release(call, "acd_error", "system", status=500)
         self._pump_acd()
+
+    async def _early_media(self, call: Call, leg: Leg) -> bool:
+        """Our media answers at once: 183 with our SDP, then the hold prompt in a loop
+        until a call taker answers (:meth:`_connect` stops it).  False if the call ended."""
+        assert call.answer_task is not None
+        try:
+            answer = await asyncio.wait_for(asyncio.shield(call.answer_task), 10.0)
+        except (ValueError, asyncio.CancelledError):
+            return False  # refused (488, by _answer_done) or released meanwhile
+        except (TimeoutError, RuntimeError) as exc:
+            log.warning("call %s: no media answer: %r", call.call_id, exc)
+            self._release(call, "media_unavailable", "system", status=503)
+            return False
+        if call.state is not CallState.NEW or not leg.live:
+            return False
+        self.send_response(build_response(
+            leg.invite, 183, to_tag=leg.local_tag,  # type: ignore[arg-type]
+            extra_headers=self.answer_headers(leg.peer), body=answer.encode()))
+        leg.state = LegState.EARLY
+        call.early_media = True
+        control = self.control()
+        if self.settings.hold_prompt and control is not None:
+            try:
+                control.play_to_leg(leg.leg_id, self.settings.hold_prompt, loop=True)
+            except ValueError as exc:  # a missing prompt never stops the call
+                log.error("hold prompt %r cannot play: %s", self.settings.hold_prompt, exc)
+        return True
 
     def _feature_code(self, request: SipRequest, user: str, action: str) -> None:
         """An agent dialled a feature code: do it and answer with a final response
@@ -503,16 +570,16 @@ class B2bua(SipIo):
             self._leg_failed(leg, 480, "not_registered")
             return
         binding = max(bindings, key=lambda b: (b.q or 0.0, b.registered_at))
-        await self.anchor.join(call.call_id, leg.leg_id)
         try:
+            await self.anchor.join(call.call_id, leg.leg_id)
             sdp = await self.anchor.offer(leg.leg_id)
-        except ValueError as exc:
+        except (ValueError, RuntimeError) as exc:
             log.warning("no offer for agent leg %s: %s", leg.leg_id, exc)
             self._leg_failed(leg, 500, "media")
             return
         if leg.state is not LegState.LOOKUP:
             return
-        leg.peer = _binding_destination(binding)
+        leg.peer = binding_destination(binding)
         extra: list[tuple[str, str]] = [("X-Dispatchd-Call", call.call_id),
                                         ("X-Dispatchd-Hotline", call.hotline)]
         if call.pai:
@@ -539,6 +606,7 @@ class B2bua(SipIo):
                 return
             caller = call.caller_leg
             if (leg.role is LegRole.AGENT and caller is not None and caller.live
+                    and not call.early_media  # the caller hears our hold prompt instead
                     and call.state is CallState.QUEUED and response.status in (180, 183)):
                 self.respond(caller.invite, response.status, to_tag=caller.local_tag)
             return
@@ -561,6 +629,8 @@ class B2bua(SipIo):
                 return
             if call.on_answer is not None:
                 call.on_answer(leg)
+            elif leg.role is LegRole.MONITOR:
+                self.forcein.answered(leg)
             elif leg.role is LegRole.AGENT:
                 try:
                     self.acd.agent_answered(call.call_id, leg.agent_id, self.mono())
@@ -577,6 +647,9 @@ class B2bua(SipIo):
         was_live = leg.live
         self._end_leg(leg)
         call = leg.call
+        if leg.role is LegRole.MONITOR:
+            self.forcein.ended(leg, leg.actor, cause, step="failed")
+            return
         if not was_live or call.state is CallState.ENDED:
             return
         if call.on_answer is not None:
@@ -601,6 +674,10 @@ class B2bua(SipIo):
             self._send_cancel(leg)
         elif leg.state is LegState.CONFIRMED:
             self._bye(leg, None)
+
+    def stop_leg(self, leg: Leg) -> None:
+        """CANCEL a ringing leg, or BYE an answered one (for the force-in helper)."""
+        self._stop_leg(leg)
 
     def register_leg(self, leg: Leg) -> None:
         """Index a leg created outside this module (call-back) by its tag."""
@@ -637,6 +714,14 @@ class B2bua(SipIo):
             return
         if call.state is not CallState.CONNECTING or not caller.live:
             return
+        control = self.control()
+        if control is not None:
+            try:
+                control.stop_prompt(caller.leg_id)
+                control.expect_media(caller.leg_id)
+                control.expect_media(leg.leg_id)
+            except ValueError:
+                log.info("call %s: a leg left the media engine while connecting", call.call_id)
         response = build_response(caller.invite, 200, to_tag=caller.local_tag,  # type: ignore[arg-type]
                                   extra_headers=self.answer_headers(caller.peer),
                                   body=answer.encode())
@@ -710,7 +795,15 @@ class B2bua(SipIo):
             self.respond(request, exc.status, to_tag=leg.local_tag)
             return
         method = request.method
-        if method == "BYE":
+        if method == "BYE" and leg.role is LegRole.MONITOR:
+            self.respond(request, 200, to_tag=leg.local_tag)
+            self.forcein.ended(leg, leg.actor, "supervisor hung up")
+            self._end_leg(leg)
+        elif method in ("INVITE", "UPDATE") and request.body and self.control() is not None:
+            self.spawn(self._answer_locally(leg, request), leg.call)
+        elif leg.role is LegRole.MONITOR and method != "REFER":
+            self.respond(request, 200 if method == "INFO" else 488, to_tag=leg.local_tag)
+        elif method == "BYE":
             self.respond(request, 200, to_tag=leg.local_tag)
             leg.state = LegState.ENDED
             by = "caller" if leg.role is LegRole.CALLER else "agent"
@@ -727,6 +820,46 @@ class B2bua(SipIo):
             self.respond(request, 405, to_tag=leg.local_tag,
                          extra=(("Allow", "INVITE, ACK, CANCEL, BYE, UPDATE, INFO, REFER, "
                                  "OPTIONS"),))
+
+    async def _answer_locally(self, leg: Leg, request: SipRequest) -> None:
+        """A re-INVITE/UPDATE with SDP on an anchored call: our media answers it (hold,
+        resume, a new address); the other side's media is ours and does not change."""
+        try:
+            answer = await self.anchor.answer(leg.leg_id, request.body.decode("utf-8", "replace"))
+        except ValueError as exc:
+            log.info("leg %s: re-offer refused: %s", leg.leg_id, exc)
+            self.respond(request, 488, to_tag=leg.local_tag)
+            return
+        reply = build_response(request, 200, to_tag=leg.local_tag,
+                               extra_headers=self.answer_headers(leg.peer), body=answer.encode())
+        self.send_response(reply)
+        if request.method == "INVITE":
+            self._retransmit(leg, reply)
+
+    def media_dead(self, leg_id: str, silent_s: float) -> bool:
+        """The media engine heard no RTP from ``leg_id`` for ``silent_s`` s: release the
+        call with a Reason header (a supervisor's leg alone is hung up).  False if the
+        leg is not part of a connected call (a queued caller's phone may stay silent)."""
+        call = self.calls.get(leg_id.split(":", 1)[0])
+        leg = next((x for x in call.legs() if x.leg_id == leg_id and x.live),
+                   None) if call is not None else None
+        if call is None or leg is None:
+            return False
+        if leg.role is LegRole.MONITOR:
+            if leg.state is not LegState.CONFIRMED:
+                return False
+            self._emit(CallMediaDead(call.call_id, leg_id, silent_s, self.wall()))
+            self.forcein.ended(leg, "system", "dead media")
+            self._bye(leg, f'Q.850;cause=41;text="no RTP for {silent_s:.0f} s"')
+            return True
+        if call.state is not CallState.CONNECTED or leg not in (call.caller_leg, call.connected):
+            return False
+        log.warning("call %s: no RTP from %s for %.0f s; releasing", call.call_id, leg_id,
+                    silent_s)
+        self._emit(CallMediaDead(call.call_id, leg_id, silent_s, self.wall()))
+        self._release(call, "dead_media", "system",
+                      reason=f'Q.850;cause=41;text="no RTP for {silent_s:.0f} s"')
+        return True
 
     def _relay(self, origin: Leg, request: SipRequest, target: Leg) -> None:
         assert target.dialog is not None
@@ -787,6 +920,8 @@ class B2bua(SipIo):
         for leg in call.legs():
             if not leg.live:
                 continue
+            if leg.role is LegRole.MONITOR:
+                self.forcein.ended(leg, by, f"call released: {cause}")
             if leg.role is LegRole.CALLER and leg.dialog is None:
                 self.respond(leg.invite, status, to_tag=leg.local_tag, extra=extra)
                 self._end_leg(leg)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 __all__ = [
     "CallAnswered",
     "CallEvent",
+    "CallMediaDead",
+    "CallMonitor",
     "CallOffered",
     "CallRefused",
     "CallReleased",
@@ -72,6 +74,35 @@ class CallReleased:
 
 
 @dataclass(frozen=True, slots=True)
+class CallMediaDead:
+    """No RTP from a leg for ``silent_s`` seconds: the B2BUA released the call (or the
+    supervisor's leg)."""
+
+    call_id: str
+    leg_id: str
+    silent_s: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallMonitor:
+    """A step of a supervisor's force-in (强插).
+
+    ``step`` is ringing, joined, mode, left or failed; ``actor`` is the supervisor
+    who forced in (or changed the mode), ``account`` the SIP account of their phone.
+    """
+
+    call_id: str
+    leg_id: str
+    account: str
+    mode: str
+    actor: str
+    step: str
+    detail: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class CallTransferred:
     """A connected call was blind-transferred (REFER) to ``target``."""
 
@@ -111,4 +142,5 @@ class LiveCall:
     ringing: tuple[str, ...]
 
 
-CallEvent = CallOffered | CallRefused | CallAnswered | CallReleased | CallTransferred | TrunkStatus
+CallEvent = (CallOffered | CallRefused | CallAnswered | CallReleased | CallTransferred
+             | TrunkStatus | CallMediaDead | CallMonitor)

@@ -33,6 +33,7 @@ class LegRole(enum.Enum):
     CALLER = "caller"  # the public, through a trunk or a registered phone (we are UAS)
     AGENT = "agent"  # a call taker's softphone we ring (we are UAC)
     OUTBOUND = "outbound"  # a number we call through a trunk (call-back, transfer)
+    MONITOR = "monitor"  # a supervisor's phone forced into the call (listen/whisper/barge)
 
 
 class LegState(enum.Enum):
@@ -76,6 +77,8 @@ class Leg:
     timer: asyncio.TimerHandle | None = None
     probe_failures: int = 0
     late_offer: bool = False  # our INVITE had no SDP: the ACK carries our answer
+    actor: str = ""  # monitor legs: the supervisor who forced in
+    mode: str = ""  # monitor legs: listen, whisper or barge
 
     @property
     def live(self) -> bool:
@@ -110,11 +113,13 @@ class Call:
     pai: str | None = None
     on_answer: Callable[[Leg], None] | None = None
     """Set for calls we originate (call-back): gets each UAC leg's 2xx instead of the ACD."""
+    early_media: bool = False  # the caller got our SDP in a 183 and hears the hold prompt
+    monitors: dict[str, Leg] = field(default_factory=dict)  # force-in legs by leg id
 
     def legs(self) -> list[Leg]:
-        """Every leg of the call, caller first."""
+        """Every leg of the call, caller first, supervisors last."""
         legs = [self.caller_leg] if self.caller_leg is not None else []
-        return legs + list(self.agent_legs.values())
+        return legs + list(self.agent_legs.values()) + list(self.monitors.values())
 
     def other(self, leg: Leg) -> Leg | None:
         """The leg bridged to ``leg``, if the call is connected."""

@@ -394,13 +394,17 @@ class MediaEngine:
         self._apply(leg, agreed)
 
     async def join(self, room: str, leg_id: str, mode: str = "talk") -> None:
-        """Move a leg into ``room`` (created on first join) in ``mode``; or change its mode."""
-        leg = self._leg(leg_id)
+        """Move a leg into ``room`` (created on first join) in ``mode``; or change its mode.
+
+        A leg not seen before is opened here (its ports bound), so the B2BUA may
+        join a leg to its call's room before it answers or offers for it.
+        """
         parsed, target = parse_mode(mode)
-        if target is not None and (target == leg_id or target not in self._legs):
-            raise ValueError(f"whisper target {target!r} is not another live leg")
         if not room or len(room) > 256 or not room.isprintable():
             raise ValueError("room name must be printable and 1..256 characters")
+        leg = self._legs.get(leg_id) or await self._open_leg(leg_id)
+        if target is not None and (target == leg_id or target not in self._legs):
+            raise ValueError(f"whisper target {target!r} is not another live leg")
         if leg.room == room:
             self._mixer.set_mode(leg_id, parsed, target)
             return
@@ -440,6 +444,13 @@ class MediaEngine:
         if target is not None and (target == leg_id or target not in self._legs):
             raise ValueError(f"whisper target {target!r} is not another live leg")
         self._mixer.set_mode(leg_id, parsed, target)
+
+    def expect_media(self, leg_id: str) -> None:
+        """Restart a leg's dead-media timer: a queued caller's phone may send no RTP
+        until it gets its 200, so the count starts again when the call connects."""
+        leg = self._leg(leg_id)
+        leg.last_rx = self.now()
+        leg.dead_reported = False
 
     def mode_keys(self, leg_id: str, whisper_to: str | None) -> None:
         """Let a force-in leg switch mode by DTMF (*1 listen, *2 whisper to ``whisper_to``,

@@ -70,7 +70,8 @@ class SipDaemon:
 
     def __init__(self, tmp: Path, *, agents: dict[str, list[str]],
                  trunks: str = "", extra_sip: str = "", telephony: str = BASE_TELEPHONY,
-                 accounts: dict[str, str] | None = None, registrar: str = "") -> None:
+                 accounts: dict[str, str] | None = None, registrar: str = "",
+                 media: str = "", ssh: bool = False) -> None:
         self.tmp = tmp
         self.db_path = tmp / "var" / "dispatchd.db"
         agent_text = "".join(
@@ -78,13 +79,14 @@ class SipDaemon:
             for a, qs in agents.items())
         self.config = tmp / "dispatchd.toml"
         self.config.write_text(
-            f'[node]\ndata_dir = "{tmp / "var"}"\n[http]\nport = 0\n[ssh]\nenabled = false\n'
+            f'[node]\ndata_dir = "{tmp / "var"}"\n[http]\nport = 0\n'
+            f'[ssh]\nenabled = {"true" if ssh else "false"}\nport = 0\n'
             f'[log]\nlevel = "info"\n'
             f'[sip]\nenabled = true\ndomain = "{DOMAIN}"\nagent_login_on_register = true\n'
             f'listen = [{{transport = "udp", host = "127.0.0.1", port = 0}}]\n'
             f'{extra_sip or "session_expires = 90"}\n'
             f'[sip.registrar]\nrate = 1000.0\nburst = 1000.0\n{registrar}\n'
-            f'{telephony}\n{agent_text}\n{trunks}\n')
+            f'{telephony}\n{agent_text}\n{trunks}\n{media}\n')
         for user, password in (accounts or {a: PASSWORD for a in agents}).items():
             self.cli("sip", "account", "add", user, stdin=password + "\n")
         self.proc = DaemonProcess(ROOT, self.config, env=env())

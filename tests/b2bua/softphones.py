@@ -33,17 +33,21 @@ class Baresip:
     """One baresip instance registered to dispatchd, auto-answering, on ctrl_tcp."""
 
     def __init__(self, tmp: Path, user: str, password: str, registrar_port: int,
-                 domain: str) -> None:
+                 domain: str, *, freq: float = 1000.0, dump: bool = False,
+                 seconds: float = 30.0) -> None:
+        """``freq``: the tone it sends; ``dump``: write what it hears/sends (sndfile)
+        to ``dump-*-dec.wav`` / ``-enc.wav`` in its directory."""
         self.dir = tmp / f"baresip-{user}"
         self.dir.mkdir()
         self.sip_port = free_port()
         self.ctrl_port = free_port(socket.SOCK_STREAM)
-        wav = tone_wav(self.dir / "tone.wav")
+        wav = tone_wav(self.dir / "tone.wav", seconds, freq)
+        dumping = ["module sndfile.so", f"snd_path {self.dir}"] if dump else []
         (self.dir / "config").write_text("\n".join([
             f"sip_listen 127.0.0.1:{self.sip_port}", "net_interface 127.0.0.1",
             f"audio_source aufile,{wav}", "audio_player aubridge,nil",
             "module_path /usr/lib/baresip/modules",
-            "module g711.so", "module aufile.so", "module aubridge.so",
+            "module g711.so", "module aufile.so", "module aubridge.so", *dumping,
             "module_app account.so", "module_app menu.so", "module_app ctrl_tcp.so",
             f"ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}", ""]))
         (self.dir / "accounts").write_text(
@@ -97,6 +101,11 @@ class Baresip:
                         return dict(message)
                     self.events.append(message)
         raise AssertionError(f"baresip: no {kind} within {timeout}s; saw {self.events}")
+
+    def heard(self) -> Path | None:
+        """The WAV of what this phone decoded (its one call), once sndfile opened it."""
+        found = sorted(self.dir.glob("dump-*-dec.wav"))
+        return found[-1] if found else None
 
     def command(self, command: str, params: str = "") -> None:
         """Send a ctrl_tcp command (netstring JSON)."""

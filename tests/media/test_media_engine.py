@@ -280,7 +280,10 @@ async def test_bad_requests_raise_value_errors(rig: Rig) -> None:
     a = Peer(1)
     await rig.connect("a", a)
     with pytest.raises(ValueError, match="unknown leg"):
-        await rig.engine.join("r", "nobody")
+        rig.engine.set_mode("nobody", "listen")
+    with pytest.raises(ValueError, match="room name"):
+        await rig.engine.join("", "nobody")
+    assert rig.engine.health()["legs"] == 1  # a refused join opens nothing
     with pytest.raises(ValueError, match="unknown mode"):
         await rig.engine.join("r", "a", "shout")
     with pytest.raises(ValueError, match="whisper target"):
@@ -292,6 +295,22 @@ async def test_bad_requests_raise_value_errors(rig: Rig) -> None:
         await rig.engine.accept("a", a.offer())
     await rig.engine.release("a")
     await rig.engine.release("a")  # idempotent
+
+
+async def test_a_leg_joined_before_its_sdp_is_opened_then_answered(rig: Rig) -> None:
+    """The B2BUA joins a leg to its call's room before it answers or offers for it."""
+    a, b = Peer(11), Peer(12)
+    await rig.engine.join("call", "caller")
+    await rig.engine.join("call", "agent")
+    assert rig.engine.rooms() == {"call": ("caller", "agent")}
+    assert rig.engine.health()["legs"] == 2
+    a.use_answer(await rig.engine.answer("caller", a.offer()))
+    b.use_answer(await rig.engine.offer("agent"))
+    await rig.engine.accept("agent", b.offer())
+    assert rig.engine.rooms() == {"call": ("caller", "agent")}  # answering kept the room
+    await rig.talk(30, {"caller": (a, 700.0), "agent": (b, 1300.0)})
+    await until(lambda: len(b.drain()) >= 25, "media to the agent")
+    assert_hears(b.heard(skip=5), [700.0], [1300.0])
 
 
 async def test_outbound_leg_offer_and_accept(rig: Rig) -> None:
