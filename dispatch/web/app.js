@@ -72,6 +72,8 @@ const I18N = {
     longest: "Longest wait", answered: "Answered", abandoned: "Abandoned", agents_ready: "Ready",
     release: "Force release", release_reason: "Reason for the forced release", queued: "queued",
     ringing: "ringing", talking: "talking", describing_call: "Describing the call from",
+    listen: "Listen", whisper: "Whisper", barge: "Barge", leave: "Leave",
+    my_phone: "My phone (SIP account)",
     connected: "connected",
   },
 };
@@ -260,6 +262,35 @@ async function loadUnits() {
 
 // ---- calls and queues: the call taker's incoming queue, the supervisor's live calls
 let myCall = null;
+const monitoring = {};  // call id -> {leg, mode}: the calls this supervisor forced into
+
+async function forceIn(callId, mode) {
+  $("#calls-error").textContent = "";
+  const account = $("#my-phone").value.trim() || me.name;
+  localStorage.setItem("dispatchd.sip_account", account);
+  try {
+    const mine = monitoring[callId];
+    if (mine) {
+      await api(`/api/v1/calls/${callId}/monitor/${encodeURIComponent(mine.leg)}`,
+        { method: "PATCH", body: JSON.stringify({ mode }) });
+      mine.mode = mode;
+    } else {
+      const got = await api(`/api/v1/calls/${callId}/monitor`, { method: "POST", body: JSON.stringify({ mode, account }) });
+      monitoring[callId] = { leg: got.leg, mode };
+    }
+  } catch (err) { $("#calls-error").textContent = err.message; }
+  await loadCalls();
+}
+
+async function leaveCall(callId) {
+  const mine = monitoring[callId];
+  if (!mine) return;
+  try {
+    await api(`/api/v1/calls/${callId}/monitor/${encodeURIComponent(mine.leg)}`, { method: "DELETE" });
+  } catch (err) { $("#calls-error").textContent = err.message; }
+  delete monitoring[callId];
+  await loadCalls();
+}
 function seconds(s) { const m = Math.floor(s / 60); return `${m}:${String(Math.floor(s % 60)).padStart(2, "0")}`; }
 async function loadCalls() {
   if (!can("calls.read")) return;
@@ -273,6 +304,20 @@ async function loadCalls() {
     const cells = [el("td", {}, c.caller), el("td", {}, c.hotline), el("td", { class: "call-state" }, t(c.state)),
       el("td", {}, c.agent_id || (c.ringing || []).join(", ")), el("td", {}, seconds(c.age_s))];
     const action = el("td", {});
+    if (can("calls.supervise") && c.state === "connected") {
+      // 强插: ring the supervisor's own phone into the call; later clicks switch the mode.
+      for (const mode of ["listen", "whisper", "barge"]) {
+        const m = el("button", { type: "button", class: `monitor ${mode}`,
+          "aria-pressed": String(monitoring[c.call_id]?.mode === mode) }, t(mode));
+        m.addEventListener("click", () => forceIn(c.call_id, mode));
+        action.append(m);
+      }
+      if (monitoring[c.call_id]) {
+        const l = el("button", { type: "button", class: "monitor leave" }, t("leave"));
+        l.addEventListener("click", () => leaveCall(c.call_id));
+        action.append(l);
+      }
+    }
     if (can("calls.supervise")) {
       const b = el("button", { type: "button", class: "release" }, t("release"));
       b.addEventListener("click", async () => {
@@ -600,6 +645,7 @@ document.querySelectorAll("#views button").forEach((b) => {
 async function showApp(user) {
   me = await api("/api/v1/me");
   $("#views").hidden = false;
+  $("#my-phone").value = localStorage.getItem("dispatchd.sip_account") || me.name;
   showView(currentView());
   $("#login").hidden = true;
   $("#app").hidden = false;

@@ -96,3 +96,49 @@ async def test_call_taker_describes_the_call_on_the_console_and_it_is_reclassifi
     assert api.post(f"/api/v1/calls/{call_id}/release", json={"reason": "done"}).status_code == 200
     code, out = await caller
     assert code == 0, out + errors(tmp_path)
+
+
+async def test_supervisor_forces_into_a_call_from_the_console(
+        tmp_path: Path, started: list[object]) -> None:  # noqa: F811 - the fixture
+    from b2bua_helpers import PASSWORD
+    from test_b2bua_media import media
+
+    carrier = free_port()
+    sip = SipDaemon(tmp_path, agents={"alice": ["police"]}, trunks=trunk(carrier),
+                    accounts={"alice": PASSWORD, "sup1": PASSWORD}, media=media(tmp_path))
+    started.append(sip)
+    api = sip.api()  # creates the supervisor "sup"
+    alice_port, sup_port = free_port(), free_port()
+    started.append(SippServer("agent_uas.xml", alice_port, tmp_path))
+    started.append(SippServer("agent_uas.xml", sup_port, tmp_path))
+    assert (await register_agents(sip, tmp_path, {"alice": alice_port, "sup1": sup_port}))[0] == 0
+    caller = asyncio.ensure_future(call(sip, tmp_path, "caller_wait_bye.xml", "110", carrier))
+    live = await wait_for(lambda: [c for c in api.get("/api/v1/calls").json()
+                                   if c["state"] == "connected"], "a connected call")
+    call_id = live[0]["call_id"]
+
+    def steps() -> list[tuple[str, str]]:
+        return [(a, d) for a, d in sip.rows(
+            "SELECT action, details FROM audit_log WHERE action LIKE 'call.monitor_%' "
+            "ORDER BY id")]
+
+    async with browser_page() as page:
+        await log_in(page, sip.proc.url, "sup", "supervisor-password-1")
+        row = f"#calls tr[data-call='{call_id}']"
+        await page.fill("#my-phone", "sup1")
+        await page.click(f"{row} button.monitor.listen")
+        await page.wait_for_selector(f"{row} button.monitor.listen[aria-pressed=true]")
+        await wait_for(lambda: [s for s in steps() if s[0] == "call.monitor_joined"],
+                       "the supervisor's phone joined")
+        await page.click(f"{row} button.monitor.barge")
+        await page.wait_for_selector(f"{row} button.monitor.barge[aria-pressed=true]")
+        await wait_for(lambda: [s for s in steps() if '"barge"' in s[1]], "barge mode")
+        await page.click(f"{row} button.monitor.leave")
+        await wait_for(lambda: [s for s in steps() if s[0] == "call.monitor_left"],
+                       "the supervisor left")
+        await page.wait_for_selector(f"{row} button.monitor.leave", state="detached")
+        assert page.errors == []
+    await uas_done(tmp_path, sup_port)  # the supervisor's phone was hung up
+    assert api.post(f"/api/v1/calls/{call_id}/release", json={"reason": "done"}).status_code == 200
+    code, out = await caller
+    assert code == 0, out + errors(tmp_path)
