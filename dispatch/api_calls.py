@@ -96,6 +96,22 @@ def mount_calls(app: FastAPI, sip: Any, needs: Any) -> None:
             out.append(data)
         return out
 
+    @app.get(f"{API}/agents", tags=["calls"])
+    async def agents(
+        principal: Annotated[Principal, Depends(needs(Permission.CALLS_READ))],
+    ) -> list[dict[str, Any]]:
+        """Every call taker: state, for how long, current call, queues logged in to."""
+        if sip is None:
+            return []
+        now = sip.b2bua.mono()
+        out = []
+        for agent in sip.acd._settings.agents:
+            st = sip.acd.agent_status(agent.agent_id)
+            out.append({"agent_id": st.agent_id, "state": st.state.value,
+                        "for_s": round(max(0.0, now - st.since), 1), "call_id": st.call_id,
+                        "queues": list(st.queues)})
+        return out
+
     @app.post(f"{API}/agents/{{agent_id}}/{{action}}", tags=["calls"])
     async def agent_action(
         agent_id: Annotated[str, Field(max_length=64)],

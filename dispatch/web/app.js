@@ -73,7 +73,9 @@ const I18N = {
     release: "Force release", release_reason: "Reason for the forced release", queued: "queued",
     ringing: "ringing", talking: "talking", describing_call: "Describing the call from",
     listen: "Listen", whisper: "Whisper", barge: "Barge", leave: "Leave",
-    my_phone: "My phone (SIP account)",
+    my_phone: "My phone (SIP account)", agents: "Call takers", logged_out: "logged out",
+    ready: "ready", not_ready: "not ready", busy: "busy", wrap_up: "wrap-up", login_agent: "Log in",
+    logout_agent: "Log out",
     connected: "connected",
   },
 };
@@ -332,6 +334,28 @@ async function loadCalls() {
       action.append(b);
     }
     return el("tr", { "data-call": c.call_id }, ...cells, action);
+  }));
+  const agents = await api("/api/v1/agents");
+  $("#agents tbody").replaceChildren(...agents.map((a) => {
+    const actions = el("td", {});
+    const mine = me && a.agent_id === me.name;
+    if (can("calls.supervise") || mine) {
+      const choices = a.state === "logged_out" ? ["login"] : a.state === "not_ready" ? ["ready", "logout"]
+        : a.state === "ready" ? ["not_ready", "logout"] : [];
+      for (const act of choices) {
+        const b = el("button", { type: "button", class: `agent-${act}` },
+          t(act === "login" ? "login_agent" : act === "logout" ? "logout_agent" : act));
+        b.addEventListener("click", async () => {
+          $("#calls-error").textContent = "";
+          try { await api(`/api/v1/agents/${encodeURIComponent(a.agent_id)}/${act}`, { method: "POST" }); }
+          catch (err) { $("#calls-error").textContent = err.message; }
+          await loadCalls();
+        });
+        actions.append(b);
+      }
+    }
+    return el("tr", { "data-agent": a.agent_id }, el("td", {}, a.agent_id),
+      el("td", { class: `agent-state ${a.state}` }, t(a.state)), el("td", {}, seconds(a.for_s)), actions);
   }));
   $("#queues tbody").replaceChildren(...queues.map((q) => el("tr", { "data-queue": q.queue },
     el("td", {}, q.queue), el("td", {}, String(q.waiting)), el("td", {}, seconds(q.longest_wait)),

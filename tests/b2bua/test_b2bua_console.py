@@ -39,6 +39,7 @@ async def test_supervisor_sees_the_live_call_and_force_releases_it_from_the_cons
         assert "110" in (await page.text_content(row) or "")
         assert "alice" in (await page.text_content(row) or "")
         await page.wait_for_selector("#queues tr[data-queue=police]")
+        await page.wait_for_selector("#agents tr[data-agent=alice] td.agent-state.busy")
         ARTEFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTEFACTS / "console-supervisor-calls.png"),
                               full_page=True)
@@ -51,7 +52,12 @@ async def test_supervisor_sees_the_live_call_and_force_releases_it_from_the_cons
         code, out = await caller
         assert code == 0, out + errors(tmp_path)
         await page.wait_for_selector(row, state="detached")
+        # The supervisor pauses the call taker from the console.
+        await page.wait_for_selector("#agents tr[data-agent=alice] button.agent-not_ready")
+        await page.click("#agents tr[data-agent=alice] button.agent-not_ready")
+        await page.wait_for_selector("#agents tr[data-agent=alice] td.agent-state.not_ready")
         assert page.errors == []
+    assert api.get("/api/v1/agents").json()[0]["state"] == "not_ready"
     messages = "".join(p.read_text(errors="replace") for p in tmp_path.glob("*messages.log"))
     assert 'text="force-released by sup: free the line"' in messages
     await uas_done(tmp_path, agent_port)
