@@ -180,6 +180,11 @@ class Daemon:
             districts_file=sms.districts_file, default_country=sms.default_country,
             opt_out_override=sms.opt_out_override, node=settings.node.name)
         self.services.add(self.residents, required=False, retry_s=60.0)
+        from dispatch.plan_broadcast import PlanBroadcasts
+
+        # A dispatcher confirming a plan's broadcast stores a campaign for a commander.
+        self.plan_broadcasts = PlanBroadcasts(self.residents, self.campaigns)
+        self.hub.listen(self.plan_broadcasts)
         self._add_devices()
         self.radio: RadioService | None = None
         if settings.radio.gateways:

@@ -256,3 +256,42 @@ async def test_bad_recommendation_queries_are_422_or_404(ddaemon: Any) -> None:
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "type"]
         r = await disp.get("/api/v1/incidents/0/recommendation", params={"type": "fire_engine"})
         assert r.status_code == 404 and "no incident 0" in r.text
+
+
+async def test_a_confirmed_plan_broadcast_waits_for_a_commander(ddaemon: Any) -> None:
+    d = ddaemon
+    await d.residents.import_text(
+        "phone,name,language,address,lat,lon,district,groups,opt_out\n"
+        "13800000001,王伟,zh,东城大道1号,23.0210,113.7520,,,\n"
+        "13800000002,李娜,zh,东城大道2号,23.0230,113.7540,,,yes\n"
+        "13800000003,刘洋,zh,虎门镇,22.8200,113.6700,,,\n", actor="test")
+    async with client_for(d, Role.DISPATCHER, "disp3") as disp, \
+            client_for(d, Role.COMMANDER, "chief3") as chief:
+        r = await disp.post("/api/v1/reports", json={
+            "text": "东城街道暴雨内涝，一百多户居民被困，三人失踪", "lat": 23.0205, "lon": 113.7518})
+        iid = r.json()["incident_id"]
+        proposed: list[dict[str, Any]] = []
+        for _ in range(100):
+            proposed = [a for a in (await disp.get(
+                "/api/v1/plans/actions", params={"incident_id": iid,
+                                                 "status": "proposed"})).json()
+                        if a["kind"] == "broadcast"]
+            if proposed:
+                break
+            await asyncio.sleep(0.05)
+        assert proposed and proposed[0]["plan_id"] == "flood-III"
+        r = await disp.post(f"/api/v1/plans/actions/{proposed[0]['id']}/confirm", json={})
+        assert r.status_code == 200, r.text
+        campaign: dict[str, Any] = {}
+        for _ in range(100):
+            found = [c for c in (await chief.get("/api/v1/campaigns")).json()
+                     if c.get("incident_id") == iid]
+            if found:
+                campaign = found[0]
+                break
+            await asyncio.sleep(0.05)
+        # Within 5 km, opt-out honoured: one resident; it waits for a second person.
+        assert campaign["status"] == "pending_approval" and campaign["recipients"] == 1
+        assert campaign["created_by"] == "disp3"
+        r = await chief.post(f"/api/v1/campaigns/{campaign['id']}/approve")
+        assert r.status_code == 200 and r.json()["status"] == "sending"
