@@ -291,3 +291,30 @@ async def test_commander_draws_an_area_previews_and_requests_a_broadcast(
     await page.wait_for_selector("#campaigns li:has-text('东城沿河撤离'):has-text('awaiting approval')")
     await page.screenshot(path=str(ARTEFACTS / "console-composer.png"), full_page=True)
     assert page.errors == []
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_call_taker_attaches_a_duplicate_incident(daemon: Any, page: Any) -> None:
+    from dispatch.reports import NewReport
+    from intake.model import Channel
+
+    await daemon.users.add_user("ct", Role.CALL_TAKER, "ct-password", actor="test")
+    now = dt.datetime.now(dt.UTC)
+    first = await daemon.reports.submit(NewReport(
+        Channel.API, "东城街道一栋居民楼起火", now, caller="1", lat=23.0205, lon=113.7518),
+        actor="t")
+    # The same fire, reported with a wrong position far away: a second incident.
+    second = await daemon.reports.submit(NewReport(
+        Channel.API, "东城那栋居民楼起火了，浓烟很大", now, caller="2", lat=22.82, lon=113.67),
+        actor="t")
+    assert first.incident_id != second.incident_id
+    await log_in(page, daemon.base_url, "ct", "ct-password")
+    await page.click(f"#incidents li[data-incident='{first.incident_id}']")
+    await page.wait_for_selector("#merge-box:not([hidden])")
+    await page.select_option("#merge-with", second.incident_id)
+    await page.click("#merge")
+    await page.wait_for_selector(f"#incidents li[data-incident='{second.incident_id}']",
+                                 state="detached")
+    await page.wait_for_selector(f"#incidents li[data-incident='{first.incident_id}']"
+                                 ":has-text('2 reports')")
+    assert page.errors == []

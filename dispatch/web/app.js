@@ -75,7 +75,7 @@ const I18N = {
     listen: "Listen", whisper: "Whisper", barge: "Barge", leave: "Leave",
     my_phone: "My phone (SIP account)", agents: "Call takers", logged_out: "logged out",
     ready: "ready", not_ready: "not ready", busy: "busy", wrap_up: "wrap-up", login_agent: "Log in",
-    logout_agent: "Log out",
+    logout_agent: "Log out", merge_here: "Merge into this incident", same_event: "Same event:",
     connected: "connected",
   },
 };
@@ -208,6 +208,11 @@ async function loadIncidentDetail() {
     return b;
   });
   $("#incident-steps").replaceChildren(...(can("incidents.manage") ? steps : []));
+  // Attach: another open incident about the same event is merged into this one.
+  const others = lastIncidents.filter((o) => o.id !== id && o.status !== "closed");
+  $("#merge-box").hidden = !others.length || !can("incidents.correlate");
+  $("#merge-with").replaceChildren(...others.map((o) => el("option", { value: o.id },
+    `${t("same_event")} ${o.grade} ${t(o.category || "unclassified")} ${o.id.slice(0, 8)} (${o.report_count})`)));
   $("#timeline").replaceChildren(...timeline.slice().reverse().map((e) => el("li", {},
     el("time", {}, when(e.at)), el("span", { class: "by" }, e.actor || ""),
     e.kind === "note" ? e.text : e.kind === "link" ? `${e.link_kind} ${e.ref}` : e.action)));
@@ -743,6 +748,15 @@ $("#lang").addEventListener("click", () => {
 });
 $("#logout").addEventListener("click", logout);
 $("#recommend").addEventListener("click", recommend);
+$("#merge").addEventListener("click", async () => {
+  const absorb = $("#merge-with").value;
+  if (!absorb || !selectedIncident) return;
+  $("#incident-error").textContent = "";
+  try {
+    await api(`/api/v1/incidents/${selectedIncident}/merge`, { method: "POST", body: JSON.stringify({ absorb }) });
+    await Promise.all([loadIncidents(), loadIncidentDetail()]);
+  } catch (err) { $("#incident-error").textContent = err.message; }
+});
 $("#map").addEventListener("click", (ev) => {
   if (!drawing || !mapUnproject) return;
   const svg = $("#map");
