@@ -169,10 +169,8 @@ def sustained(r: dict[str, float]) -> bool:
             and r["cpu_pct"] < 100.0)
 
 
-async def main() -> None:
-    """Rising sizes until the engine's core is nearly full or loss passes 5 %."""
-    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 6.0
-    limit = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
+async def measure(seconds: float, limit: int) -> list[dict[str, float]]:
+    """Each size in turn (printed as it is measured) until loss passes 5 % or the core fills."""
     rows: list[dict[str, float]] = []
     base = 20000
     for calls in (25, 50, 100, 150, 200, 250, 300, 350, 400, 500, 600, 800, 1000):
@@ -184,6 +182,14 @@ async def main() -> None:
               "sustained" if sustained(r) else "NOT sustained", flush=True)
         if r["loss_pct"] > 5.0 or r["cpu_pct"] > 90.0:
             break
+    return rows
+
+
+async def main() -> None:
+    """Rising sizes until the engine's core is nearly full or loss passes 5 %."""
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 6.0
+    limit = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
+    rows = await measure(seconds, limit)
     ok = [r for r in rows if sustained(r)]
     last = ok[-1] if ok else rows[-1]
     # What one core would carry if the engine's CPU use scales linearly, from the largest
