@@ -14,10 +14,12 @@ from fastapi import Depends, FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from dispatch.api_reports import DescribeIn
+from dispatch.apiutil import configured
 from dispatch.auth import Permission, Principal
 from telephony.acd.engine import AcdError
 
 API = "/api/v1"
+SIP_OFF = "SIP is not enabled on this node ([sip] enabled = false)"
 
 
 class ReleaseIn(BaseModel):
@@ -39,13 +41,7 @@ def mount_calls(app: FastAPI, sip: Any, needs: Any) -> None:
     """Add the call routes (``sip`` is the daemon's SipService or None)."""
 
     def service(what: str = "") -> Any:
-        # Without SIP on this node a named call is unknown (404), an action cannot be
-        # taken (409) and the lists are empty.
-        if sip is None:
-            raise HTTPException(404 if what else 409,
-                                f"no {what or 'telephony'}: SIP is not enabled on this node "
-                                "([sip] enabled = false)")
-        return sip
+        return configured(sip, what, "telephony", SIP_OFF)
 
     @app.get(f"{API}/calls", tags=["calls"])
     async def live_calls(

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
+from dispatch.api_calls import SIP_OFF
+from dispatch.apiutil import configured
 from dispatch.auth import Permission, Principal
 from telephony.b2bua.monitor import MonitorError
 
@@ -37,11 +39,8 @@ class ModeIn(BaseModel):
 def mount_monitor(app: FastAPI, sip: Any, needs: Any) -> None:
     """Add the force-in routes (``sip`` is the daemon's SipService or None)."""
 
-    def service() -> Any:
-        if sip is None:
-            raise HTTPException(409, "no telephony: SIP is not enabled on this node "
-                                     "([sip] enabled = false)")
-        return sip
+    def service(what: str = "") -> Any:
+        return configured(sip, what, "telephony", SIP_OFF)
 
     @app.get(f"{API}/calls/{{call_id}}/monitor", tags=["calls"])
     async def monitors(
@@ -58,7 +57,8 @@ def mount_monitor(app: FastAPI, sip: Any, needs: Any) -> None:
     ) -> dict[str, Any]:
         """强插: ring the supervisor's phone into the call in the chosen mode (audited)."""
         try:
-            leg = await service().monitor(call_id, body.account, body.mode, principal.name)
+            leg = await service(f"call {call_id}").monitor(call_id, body.account, body.mode,
+                                                           principal.name)
         except MonitorError as exc:
             raise HTTPException(exc.status, str(exc)) from None
         return {"call_id": call_id, "leg": leg, "mode": body.mode, "account": body.account}
@@ -71,7 +71,7 @@ def mount_monitor(app: FastAPI, sip: Any, needs: Any) -> None:
     ) -> dict[str, Any]:
         """Switch a supervisor leg between listen, whisper and barge (audited)."""
         try:
-            service().monitor_mode(call_id, leg, body.mode, principal.name)
+            service(f"call {call_id}").monitor_mode(call_id, leg, body.mode, principal.name)
         except MonitorError as exc:
             raise HTTPException(exc.status, str(exc)) from None
         return {"call_id": call_id, "leg": leg, "mode": body.mode}
@@ -83,7 +83,7 @@ def mount_monitor(app: FastAPI, sip: Any, needs: Any) -> None:
     ) -> dict[str, Any]:
         """Hang up a supervisor leg (the call goes on; audited)."""
         try:
-            service().monitor_leave(call_id, leg, principal.name)
+            service(f"call {call_id}").monitor_leave(call_id, leg, principal.name)
         except MonitorError as exc:
             raise HTTPException(exc.status, str(exc)) from None
         return {"call_id": call_id, "leg": leg, "left": True}

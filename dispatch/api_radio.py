@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from dispatch.apiutil import configured
 from dispatch.auth import Permission, Principal
 from dispatch.radio_service import ROLE_PRIORITY, RadioService, RadioServiceError
 from hardware.at import AtError
@@ -79,13 +80,8 @@ def mount_radio(app: FastAPI, radio: RadioService | None, needs: Any) -> None:
     """Add the radio and satphone routes (404/409 and empty lists when no gateway is configured)."""
 
     def service(what: str = "") -> RadioService:
-        # With no gateways configured every named talkgroup or satphone is unknown (404)
-        # and actions on the radio network cannot be taken (409); lists are empty.
-        if radio is None:
-            raise HTTPException(404 if what else 409,
-                                f"no {what or 'radio'}: no radio gateways are configured "
-                                "([[radio.gateways]])")
-        return radio
+        return configured(radio, what, "radio",
+                          "no radio gateways are configured ([[radio.gateways]])")
 
     @app.get(f"{API}/radio/talkgroups", tags=["radio"])
     async def talkgroups(

@@ -17,7 +17,8 @@ from dispatch.campaigns import PRIORITY_WARNING, CampaignError, CampaignService,
 from dispatch.events import Envelope
 from dispatch.plans import ProposedActionDecided
 from dispatch.residents import ResidentService
-from sms.targeting import CircleTarget
+from sms.errors import SmsError
+from sms.templates import Severity
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,13 @@ class PlanBroadcasts:
             log.warning("plan broadcast confirmed for an incident with no location",
                         extra={"incident": event.incident_id, "plan": event.plan_id})
             return None
+        radius_m = float(payload["radius_km"]) * 1000.0
+        targets = [{"kind": "circle", "lat": lat, "lon": lon, "radius_m": radius_m}]
+        text = str(payload["text"])
         try:
-            index, opt_out = await self.residents.index()
-            found = index.resolve([CircleTarget(float(lat), float(lon),
-                                                float(payload["radius_km"]) * 1000.0)],
-                                  override_opt_out=False, opt_out=opt_out)
-            text = str(payload["text"])
-            people = [RecipientIn(r.msisdn, r.language, text) for r in index.recipients_of(found)]
+            # Opt-outs are honoured: a plan's notice is not the highest severity.
+            reached, _, _ = await self.residents.reach(targets, Severity.SEVERE)
+            people = [RecipientIn(msisdn, lang, text) for msisdn, lang in reached]
             if not people:
                 log.warning("plan broadcast confirmed but nobody is registered in the area",
                             extra={"incident": event.incident_id, "plan": event.plan_id})
@@ -61,11 +62,9 @@ class PlanBroadcasts:
             cid = await self.campaigns.create(
                 f"预案 {event.plan_id} · {event.incident_id[:8]}", people, actor=event.actor,
                 priority=PRIORITY_WARNING, public=True, incident_id=event.incident_id,
-                target={"targets": [{"kind": "circle", "lat": lat, "lon": lon,
-                                     "radius_m": float(payload["radius_km"]) * 1000.0}],
-                        "texts": {"zh": text}, "plan": event.plan_id,
+                target={"targets": targets, "texts": {"zh": text}, "plan": event.plan_id,
                         "action": event.action_id})
-        except (CampaignError, LookupError, ValueError) as exc:
+        except (CampaignError, SmsError, LookupError, ValueError) as exc:
             log.error("plan broadcast could not be stored: %s", exc,
                       extra={"incident": event.incident_id, "plan": event.plan_id})
             return None

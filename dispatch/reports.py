@@ -193,7 +193,13 @@ class ReportService:
         incident_id = await self._assess(report_id, actor=actor)
         return Submitted(report_id, False, incident_id)
 
-    async def _assess(self, report_id: str, *, actor: str) -> str:
+    async def _assess(self, report_id: str, *, actor: str, replace: str | None = None) -> str:
+        """Assess a report and place it: join an open incident or open one.
+
+        ``replace`` is an incident holding only this report (a re-assessment): it is
+        recomputed if the report opens an incident again, else marked merged into the one
+        the report joined.
+        """
         async with self._lock:
             async with self.db.session() as s:
                 row = await s.get(ReportRow, report_id)
@@ -203,11 +209,21 @@ class ReportService:
                 assessment = self.intake.assess(report)
                 _store_assessment(row, assessment)
                 ref = assessment.ref(report)
-                open_incidents = await self._open_snapshots(s, ref)
+                open_incidents = [snap for snap in await self._open_snapshots(s, ref)
+                                  if snap.incident_id != replace]
                 decision = self.intake.correlator.place(
-                    ref, open_incidents, self._now(), str(uuid.uuid4()))
+                    ref, open_incidents, self._now(), replace or str(uuid.uuid4()))
                 await self._apply(s, decision, actor)
                 row.incident_id = decision.incident.incident_id
+                if replace is not None and replace != row.incident_id:
+                    left = await s.get(IncidentRow, replace)
+                    if left is not None:
+                        left.status, left.merged_into = "merged", row.incident_id
+                        left.report_count, left.updated_at = 0, self._now()
+                        self.audit.record(s, actor=actor, action="incident.merged",
+                                          subject=f"incident:{replace}",
+                                          details={"into": row.incident_id,
+                                                   "why": "re-assessed report joined"})
                 self.audit.record(s, actor=actor, action="report.assessed",
                                   subject=f"report:{report_id}",
                                   details=_assessment_summary(assessment))
@@ -316,35 +332,7 @@ class ReportService:
                 .where(ReportRow.incident_id == own))) == 1
         if own is not None and not alone:
             own = await self.split(own, [report_id], actor=actor)
-        async with self._lock, self.db.session() as s:
-            row = await s.get(ReportRow, report_id)
-            assert row is not None
-            report = _to_report(row)
-            assessment = self.intake.assess(report)
-            _store_assessment(row, assessment)
-            ref = assessment.ref(report)
-            others = [snap for snap in await self._open_snapshots(s, ref)
-                      if snap.incident_id != own]
-            decision = self.intake.correlator.place(ref, others, self._now(),
-                                                    own or str(uuid.uuid4()))
-            await self._apply(s, decision, actor)
-            placed = decision.incident.incident_id
-            row.incident_id = placed
-            if own is not None and own != placed:
-                left = await s.get(IncidentRow, own)
-                if left is not None:
-                    left.status, left.merged_into, left.report_count = "merged", placed, 0
-                    left.updated_at = self._now()
-                    self.audit.record(s, actor=actor, action="incident.merged",
-                                      subject=f"incident:{own}",
-                                      details={"into": placed, "why": "described report joined"})
-            self.audit.record(s, actor=actor, action="report.assessed",
-                              subject=f"report:{report_id}",
-                              details=_assessment_summary(assessment))
-            event = ReportAssessed(report_id, row.category, row.subtype, tuple(row.agencies),
-                                   assessment.grade.grade.name, placed)
-            after_commit(s, lambda: self.publish(event))
-        return placed
+        return await self._assess(report_id, actor=actor, replace=own)
 
     async def merge(self, keep_id: str, absorb_id: str, *, actor: str) -> str:
         """A call taker merges ``absorb_id`` into ``keep_id``."""

@@ -33,7 +33,14 @@ from dispatch.models import CampaignRow, IncidentRow, OptOutRow, ResidentRow
 from dispatch.storage import Database
 from sms.cap import CapAlert, CapInfo, Grade, build_alert
 from sms.errors import MsisdnError, SmsError
-from sms.recipients import ImportLimits, Recipient, RowError, import_registry, open_registry
+from sms.recipients import (
+    ImportLimits,
+    Language,
+    Recipient,
+    RowError,
+    import_registry,
+    open_registry,
+)
 from sms.recipients import normalise_opt_out as _normalise_opt_out
 from sms.targeting import (
     AreaTarget,
@@ -255,6 +262,18 @@ class ResidentService:
                 "opt_out_overridden": override, "unregistered_numbers": p.unregistered_numbers,
                 "by_language": dict(p.by_language)}
 
+    async def reach(self, raw: Sequence[Mapping[str, Any]], severity: Severity
+                    ) -> tuple[list[tuple[str, Language]], int, bool]:
+        """Whom the targets reach: (number, language) pairs, how many opted out, and
+        whether opt-outs were overridden (the highest severity, if configured)."""
+        targets = self.targets(raw)
+        index, opt_out = await self.index()
+        override = self._override(severity)
+        res = index.resolve(targets, override_opt_out=override, opt_out=opt_out)
+        people = [(r.msisdn, r.language) for r in index.recipients_of(res)]
+        people += [(m, "zh") for m in res.extra_msisdns]
+        return people, res.opted_out, override
+
     async def plan(self, raw: Sequence[Mapping[str, Any]], template_id: str,
                    values: Mapping[str, str],
                    per_language: Mapping[str, Mapping[str, str]] | None = None) -> Planned:
@@ -264,19 +283,14 @@ class ResidentService:
         template = self.templates[template_id]
         extra = {k: v for k, v in (per_language or {}).items() if k in ("zh", "en")}
         rendered = self.templates.render_all(template_id, values, extra)  # type: ignore[arg-type]
-        targets = self.targets(raw)
-        index, opt_out = await self.index()
-        override = self._override(template.severity)
-        res = index.resolve(targets, override_opt_out=override, opt_out=opt_out)
+        reached, opted_out, override = await self.reach(raw, template.severity)
         texts = {lang: r.text for lang, r in rendered.items()}
-        people = [RecipientIn(r.msisdn, r.language, texts[r.language])
-                  for r in index.recipients_of(res)]
-        people += [RecipientIn(m, "zh", texts["zh"]) for m in res.extra_msisdns]
+        people = [RecipientIn(msisdn, lang, texts[lang]) for msisdn, lang in reached]
         priority = min(max(template.priority - 1, 0), PRIORITY_INFORMATION)
         target = {"targets": list(raw), "template": template_id,
                   "severity": template.severity.value, "texts": texts,
-                  "opted_out": res.opted_out, "override_opt_out": override}
-        return Planned(people, priority, template.severity, override, res.opted_out, target)
+                  "opted_out": opted_out, "override_opt_out": override}
+        return Planned(people, priority, template.severity, override, opted_out, target)
 
     # ------------------------------------------------------------ CAP
 

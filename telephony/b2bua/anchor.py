@@ -11,7 +11,8 @@ order (see :mod:`telephony.b2bua.core`):
    ``join``-ed and gets ``offer``; the far end's answer goes to ``accept``;
 3. every leg is ``release``-d when it ends.
 
-The media helper's real anchor (``telephony/media/anchor.py``) terminates RTP
+The media engine (:class:`telephony.media.engine.MediaEngine`, implementing
+:class:`telephony.media.anchor.MediaAnchor`) terminates RTP
 on our own ports and mixes the room.  Until it is injected,
 :class:`PassThroughAnchor` lets calls work end to end by handing each side
 the other's SDP unchanged: the offer of the leg that offered becomes the
@@ -25,34 +26,13 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+# The one definition lives with the media engine that implements it.
+from telephony.media.anchor import MediaAnchor
+
 __all__ = ["MAX_SDP", "MediaAnchor", "MediaControl", "PassThroughAnchor", "check_sdp"]
 
 MAX_SDP = 16384
 """Octets of SDP accepted from a peer."""
-
-
-class MediaAnchor(Protocol):
-    """What the B2BUA needs of the media layer (implemented by the media helper)."""
-
-    async def answer(self, leg_id: str, remote_offer: str) -> str:
-        """Our SDP answer to a leg's offer; raises ValueError -> 488."""
-        ...
-
-    async def offer(self, leg_id: str) -> str:
-        """Our SDP offer for a new outbound leg."""
-        ...
-
-    async def accept(self, leg_id: str, remote_answer: str) -> None:
-        """The far end's answer to our offer."""
-        ...
-
-    async def join(self, room: str, leg_id: str, mode: str = "talk") -> None:
-        """Put a leg in a room: ``talk``, ``listen`` or ``whisper:<leg_id>``."""
-        ...
-
-    async def release(self, leg_id: str) -> None:
-        """The leg is gone: free its ports."""
-        ...
 
 
 @runtime_checkable

@@ -40,7 +40,8 @@ class MediaAnchor(Protocol):
         """The far end's answer to our offer; ValueError if it is unusable."""
 
     async def join(self, room: str, leg_id: str, mode: str = "talk") -> None:
-        """Put a leg into a room: ``talk``, ``listen``, ``barge`` or ``whisper:<leg_id>``."""
+        """Put a leg into a room (a leg not yet offered or answered is opened then):
+        ``talk``, ``listen``, ``barge`` or ``whisper:<leg_id>``."""
 
     async def release(self, leg_id: str) -> None:
         """Stop the leg's media and free its ports (idempotent)."""

@@ -676,15 +676,18 @@ class MediaEngine:
 
     def _send(self, legs: list[_Leg], out: Pcm) -> None:
         symmetric = self.settings.symmetric_rtp
-        encoded = ulaw_encode(out)
-        alaw_rows = [i for i, leg in enumerate(legs) if leg.alaw]
-        alaw = dict(zip(alaw_rows, _split(alaw_encode(out[alaw_rows])), strict=True)
-                    ) if alaw_rows else {}
+        # One vectorised encode per law, each leg's frame in its own law only.
+        payloads: list[bytes] = [b""] * len(legs)
+        for alaw, encode in ((False, ulaw_encode), (True, alaw_encode)):
+            rows = [i for i, leg in enumerate(legs) if leg.alaw is alaw]
+            if rows:
+                for i, payload in zip(rows, _split(encode(out[rows])), strict=True):
+                    payloads[i] = payload
         for i, leg in enumerate(legs):
             dest = leg.destination(symmetric)
             if dest is not None:
                 assert leg.negotiated is not None
-                payload = alaw.get(i) or encoded[i * FRAME:(i + 1) * FRAME]
+                payload = payloads[i]
                 header = _RTP_HEADER.pack(0x80, leg.negotiated.payload_type
                                           | (0x80 if leg.marker else 0), leg.seq, leg.ts, leg.ssrc)
                 try:
