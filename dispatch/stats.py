@@ -2,9 +2,13 @@
 
 Times are measured from what the lifecycle stored:
 
-* **answer time** — incident opened → first ``acknowledged`` (or, if the incident went
-  straight to dispatch, first ``dispatched``);
-* **call-to-dispatch** — incident opened → first ``dispatched``;
+* **answer time** — for an incident that began with a call: the first call offered → the
+  first of its calls a call taker answered (from the CDRs of the calls whose voice reports
+  belong to it, merged incidents included); for one that did not (SMS, email, radio, the
+  API): incident opened → first ``acknowledged`` (or, if it went straight to dispatch, first
+  ``dispatched``);
+* **call-to-dispatch** — the first call offered (or, without a call, the incident opened) →
+  first ``dispatched``;
 * **dispatch-to-on-scene** — per unit assignment: assigned → on scene.
 
 Counts are by category, grade, time bucket (hour or day, in local time), agency and shift
@@ -27,7 +31,7 @@ from typing import Any
 from sqlalchemy import select
 
 from dispatch.config import ShiftSettings
-from dispatch.models import IncidentRow, UnitAssignmentRow
+from dispatch.models import CallRecordRow, IncidentRow, ReportRow, UnitAssignmentRow
 from dispatch.models import IncidentTransitionRow as TransitionRow
 from dispatch.storage import Database
 from intake.model import Grade
@@ -91,6 +95,19 @@ class StatsService:
                 TransitionRow.incident_id.in_(ids)).order_by(TransitionRow.id))).all()
             assignments = (await s.scalars(select(UnitAssignmentRow).where(
                 UnitAssignmentRow.incident_id.in_(ids)))).all()
+            calls = (await s.execute(
+                select(ReportRow.incident_id, CallRecordRow.offered_at,
+                       CallRecordRow.answered_at)
+                .join(ReportRow, ReportRow.id == CallRecordRow.report_id)
+                .where(ReportRow.incident_id.in_(ids)))).all()
+        offered: dict[str, dt.datetime] = {}
+        picked: dict[str, dt.datetime] = {}
+        for incident_id, offered_at, answered_at in calls:
+            if incident_id is None:
+                continue
+            offered[incident_id] = min(offered_at, offered.get(incident_id, offered_at))
+            if answered_at is not None:
+                picked[incident_id] = min(answered_at, picked.get(incident_id, answered_at))
         first: dict[tuple[str, str], dt.datetime] = {}
         for step in steps:
             first.setdefault((step.incident_id, step.to_status), step.at)
@@ -101,13 +118,18 @@ class StatsService:
                     (a.agency, (a.on_scene_at - a.assigned_at).total_seconds()))
         out = []
         for row in incidents:
-            ack = first.get((row.id, "acknowledged"))
             sent = first.get((row.id, "dispatched"))
-            answered = min((t for t in (ack, sent) if t is not None), default=None)
+            start = offered.get(row.id)
+            if start is not None:
+                answered = picked.get(row.id)
+            else:
+                start = row.opened_at
+                ack = first.get((row.id, "acknowledged"))
+                answered = min((t for t in (ack, sent) if t is not None), default=None)
             out.append(IncidentTimes(
                 row, shift_of(row.opened_at, self.shifts, self.offset_h),
-                (answered - row.opened_at).total_seconds() if answered else None,
-                (sent - row.opened_at).total_seconds() if sent else None,
+                (answered - start).total_seconds() if answered else None,
+                (sent - start).total_seconds() if sent else None,
                 scene.get(row.id, [])))
         return out
 

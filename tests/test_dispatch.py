@@ -580,3 +580,54 @@ def test_shift_of_local_times(utc: str, shift: str) -> None:
     assert shift_of(dt.datetime.fromisoformat(utc), shifts, 8.0) == shift
     assert summary([]) == {"count": 0, "mean_s": None, "median_s": None, "p90_s": None}
     assert summary([float(x) for x in range(1, 11)])["p90_s"] == 9.0
+
+
+async def test_answer_time_runs_from_the_call_not_the_incident(database: Database) -> None:
+    """An incident that began with calls: answer time is the first call offered → the first
+    answered, and call-to-dispatch starts at that call; one without a call keeps the
+    incident's own open → acknowledged."""
+    from dispatch.models import CallRecordRow, IncidentTransitionRow, ReportRow
+
+    t0 = dt.datetime(2026, 11, 21, 2, 0, tzinfo=dt.UTC)
+
+    def at(seconds: float) -> dt.datetime:
+        return t0 + dt.timedelta(seconds=seconds)
+
+    def incident(iid: str, opened: float) -> IncidentRow:
+        return IncidentRow(id=iid, status="dispatched", grade=2, agencies=["119"],
+                           grade_reasons=[], opened_at=at(opened), last_report_at=at(opened),
+                           updated_at=at(opened))
+
+    def step(iid: str, to: str, when: float) -> IncidentTransitionRow:
+        return IncidentTransitionRow(incident_id=iid, from_status="new", to_status=to,
+                                     at=at(when), actor="disp")
+
+    def report(rid: str, iid: str, when: float) -> ReportRow:
+        return ReportRow(id=rid, channel="voice", source_ref=rid, received_at=at(when),
+                         text="着火了", caller="13800000000", fields={}, created_by="sip",
+                         incident_id=iid)
+
+    def cdr(cid: str, rid: str, offered: float, answered: float | None) -> CallRecordRow:
+        return CallRecordRow(id=cid, sip_call_id=cid, caller="13800000000", called="119",
+                             hotline="119", queue="fire", trunk="carrier", priority=1,
+                             offered_at=at(offered),
+                             answered_at=None if answered is None else at(answered),
+                             report_id=rid, timeline=[])
+
+    async with database.session() as s:
+        # Called at 0 s, abandoned; called again at 30 s, answered at 42 s; the voice
+        # report opened the incident at 45 s; dispatched at 100 s.
+        s.add_all([incident("inc-call", 45), incident("inc-sms", 0)])
+        await s.flush()
+        s.add_all([report("r1", "inc-call", 0), report("r2", "inc-call", 45),
+                   report("r3", "inc-sms", 0)])
+        await s.flush()
+        s.add_all([cdr("c1", "r1", 0, None), cdr("c2", "r2", 30, 42),
+                   step("inc-call", "acknowledged", 60), step("inc-call", "dispatched", 100),
+                   step("inc-sms", "acknowledged", 20), step("inc-sms", "dispatched", 50)])
+    stats = await StatsService(database, (), 8).incidents(at(-3600), at(3600))
+    assert stats["times"]["answer"]["count"] == 2
+    answers = sorted(i.answer_s for i in await StatsService(database, (), 8)._load(
+        at(-3600), at(3600)) if i.answer_s is not None)
+    assert answers == [20.0, 42.0], "call: 0 s offered → 42 s answered; SMS: open → ack"
+    assert stats["times"]["call_to_dispatch"]["median_s"] == 75.0  # (100 + 50) / 2
