@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ import pytest
 import pytest_asyncio
 
 from dispatch.auth import Role
+from dispatch.models import ReportRow
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTEFACTS = ROOT / "test-artefacts"
@@ -317,4 +319,39 @@ async def test_call_taker_attaches_a_duplicate_incident(daemon: Any, page: Any) 
                                  state="detached")
     await page.wait_for_selector(f"#incidents li[data-incident='{first.incident_id}']"
                                  ":has-text('2 reports')")
+
+    # It was not the same fire after all: the second report is split out again.
+    await page.wait_for_selector("#split-box:not([hidden])")
+    await page.check(f"#split-reports li[data-report='{second.report_id}'] input")
+    await page.click("#split")
+    await page.wait_for_selector(f"#incidents li[data-incident='{first.incident_id}']"
+                                 ":has-text('1 report'):not(:has-text('1 reports'))")
+    async with daemon.db.session() as s:
+        moved = await s.get(ReportRow, second.report_id)
+        kept = await s.get(ReportRow, first.report_id)
+    assert moved is not None and kept is not None
+    assert moved.incident_id not in (None, first.incident_id)
+    assert kept.incident_id == first.incident_id
+    await page.wait_for_selector(f"#incident-card[data-incident='{moved.incident_id}']")
+    await page.screenshot(path=str(ARTEFACTS / "console-split.png"), full_page=True)
     assert page.errors == []
+
+
+def test_every_console_string_exists_in_chinese_and_english() -> None:
+    """The console is usable in both languages: no string falls back to its raw key."""
+    source = (Path(__file__).parents[1] / "dispatch" / "web" / "app.js").read_text()
+    zh = source.index("zh: {")
+    en = source.index("en: {", zh)
+    end = source.index("\n};", en)
+
+    def keys(block: str) -> set[str]:
+        return set(re.findall(r'(?:^|[\s,{])([a-z_0-9]+): "', block))
+
+    chinese, english = keys(source[zh:en]), keys(source[en:end])
+    assert len(english) > 100
+    assert english - chinese == set(), "missing in Chinese"
+    assert chinese - english == set(), "missing in English"
+    html = (Path(__file__).parents[1] / "dispatch" / "web" / "index.html").read_text()
+    used = set(re.findall(r't\("([a-z_0-9]+)"\)', source)) | set(
+        re.findall(r'data-i18n(?:-placeholder)?="([a-z_0-9]+)"', html))
+    assert used - english == set(), "used but never defined"

@@ -14,7 +14,7 @@ const I18N = {
     running: "运行中", failed: "故障", starting: "启动中", stopping: "停止中", stopped: "已停止",
     pending: "等待",
     new_report: "接警登记", report_placeholder: "报警内容（边输入边分类）…", caller: "报警电话",
-    lat: "纬度", lon: "经度", submit_report: "提交", incidents: "事件", reports_n: "条报告",
+    lat: "纬度", lon: "经度", submit_report: "提交", incidents: "事件", reports_n: "条报告", report_1: "条报告",
     natural_disaster: "自然灾害", accident: "事故灾难", public_health: "公共卫生事件",
     social_security: "社会安全事件", unclassified: "未分类", needs_location: "待定位",
     saved_in: "已登记，归入事件",
@@ -35,6 +35,11 @@ const I18N = {
     live_calls: "来电与通话", hotline: "号码", agent: "接警员", waited: "时长", queues: "队列",
     waiting: "排队", longest: "最长等待", answered: "已接", abandoned: "放弃", agents_ready: "空闲席位",
     release: "强拆", release_reason: "强拆原因", queued: "排队中", ringing: "振铃", talking: "通话中",
+    describing_call: "正在登记来电", agents: "接警席位", ready: "空闲", not_ready: "示忙", busy: "忙",
+    wrap_up: "话后处理", logged_out: "未签入", connected: "通话中", login_agent: "签入",
+    logout_agent: "签出", my_phone: "我的话机", listen: "监听", whisper: "密语", barge: "强插",
+    leave: "退出", merge_here: "并入本事件", same_event: "同一事件：",
+    split_out: "拆分为新事件", split_help: "勾选不属于本事件的报警，拆分为新事件",
   },
   en: {
     offline: "offline", online: "live", logout: "Log out", login_title: "Log in", username: "User name",
@@ -45,7 +50,7 @@ const I18N = {
     pending: "pending",
     new_report: "New report", report_placeholder: "What the caller says (classified as you type)…",
     caller: "Caller number", lat: "Latitude", lon: "Longitude", submit_report: "Submit",
-    incidents: "Incidents", reports_n: "reports", natural_disaster: "Natural disaster",
+    incidents: "Incidents", reports_n: "reports", report_1: "report", natural_disaster: "Natural disaster",
     accident: "Accident", public_health: "Public health", social_security: "Social security",
     unclassified: "Unclassified", needs_location: "needs location", saved_in: "Saved in incident",
     broadcasts: "Broadcasts", approve: "Approve", cancel: "Cancel",
@@ -76,6 +81,7 @@ const I18N = {
     my_phone: "My phone (SIP account)", agents: "Call takers", logged_out: "logged out",
     ready: "ready", not_ready: "not ready", busy: "busy", wrap_up: "wrap-up", login_agent: "Log in",
     logout_agent: "Log out", merge_here: "Merge into this incident", same_event: "Same event:",
+    split_out: "Split into a new incident", split_help: "Tick the reports that belong to another event",
     connected: "connected",
   },
 };
@@ -166,7 +172,7 @@ function incidentItem(inc) {
     el("strong", {}, t(inc.category || "unclassified")), " ",
     inc.subtype ? el("span", { class: "tag" }, inc.subtype) : "",
     ...inc.agencies.map((a) => el("span", { class: "tag" }, a)),
-    ` ${inc.report_count} ${t("reports_n")}`,
+    ` ${inc.report_count} ${t(inc.report_count === 1 ? "report_1" : "reports_n")}`,
     inc.needs_location ? el("span", { class: "tag" }, t("needs_location")) : "");
   item.addEventListener("click", () => selectIncident(inc.id));
   return item;
@@ -213,6 +219,12 @@ async function loadIncidentDetail() {
   $("#merge-box").hidden = !others.length || !can("incidents.correlate");
   $("#merge-with").replaceChildren(...others.map((o) => el("option", { value: o.id },
     `${t("same_event")} ${o.grade} ${t(o.category || "unclassified")} ${o.id.slice(0, 8)} (${o.report_count})`)));
+  // Split: reports that belong to another event move out into a new incident.
+  const reports = inc.reports || [];
+  $("#split-box").hidden = reports.length < 2 || !can("incidents.correlate");
+  $("#split-reports").replaceChildren(...reports.map((r) => el("li", { "data-report": r.id },
+    el("label", {}, el("input", { type: "checkbox", value: r.id }),
+      ` ${when(r.received_at)} ${r.channel} ${r.caller || ""} ${r.text.slice(0, 60)}`))));
   $("#timeline").replaceChildren(...timeline.slice().reverse().map((e) => el("li", {},
     el("time", {}, when(e.at)), el("span", { class: "by" }, e.actor || ""),
     e.kind === "note" ? e.text : e.kind === "link" ? `${e.link_kind} ${e.ref}` : e.action)));
@@ -755,6 +767,16 @@ $("#merge").addEventListener("click", async () => {
   try {
     await api(`/api/v1/incidents/${selectedIncident}/merge`, { method: "POST", body: JSON.stringify({ absorb }) });
     await Promise.all([loadIncidents(), loadIncidentDetail()]);
+  } catch (err) { $("#incident-error").textContent = err.message; }
+});
+$("#split").addEventListener("click", async () => {
+  const ids = [...document.querySelectorAll("#split-reports input:checked")].map((i) => i.value);
+  if (!ids.length || !selectedIncident) return;
+  $("#incident-error").textContent = "";
+  try {
+    const created = await api(`/api/v1/incidents/${selectedIncident}/split`, { method: "POST", body: JSON.stringify({ report_ids: ids }) });
+    await loadIncidents();
+    await selectIncident(created.id);
   } catch (err) { $("#incident-error").textContent = err.message; }
 });
 $("#map").addEventListener("click", (ev) => {
