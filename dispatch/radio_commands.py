@@ -13,7 +13,8 @@ from radio.tetra import RadioError
 
 
 def add_radio_commands(table: Commands, radio: RadioService) -> None:
-    """Register ``show talkgroups``, ``show radios``, ``ptt press|release``, ``sds send``."""
+    """Register ``show talkgroups``, ``show radios`` (``show gateways``), ``ptt press|release``
+    (``key``/``unkey``), ``sds send``."""
 
     async def talkgroups(inv: Invocation) -> str:
         rows = []
@@ -74,6 +75,12 @@ def add_radio_commands(table: Commands, radio: RadioService) -> None:
                 press, "TALKGROUP"),
         Command(("ptt", "release"), Permission.RADIO_PTT, "let go of a talkgroup", release,
                 "TALKGROUP"),
+        Command(("key",), Permission.RADIO_PTT, "key a talkgroup (same as ptt press)",
+                press, "TALKGROUP"),
+        Command(("unkey",), Permission.RADIO_PTT, "unkey a talkgroup (same as ptt release)",
+                release, "TALKGROUP"),
+        Command(("show", "gateways"), Permission.RADIO_READ,
+                "radio and satphone gateways (same as show radios)", radios),
         Command(("sds", "send"), Permission.RADIO_SEND, "send an SDS text", sds,
                 "TALKGROUP|ISSI TEXT"),
     ):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -302,6 +303,19 @@ async def test_console_shows_calls_forces_in_and_releases(
     started.append(SippServer("agent_uas.xml", sup_port, tmp_path))
     assert (await register_agents(sip, tmp_path, {"alice": alice_port,
                                                   "sup1": sup_port}))[0] == 0
+    # Call takers' states and the queues, as an Asterisk CLI user would look at them.
+    code, out = await ssh_command(sip, key, "agent", "notready", "alice")
+    assert code == 0 and out.strip() == "alice: not_ready", out
+    code, out = await ssh_command(sip, key, "show", "agents")
+    assert code == 0 and re.search(r"alice\s+not_ready\s+\d+\s+police", out), out
+    code, out = await ssh_command(sip, key, "agent", "ready", "alice")
+    assert code == 0 and out.strip() == "alice: ready", out
+    code, out = await ssh_command(sip, key, "agent", "ready", "nobody")
+    assert code == 1 and "nobody" in out, out
+    code, out = await ssh_command(sip, key, "show", "queues")
+    assert code == 0 and re.search(r"police\s+0\s+0\s+0\s+1\s", out), out
+    code, out = await ssh_command(sip, key, "show", "trunks")
+    assert code == 0 and "carrier" in out, out
     caller = asyncio.ensure_future(call(sip, tmp_path, "caller_wait_bye.xml", "110", carrier,
                                         "-trace_msg"))
     api = sip.api()
