@@ -465,11 +465,31 @@ class TalkgroupSettings(_Section):
     min_priority: Literal["field_unit", "dispatcher", "commander"] = "dispatcher"
 
 
+class DmrBridgeMemberSettings(_Section):
+    """One side of a DMR bridge: a configured DMR talkgroup, optionally one timeslot."""
+
+    talkgroup: Name
+    #: 1 or 2 to bridge only that timeslot (and transmit on it); 0: either, kept as heard.
+    slot: Annotated[int, Field(ge=0, le=2)] = 0
+
+
+class DmrBridgeSettings(_Section):
+    """Talkgroups on DMR gateways whose calls are forwarded to each other (AMBE untouched)."""
+
+    name: Name
+    members: Annotated[tuple[DmrBridgeMemberSettings, ...],
+                       Field(strict=False, min_length=2, max_length=16)]
+    #: Silence (seconds) after which a stream stops holding the bridge.
+    hold_s: Annotated[float, Field(gt=0, le=30, strict=False)] = 1.5
+
+
 class RadioSettings(_Section):
     """Radio and satphone gateways and the talkgroups carried over them."""
 
     gateways: Annotated[tuple[RadioGatewaySettings, ...], Field(strict=False)] = ()
     talkgroups: Annotated[tuple[TalkgroupSettings, ...], Field(strict=False)] = ()
+    dmr_bridges: Annotated[tuple[DmrBridgeSettings, ...],
+                           Field(strict=False, max_length=64)] = ()
     #: A unit's last position is attached to its SDS reports for this long (seconds).
     position_max_age_s: Annotated[float, Field(ge=0, le=86400)] = 600.0
 
@@ -498,6 +518,22 @@ class RadioSettings(_Section):
                     tg.gateway == gw.name for tg in self.talkgroups):
                 raise ValueError(f"radio.gateways: tetra gateway {gw.name!r} carries no "
                                  "talkgroup (add a [[radio.talkgroups]] or groups = [...])")
+        on_gateway = {tg.name: tg.gateway for tg in self.talkgroups}
+        bridges: set[str] = set()
+        for bridge in self.dmr_bridges:
+            if bridge.name in bridges:
+                raise ValueError(f"radio.dmr_bridges: name {bridge.name!r} is used twice")
+            bridges.add(bridge.name)
+            seen: set[tuple[str, int]] = set()
+            for m in bridge.members:
+                if kinds.get(on_gateway.get(m.talkgroup, "")) != "dmr":
+                    raise ValueError(f"radio.dmr_bridges: {bridge.name!r} names talkgroup "
+                                     f"{m.talkgroup!r}, which is not a talkgroup on a dmr "
+                                     "gateway")
+                if (m.talkgroup, m.slot) in seen:
+                    raise ValueError(f"radio.dmr_bridges: {bridge.name!r} lists "
+                                     f"{m.talkgroup!r} twice")
+                seen.add((m.talkgroup, m.slot))
         return self
 
 

@@ -72,6 +72,7 @@ from radio.dmr import (
     DmrLinkUp,
     DmrSettings,
 )
+from radio.dmr_bridge import BridgeMember, DmrBridge
 from radio.floor import FloorSettings, Priority
 from radio.lip import PID_LIP, LipError, decode_lip
 from radio.satphone import (
@@ -278,6 +279,7 @@ class RadioService:
         self.tetra: dict[str, TetraGateway] = {}
         self.satphones: dict[str, SatphoneGateway] = {}
         self.dmr: dict[str, DmrGateway] = {}
+        self.bridges = _dmr_bridges(settings)
         self.kinds: dict[str, str] = {}
         self.configured: dict[str, RadioGatewaySettings] = {}
         for gw in settings.gateways:
@@ -305,7 +307,8 @@ class RadioService:
         self.on_air: dict[str, str | None] = {}
         self.emergencies: dict[str, tuple[int, str]] = {}   # talkgroup -> (cc, calling)
         self.positions: dict[str, UnitPosition] = {}
-        self.counts = {"reports": 0, "report_failures": 0, "audit_lost": 0, "handler_crashes": 0}
+        self.counts = {"reports": 0, "report_failures": 0, "audit_lost": 0, "handler_crashes": 0,
+                       "bridge_dropped": 0}
         self._hooks: list[PositionHook] = []
         self._journal: asyncio.Queue[_Journal | None] | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -334,7 +337,25 @@ class RadioService:
         ping_s = min(gw.poll_s, 5.0)
         return DmrGateway(DmrSettings(
             name, gw.host, gw.port, gw.peer_id, gw.passphrase(), gw.callsign, ping_s=ping_s,
-            timeout_s=3 * ping_s, retry_s=gw.retry_s), functools.partial(self._on_event, name))
+            timeout_s=3 * ping_s, retry_s=gw.retry_s), functools.partial(self._on_event, name),
+            on_frame=self._on_dmr_frame if self.bridges else None)
+
+    def _on_dmr_frame(self, gateway: str, frame: Any) -> None:
+        """Forward a frame heard on a bridged DMR talkgroup to the bridge's other members."""
+        now = asyncio.get_running_loop().time()
+        for bridge in self.bridges:
+            streams = bridge.counts["streams"]
+            for target, out in bridge.route(gateway, frame, now):
+                peer = self.dmr.get(target)
+                if peer is None or not peer.send_frame(out):
+                    self.counts["bridge_dropped"] += 1
+            if bridge.counts["streams"] != streams and bridge.active is not None:
+                self._journal_add(f"dmr:{frame.source}", "radio.bridge_stream",
+                                  f"dmr_bridge:{bridge.name}",
+                                  {"from": f"{gateway}/{frame.destination}",
+                                   "to": [f"{m.gateway}/{m.talkgroup}" for m in bridge.members
+                                          if m != bridge.active.origin],
+                                   "stream": frame.stream})
 
     async def _start_gateway(self, name: str) -> None:
         self.state[name] = "starting"
@@ -403,6 +424,9 @@ class RadioService:
                               "last_seen": self.last_seen[name], **detail}
         return {"gateways": gateways, "talkgroups": {n: self.talkgroup_state(n)
                                                      for n in self.talkgroups},
+                "dmr_bridges": {b.name: {**b.counts, "active": None if b.active is None else
+                                         f"{b.active.origin.gateway}/{b.active.source}"}
+                                for b in self.bridges},
                 "counts": dict(self.counts)}
 
     # --- queries ----------------------------------------------------------------------------
@@ -800,3 +824,12 @@ _HANDLERS: dict[type, _Handler] = {
     DmrFault: RadioService._on_link, DmrCallStarted: RadioService._on_dmr_call,
     DmrCallEnded: RadioService._on_dmr_call,
 }
+
+
+def _dmr_bridges(settings: RadioSettings) -> list[DmrBridge]:
+    """The configured DMR bridges, their members resolved to gateway and talkgroup id."""
+    groups = {t.name: t for t in settings.talkgroups}
+    return [DmrBridge(b.name, tuple(BridgeMember(groups[m.talkgroup].gateway,
+                                                 int(groups[m.talkgroup].gssi), m.slot)
+                                    for m in b.members), b.hold_s)
+            for b in settings.dmr_bridges]

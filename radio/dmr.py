@@ -21,7 +21,10 @@ source (3), destination (3), peer id (4), bits (1: slot 0x80, private call
 33 bytes of DMR payload.  A stream's first frame (or a voice LC header)
 starts a call; a terminator with LC, or ``stream_timeout_s`` of silence,
 ends it.  The payload stays AMBE-encoded: with no vocoder, dispatchd
-monitors DMR talkgroups (who talks where) and does not transmit voice.
+monitors DMR talkgroups (who talks where) and does not originate voice; it
+does forward whole frames between systems (:mod:`radio.dmr_bridge`):
+:meth:`HomebrewPeer.frames_received` hands out the frames heard and
+:meth:`HomebrewPeer.send_frame` puts one on the master under our peer id.
 
 Bad input never raises: a datagram that is too long, too short or of an
 unknown kind is dropped and reported as :class:`DmrFault`.
@@ -33,8 +36,9 @@ import asyncio
 import enum
 import hashlib
 import logging
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = [
@@ -193,7 +197,10 @@ class HomebrewPeer:
     _next_ping: float | None = None
     _retry_at: float | None = None
     _streams: dict[int, _Stream] = field(default_factory=dict)
+    #: Frames heard, for forwarding; bounded, so a core nobody drains cannot grow.
+    _heard: deque[Dmrd] = field(default_factory=lambda: deque(maxlen=64))
     faults: int = 0
+    sent_frames: int = 0
 
     @property
     def connected(self) -> bool:
@@ -221,6 +228,20 @@ class HomebrewPeer:
         """What to write to the master, in order."""
         out, self._out = self._out, []
         return out
+
+    def frames_received(self) -> list[Dmrd]:
+        """The ``DMRD`` frames heard since the last call, oldest first."""
+        out = list(self._heard)
+        self._heard.clear()
+        return out
+
+    def send_frame(self, frame: Dmrd) -> bool:
+        """Queue ``frame`` for the master under our peer id; False while not connected."""
+        if not self.connected:
+            return False
+        self._out.append(build_dmrd(replace(frame, peer_id=self.settings.peer_id)))
+        self.sent_frames += 1
+        return True
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` must next run."""
@@ -324,6 +345,7 @@ class HomebrewPeer:
         return events
 
     def _on_dmrd(self, frame: Dmrd, now: float) -> list[DmrEvent]:
+        self._heard.append(frame)
         stream = self._streams.get(frame.stream)
         name = self.settings.name
         terminator = (frame.frame_type == FRAME_DATA_SYNC
@@ -358,12 +380,15 @@ class _Udp(asyncio.DatagramProtocol):
 class DmrGateway:
     """The UDP adapter of :class:`HomebrewPeer`, on the asyncio loop."""
 
-    def __init__(self, settings: DmrSettings, on_event: Callable[[DmrEvent], None]) -> None:
-        """Describe the peer; nothing is sent until :meth:`start`."""
+    def __init__(self, settings: DmrSettings, on_event: Callable[[DmrEvent], None],
+                 on_frame: Callable[[str, Dmrd], None] | None = None) -> None:
+        """Describe the peer; nothing is sent until :meth:`start`.  ``on_frame`` gets every
+        ``DMRD`` frame heard (for bridges), before the events that frame caused."""
         self.settings = settings
         self.name = settings.name
         self.core = HomebrewPeer(settings)
         self._on_event = on_event
+        self.on_frame = on_frame
         self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.last_error: str | None = None
@@ -394,11 +419,27 @@ class DmrGateway:
         return {"ready": self.core.connected, "state": self.core.state.value,
                 "master": f"{self.settings.host}:{self.settings.port}",
                 "peer_id": self.settings.peer_id, "received": self.received,
-                "faults": self.core.faults, "last_error": self.last_error}
+                "faults": self.core.faults, "sent_frames": self.core.sent_frames,
+                "last_error": self.last_error}
+
+    def send_frame(self, frame: Dmrd) -> bool:
+        """Transmit ``frame`` on our master now; False while the link is down."""
+        if not self.core.send_frame(frame):
+            return False
+        self._flush()
+        return True
 
     def _datagram(self, data: bytes) -> None:
         self.received += 1
-        self._after(self.core.receive_datagram(data, asyncio.get_running_loop().time()))
+        events = self.core.receive_datagram(data, asyncio.get_running_loop().time())
+        frames = self.core.frames_received()
+        if self.on_frame is not None:
+            for frame in frames:
+                try:
+                    self.on_frame(self.name, frame)
+                except Exception:  # a bridge's bug must not stop the link
+                    log.exception("DMR frame callback failed", extra={"gateway": self.name})
+        self._after(events)
 
     def _fire(self, when: float) -> None:
         self._timer = None

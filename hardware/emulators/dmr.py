@@ -17,6 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def call_payload(stream: int, seq: int) -> bytes:
+    """The stand-in for 33 bytes of AMBE+2 voice in frame ``seq`` of ``stream``."""
+    return hashlib.sha256(f"{stream}:{seq}".encode()).digest() + bytes([seq & 0xFF])
+
+
 @dataclass
 class Peer:
     """A peer as the master knows it."""
@@ -129,7 +134,10 @@ class HomebrewMasterEmulator(asyncio.DatagramProtocol):
 
     def play_call(self, source: int, talkgroup: int, *, slot: int = 1, stream: int = 0x1234,
                   voice_frames: int = 3, terminate: bool = True) -> None:
-        """A radio talks on ``talkgroup``: header, voice frames, terminator to every peer."""
+        """A radio talks on ``talkgroup``: header, voice frames, terminator to every peer.
+
+        Each frame's 33-byte payload is :func:`call_payload` of (stream, seq), so a test can
+        check that a forwarded frame carries exactly what was played."""
         frames = [(2, 1)] + [(1 if i % 6 == 0 else 0, i % 6) for i in range(voice_frames)]
         if terminate:
             frames.append((2, 2))
@@ -138,4 +146,4 @@ class HomebrewMasterEmulator(asyncio.DatagramProtocol):
             for peer in self.connected():
                 self.send(b"DMRD" + bytes([seq & 0xFF]) + source.to_bytes(3, "big")
                           + talkgroup.to_bytes(3, "big") + peer.peer_id + bytes([bits])
-                          + stream.to_bytes(4, "big") + bytes(33), peer.addr)
+                          + stream.to_bytes(4, "big") + call_payload(stream, seq), peer.addr)
