@@ -28,6 +28,9 @@ const I18N = {
     new: "新建", acknowledged: "已受理", dispatched: "已派遣", on_scene: "已到场", contained: "已控制",
     closed: "已结案", merged: "已合并", available: "待命", en_route: "途中", returning: "返回",
     out_of_service: "停用", step_to: "→", reason_prompt: "请说明原因", no_units: "没有可用的力量",
+    link_up: "在线", link_down: "离线", creg_0: "未注册", creg_1: "已注册", creg_2: "搜索网络",
+    creg_3: "注册被拒", creg_4: "未知", creg_5: "漫游", satphone: "卫星电话", satphones: "卫星电话", signal: "信号", registration: "注册", call_state: "通话",
+    dial: "拨打", answer: "接听", hang_up: "挂断", send_sms: "发短信", number: "号码", sms_text: "短信内容",
     talkgroups: "通话组", talkgroup: "通话组", talker: "讲话人", queue: "排队", ptt: "按下讲话",
     ptt_release: "松开", composer: "预警短信编辑", composer_help: "在态势图上点击画出范围，选择模板，预览人数后提交审批。",
     draw_area: "画范围", clear_area: "清除", finish_area: "完成", title: "标题", preview_count: "预览人数",
@@ -67,6 +70,9 @@ const I18N = {
     contained: "contained", closed: "closed", merged: "merged", available: "available",
     en_route: "en route", returning: "returning", out_of_service: "out of service", step_to: "→",
     reason_prompt: "Why?", no_units: "No available units", talkgroups: "Talkgroups",
+    link_up: "up", link_down: "down", creg_0: "not registered", creg_1: "registered",
+    creg_2: "searching", creg_3: "denied", creg_4: "unknown", creg_5: "roaming", satphone: "Satphone", satphones: "Satellite phones", signal: "Signal", registration: "Registration", call_state: "Call",
+    dial: "Dial", answer: "Answer", hang_up: "Hang up", send_sms: "Send SMS", number: "Number", sms_text: "SMS text",
     talkgroup: "Talkgroup", talker: "Talking", queue: "Queue", ptt: "Push to talk", ptt_release: "Release",
     composer: "Broadcast composer",
     composer_help: "Click on the map to draw the area, pick a template, preview the count, then request approval.",
@@ -410,6 +416,46 @@ async function ptt(name, release) {
   await loadTalkgroups();
 }
 
+// ---- satellite phones: link, signal, registration and call; dial, answer, hang up, SMS
+let satphoneCount = 0;
+async function loadSatphones() {
+  if (!can("radio.read")) return;
+  let gateways;
+  try { gateways = await api("/api/v1/radio/gateways"); } catch (err) { return; }
+  const phones = Object.entries(gateways).filter(([, g]) => g.kind === "satphone");
+  if (phones.length !== satphoneCount) { satphoneCount = phones.length; showView(currentView()); }
+  const picked = $("#satphone-pick").value;
+  $("#satphone-pick").replaceChildren(...phones.map(([name]) => el("option", { value: name }, name)));
+  if (picked) $("#satphone-pick").value = picked;
+  $("#satphones tbody").replaceChildren(...phones.map(([name, g]) => {
+    const call = g.call ? `${g.call.incoming ? "←" : "→"} ${g.call.number || ""} ${g.call.state}` : "";
+    return el("tr", { "data-satphone": name, class: g.ready ? "" : "down" },
+      el("td", {}, name), el("td", {}, g.ready ? t("link_up") : t("link_down")),
+      el("td", { class: "signal" }, g.signal == null ? "" : `${g.signal}/5`),
+      el("td", { class: "registration" }, g.registration == null ? "" : t(`creg_${g.registration}`)),
+      el("td", { class: "call" }, call));
+  }));
+  $("#satphone-form").hidden = !can("radio.send");
+}
+
+async function satphoneAction(action) {
+  const name = $("#satphone-pick").value;
+  if (!name) return;
+  const body = {};
+  if (action === "dial" || action === "sms") body.number = $("#satphone-number").value.trim();
+  if (action === "sms") body.text = $("#satphone-text").value;
+  $("#satphone-error").textContent = "";
+  try {
+    await api(`/api/v1/satphones/${encodeURIComponent(name)}/${action}`,
+      { method: "POST", body: JSON.stringify(body) });
+    if (action === "sms") $("#satphone-text").value = "";
+  } catch (err) { $("#satphone-error").textContent = err.message; }
+  await loadSatphones();
+}
+for (const action of ["dial", "answer", "hangup", "sms"]) {
+  document.getElementById(`satphone-${action}`).addEventListener("click", () => satphoneAction(action));
+}
+
 // ---- broadcast composer: area drawn on the map, template, preview count, approval request
 let templates = [];
 async function loadTemplates() {
@@ -623,7 +669,7 @@ function onEvent(envelope) {
   if (envelope.topic === "incident.changed" || envelope.topic === "incident.status") loadIncidents().catch(() => {});
   if (envelope.topic.startsWith("incident.") && envelope.data.incident_id === selectedIncident) loadIncidentDetail().catch(() => {});
   if (envelope.topic === "unit.changed" || envelope.topic === "unit.position") loadUnits().catch(() => {});
-  if (envelope.topic.startsWith("radio.")) loadTalkgroups().catch(() => {});
+  if (envelope.topic.startsWith("radio.")) { loadTalkgroups().catch(() => {}); loadSatphones().catch(() => {}); }
   if (envelope.topic.startsWith("call_") || envelope.topic.startsWith("agent_")) loadCalls().catch(() => {});
   if (envelope.topic.startsWith("plan.")) loadActions().catch(() => {});
   if (envelope.topic.startsWith("campaign.")) loadCampaigns().catch(() => {});
@@ -647,7 +693,7 @@ function connect() {
     // Anything may have changed while we were away: reload the views.
     loadHealth().catch(() => {}); loadDutyLog().catch(() => {}); loadIncidents().catch(() => {});
     loadCampaigns().catch(() => {}); loadUnits().catch(() => {}); loadActions().catch(() => {});
-    loadTalkgroups().catch(() => {}); loadTemplates().catch(() => {}); loadCalls().catch(() => {});
+    loadTalkgroups().catch(() => {}); loadSatphones().catch(() => {}); loadTemplates().catch(() => {}); loadCalls().catch(() => {});
     loadIncidentDetail().catch(() => {});
   };
   socket.onmessage = (msg) => onEvent(JSON.parse(msg.data));
@@ -671,7 +717,8 @@ function showView(view) {
   });
   document.querySelectorAll("#app > [data-views]").forEach((card) => {
     const allowed = card.dataset.needs ? can(card.dataset.needs) : true;
-    const wanted = card.dataset.when === "incident" ? selectedIncident !== null : true;
+    const wanted = card.dataset.when === "incident" ? selectedIncident !== null
+      : card.dataset.when === "satphones" ? satphoneCount > 0 : true;
     card.hidden = !allowed || !wanted || !card.dataset.views.split(" ").includes(view);
   });
   document.querySelectorAll("#app [data-needs]:not([data-views])").forEach((part) => {

@@ -72,3 +72,40 @@ async def test_a_dispatcher_keys_a_talkgroup_from_the_web_console(
         await page.wait_for_selector("#radio-error:has-text('command: denied')")
         assert "needs commander" in (await page.text_content("#radio-error") or "")
         assert page.errors == []
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_dispatcher_calls_and_texts_a_village_satphone_from_the_web_console(
+        tmp_path: Path, reactor: Any, db_url: str) -> None:
+    """The satphone panel shows signal and registration, dials, hangs up and sends a Chinese
+    SMS through the emulated handset on its pty; a bad number is refused with the reason."""
+    from test_web_console import ARTEFACTS, browser_page, log_in
+
+    from sms.pdu import decode_pdu
+
+    async with radio_rig(tmp_path, reactor, db_url) as rig, browser_page() as page:
+        await rig.daemon.users.add_user("disp", Role.DISPATCHER, "disp-password", actor="test")
+        await log_in(page, rig.url, "disp", "disp-password")
+        row = "#satphones tr[data-satphone=sat1]"
+        await page.wait_for_selector(f"{row} td.signal:has-text('/5')")
+        await page.wait_for_selector(f"{row} td.registration:text-is('registered')")
+        await page.fill("#satphone-number", "+8613900000001")
+        await page.click("#satphone-dial")
+        await page.wait_for_selector(f"{row} td.call:has-text('+8613900000001')")
+        assert rig.phone.call is not None and rig.phone.call.number == "+8613900000001"
+        await rig.audited("satphone.dial", lambda e: e.actor == "disp")
+        await page.screenshot(path=str(ARTEFACTS / "console-satphone.png"), full_page=True)
+        await page.click("#satphone-hangup")
+        await page.wait_for_selector(f"{row} td.call:text-is('')")
+        assert rig.phone.call is None
+
+        await page.fill("#satphone-text", "救援队两小时后到达，请在村委会等候")
+        await page.click("#satphone-sms")
+        await page.wait_for_function("document.querySelector('#satphone-text').value === ''")
+        pdu = decode_pdu(rig.phone.sent[-1].pdu)
+        assert pdu.text == "救援队两小时后到达，请在村委会等候"  # type: ignore[union-attr]
+
+        await page.fill("#satphone-number", "not a number")
+        await page.click("#satphone-dial")
+        await page.wait_for_selector("#satphone-error:not(:empty)")
+        assert page.errors == []
