@@ -154,7 +154,9 @@ class ReliableSender:
         current = self._current
         if (current is None or rack.method != "INVITE" or rack.cseq != self.cseq
                 or rack.rseq != current.rseq):
-            return rack.method == "INVITE" and rack.cseq == self.cseq and 0 < rack.rseq <= self.acked
+            # A retransmitted PRACK for one already acknowledged is answered 200 again.
+            same = rack.method == "INVITE" and rack.cseq == self.cseq
+            return same and 0 < rack.rseq <= self.acked
         self.acked = current.rseq
         self._current = None
         if self._queue:

