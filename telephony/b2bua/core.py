@@ -84,7 +84,7 @@ from telephony.b2bua.legs import Call, CallState, Leg, LegRole, LegState
 from telephony.b2bua.monitor import ForceIn
 from telephony.b2bua.prack import Reliability
 from telephony.b2bua.sessions import EXPIRED_REASON, SessionKeeper
-from telephony.b2bua.sipio import SipIo
+from telephony.b2bua.sipio import SipIo, merge_option_tags
 from telephony.registrar.core import Registrar
 from telephony.registrar.store import Binding
 from telephony.routing import Router, normalise_number
@@ -596,7 +596,7 @@ class B2bua(SipIo):
                                         ("X-Dispatchd-Hotline", call.hotline)]
         if call.pai:
             extra.append(("P-Asserted-Identity", call.pai))
-        extra += self.sessions.uac_headers() + self.reliable.uac_headers(None)
+        extra += merge_option_tags(self.sessions.uac_headers() + self.reliable.uac_headers(None))
         name = f'"{call.caller_display}" ' if call.caller_display else ""
         request = self.new_invite(
             binding.contact, f"{name}<sip:{call.caller or 'anonymous'}@{self.settings.domain}>",

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 from telephony.b2bua.config import SipTrunk
 from telephony.b2bua.events import CallTransferFailed
 from telephony.b2bua.legs import Call, CallState, Leg, LegRole, LegState
+from telephony.b2bua.sipio import merge_option_tags
 from telephony.sip.dialog import DialogError
 from telephony.sip.errors import SipError
 from telephony.sip.message import Destination, SipRequest
@@ -213,7 +214,8 @@ class Transfers:
                                                         f"{b2bua.settings.domain}>")]
         if call.pai:
             extra.append(("P-Asserted-Identity", call.pai))
-        extra += b2bua.sessions.uac_headers() + b2bua.reliable.uac_headers(trunk)
+        extra += merge_option_tags(b2bua.sessions.uac_headers()
+                                   + b2bua.reliable.uac_headers(trunk))
         name = f'"{call.caller_display}" ' if call.caller_display else ""
         request = b2bua.new_invite(
             uri, f"{name}<sip:{call.caller or 'anonymous'}@{b2bua.settings.domain}>",

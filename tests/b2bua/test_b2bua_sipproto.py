@@ -290,6 +290,7 @@ async def test_baresip_registers_and_calls_over_tls(
         tmp_path, agents={"alice": ["police"]},
         accounts={"alice": PASSWORD, "caller1": PASSWORD},
         listen=f', {{transport = "tls", host = "127.0.0.1", port = {tls_port}}}',
+        registrar='algorithms = ["MD5"]',  # baresip 1.0 digests with MD5 only
         extra_sip=f'session_expires = 90\ntls_cert = "{cert}"\ntls_key = "{key}"\n')
     started.append(sip)
     agent_port = free_port()
@@ -299,10 +300,10 @@ async def test_baresip_registers_and_calls_over_tls(
                     cafile=cert)
     started.append(phone)
     await asyncio.to_thread(phone.connect)
-    await asyncio.to_thread(phone.wait_event, "REGISTER_OK")
-    rows = sip.rows("SELECT contact, source_transport FROM sip_bindings WHERE aor LIKE ?",
-                    "sip:caller1@%")
-    assert rows and rows[0][1] == "TLS", rows
+    rows = await wait_for(lambda: sip.rows(
+        "SELECT contact, source_transport FROM sip_bindings WHERE aor LIKE ?",
+        "sip:caller1@%"), "baresip registered")
+    assert rows[0][1] == "TLS" and "transport=tls" in rows[0][0], rows
     phone.command("dial", f"sip:110@127.0.0.1:{tls_port};transport=tls")
     await asyncio.to_thread(phone.wait_event, "CALL_ESTABLISHED")
     phone.command("hangup")
