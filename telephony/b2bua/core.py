@@ -834,9 +834,8 @@ class B2bua(SipIo):
         if method == "UPDATE" and not request.body and leg.session is not None:
             self.sessions.answer_bare_update(leg, request)
             return
-        if method == "BYE" and leg.role is not LegRole.CALLER and leg is not leg.call.connected \
-                and leg.role is not LegRole.MONITOR:
-            self.respond(request, 200, to_tag=leg.local_tag)  # a transferred call taker
+        if method == "BYE" and self.transfers.agent_left(leg):
+            self.respond(request, 200, to_tag=leg.local_tag)  # the caller stays
             self._end_leg(leg)
             return
         if method == "BYE" and leg.role is LegRole.MONITOR:
@@ -1054,6 +1053,12 @@ class B2bua(SipIo):
         """No PRACK for our reliable 18x: reject the INVITE (504) and end the call."""
         if leg.call.state is not CallState.ENDED and leg.dialog is None:
             self._release(leg.call, "no_prack", "system", status=504)
+
+    def transfer_abandoned(self, call: Call) -> None:
+        """A transfer failed after the call taker had left: release the caller (the
+        CDR says ``transfer_failed``; the number is on record for a call-back)."""
+        self._release(call, "transfer_failed", "system",
+                      reason='Q.850;cause=31;text="transfer failed"')
 
     def transferred(self, call: Call, agent: Leg, target: str, by: str) -> None:
         """A blind transfer connected: the ACD frees the call taker (wrap-up)."""

@@ -271,6 +271,9 @@ class Transfers:
                      final=True)
         self.b2bua.emit(CallTransferFailed(state.call.call_id, state.agent.agent_id,
                                            state.target, status, self.b2bua.wall(), state.by))
+        if not state.agent.live:
+            # The call taker hung up after the 202: nobody is left to talk to the caller.
+            self.b2bua.transfer_abandoned(state.call)
 
     def _notify(self, state: _Transfer, frag: str, final: bool = False) -> None:
         """A NOTIFY with the new leg's status as message/sipfrag (REFER only)."""
@@ -288,6 +291,18 @@ class Transfers:
         except DialogError:
             return
         b2bua.track_client(b2bua.send_request(notify, agent.peer), agent, "notify")
+
+    def agent_left(self, leg: Leg) -> bool:
+        """A BYE from ``leg``: True when it only ends that leg — a call taker already
+        transferred away, or one hanging up after the 202 of a blind transfer still
+        under way (the caller is not dropped with them)."""
+        call = leg.call
+        if leg.role is not LegRole.AGENT or call.connected is None:
+            return False
+        if leg is not call.connected:
+            return True
+        state = self._active.get(call.call_id)
+        return state is not None and state.agent is leg
 
     def call_ended(self, call: Call) -> None:
         """The call ended while a transfer was under way: stop tracking it."""

@@ -104,6 +104,24 @@ async def test_refer_bridges_the_caller_to_the_target_and_releases_the_call_take
     assert row == [("transferred", "transferred", "sup")]
 
 
+async def test_call_taker_hanging_up_after_202_does_not_drop_the_caller(
+    tmp_path: Path, started: list[object]
+) -> None:
+    sip, carrier, agent_port = await transfer_setup(
+        tmp_path, started, "agent_refer_hangup.xml", "target_slow.xml", "119004")
+    caller = asyncio.ensure_future(call(sip, tmp_path, "caller_wait_bye.xml", "110", carrier))
+    await uas_done(tmp_path, agent_port)  # REFER, 202, NOTIFY 100, its own BYE answered 200
+    live = await wait_for(lambda: [c for c in sip.api().get("/api/v1/calls").json()
+                                   if c["agent_id"] == "transfer:119004"],
+                          "the caller bridged to the target after the call taker left")
+    assert not caller.done()
+    assert sip.api().post(f"/api/v1/calls/{live[0]['call_id']}/release",
+                          json={"reason": "done"}).status_code == 200
+    code, out = await caller
+    assert code == 0, out + errors(tmp_path)
+    assert [a for a, _ in audit(sip, "call.transferred")] == ["agent:alice"]
+
+
 async def test_failed_refer_keeps_the_caller_with_the_call_taker(
     tmp_path: Path, started: list[object]
 ) -> None:
