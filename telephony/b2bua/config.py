@@ -85,7 +85,7 @@ class TelephonySettings:
 def _host_port(t: Table) -> tuple[str, int]:
     text = t.text("address")
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ConfigError(t.key("address"), f"must be HOST:PORT, not {text!r}")
     host = host.strip("[]")
     try:

@@ -22,6 +22,7 @@ deadline and events come out of :meth:`ReliableSender.next_event`.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,6 +41,9 @@ __all__ = [
     "parse_rack",
     "wants_100rel",
 ]
+
+
+_DIGITS = re.compile(r"[0-9]{1,10}")  # ASCII only: str.isdigit() takes '¹' too
 
 
 def wants_100rel(option_values: Iterable[str]) -> bool:
@@ -63,8 +67,7 @@ class RAck:
 def parse_rack(value: str) -> RAck:
     """Parse an RAck header; SipParseError (400) when malformed."""
     parts = value.split()
-    if (len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit()
-            or len(parts[0]) > 10 or len(parts[1]) > 10):
+    if len(parts) != 3 or not _DIGITS.fullmatch(parts[0]) or not _DIGITS.fullmatch(parts[1]):
         raise SipParseError(f"malformed RAck: {value[:60]!r}")
     return RAck(int(parts[0]), int(parts[1]), parts[2].upper())
 
@@ -74,7 +77,7 @@ def parse_rseq(value: str | None) -> int | None:
     if value is None:
         return None
     text = value.strip()
-    if not text.isdigit() or len(text) > 10:
+    if not _DIGITS.fullmatch(text):
         return None
     return int(text)
 

@@ -26,6 +26,7 @@ here reads a clock or touches a socket.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -48,6 +49,7 @@ __all__ = [
 MIN_SE_FLOOR = 90
 """RFC 4028 section 4: nobody may ask for less than 90 s (the default ``min_se``;
 a lower configured value is for tests on a fast clock only)."""
+_DIGITS = re.compile(r"[0-9]{1,10}")
 MAX_INTERVAL = 86400
 """Intervals above a day are capped (a hostile peer cannot park a dead call forever)."""
 
@@ -94,7 +96,7 @@ class SessionExpired:
 
 def _delta(text: str, what: str) -> int:
     value = text.strip()
-    if not value.isdigit() or len(value) > 10:
+    if not _DIGITS.fullmatch(value):  # ASCII only: str.isdigit() takes '¹' too
         raise SipParseError(f"{what} is not a delta-seconds: {text[:40]!r}")
     return int(value)
 
