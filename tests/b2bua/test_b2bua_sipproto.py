@@ -104,6 +104,36 @@ async def test_refer_bridges_the_caller_to_the_target_and_releases_the_call_take
     assert row == [("transferred", "transferred", "sup")]
 
 
+async def test_baresip_call_taker_transfers_with_refer(
+    tmp_path: Path, started: list[object]
+) -> None:
+    carrier, target = free_port(), free_port()
+    sip = SipDaemon(tmp_path, agents={"alice": ["police"]}, media=media(tmp_path),
+                    registrar='algorithms = ["MD5"]',
+                    trunks=trunk(carrier) + target_trunk(target))
+    started.append(sip)
+    started.append(SippServer("agent_uas.xml", target, tmp_path))
+    phone = Baresip(tmp_path, "alice", PASSWORD, sip.port, DOMAIN, seconds=120)
+    started.append(phone)
+    await asyncio.to_thread(phone.connect)
+    await wait_for(lambda: sip.rows("SELECT contact FROM sip_bindings"), "alice registered")
+    await wait_for(lambda: sip.api().get("/api/v1/agents").json()[0]["state"] == "ready",
+                   "alice ready")
+    caller = asyncio.ensure_future(call(sip, tmp_path, "caller_wait_bye.xml", "110", carrier))
+    await asyncio.to_thread(phone.wait_event, "CALL_ESTABLISHED", 30.0)
+    phone.command("transfer", "sip:119005@127.0.0.1")
+    await asyncio.to_thread(phone.wait_event, "CALL_CLOSED", 30.0)
+    live = await wait_for(lambda: [c for c in sip.api().get("/api/v1/calls").json()
+                                   if c["agent_id"] == "transfer:119005"],
+                          "the caller bridged to 119005")
+    assert not caller.done()
+    assert [a for a, _ in audit(sip, "call.transferred")] == ["agent:alice"]
+    assert sip.api().post(f"/api/v1/calls/{live[0]['call_id']}/release",
+                          json={"reason": "done"}).status_code == 200
+    code, out = await caller
+    assert code == 0, out + errors(tmp_path)
+
+
 async def test_call_taker_hanging_up_after_202_does_not_drop_the_caller(
     tmp_path: Path, started: list[object]
 ) -> None:
