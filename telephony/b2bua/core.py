@@ -663,6 +663,10 @@ class B2bua(SipIo):
         if leg.cancel_wanted or leg.state is LegState.ENDED:
             self._end_leg(leg)
             return
+        retry = self.sessions.retry_422(leg, response) if response.status == 422 else None
+        if retry is not None:
+            self.track_invite(leg, retry)  # RFC 4028 7.4: again, with the peer's Min-SE
+            return
         self._leg_failed(leg, response.status, f"sip_{response.status}")
 
     def _leg_failed(self, leg: Leg, status: int, cause: str) -> None:

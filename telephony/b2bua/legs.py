@@ -83,6 +83,7 @@ class Leg:
     session: SessionTimer | None = None  # RFC 4028 refresh clock (telephony.b2bua.sessions)
     session_handle: asyncio.TimerHandle | None = None
     refresh_by_update: bool = False  # the peer allows UPDATE: refresh with it, else OPTIONS
+    session_retried: bool = False  # our INVITE was sent again after a 422
     reliable: ReliableSender | None = None  # our 18x sent with 100rel (caller legs)
     reliable_handle: asyncio.TimerHandle | None = None
     prack_rx: ReliableReceiver | None = None  # PRACKs for the peer's reliable 18x (UAC legs)

@@ -5,7 +5,8 @@ independent): the caller's INVITE is checked by :meth:`SessionKeeper.check_invit
 (422 with ``Min-SE`` when the interval asked for is too small, 400 when the
 header is malformed), our 2xx carries ``Session-Expires`` and ``Require: timer``
 when the caller supports timers; INVITEs we send offer ``Supported: timer``
-with our interval and ``refresher=uac``.
+with our interval and ``refresher=uac`` (a 422 to one is answered by sending it
+again once, asking for the peer's ``Min-SE``, section 7.4).
 
 Once a leg is confirmed a :class:`~telephony.sip.timers.SessionTimer` keeps
 its clock, driven by one ``loop.call_at`` per leg.  When we are the refresher
@@ -23,6 +24,7 @@ stays silent past the expiry gets BYE with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -31,12 +33,14 @@ from telephony.sip.dialog import DialogError
 from telephony.sip.errors import SipParseError
 from telephony.sip.message import SipRequest, SipResponse
 from telephony.sip.timers import (
+    MAX_INTERVAL,
     RefreshDue,
     Refresher,
     SessionTimer,
     TooSmall,
     UasAgreement,
     negotiate_uas,
+    parse_min_se,
     parse_session_expires,
 )
 
@@ -98,6 +102,27 @@ class SessionKeeper:
         return [("Supported", "timer"), ("Session-Expires", f"{self.interval};refresher=uac"),
                 ("Min-SE", str(self.min_se))]
 
+    def retry_422(self, leg: Leg, response: SipResponse) -> SipRequest | None:
+        """Our INVITE got 422: the same INVITE again with the peer's Min-SE as the
+        interval (section 7.4), once; None when there is nothing sensible to retry."""
+        invite = leg.invite
+        value = response.headers.get("Min-SE")
+        if invite is None or value is None or leg.session_retried:
+            return None
+        try:
+            wanted = parse_min_se(value)
+        except SipParseError:
+            return None
+        if not 0 < wanted <= MAX_INTERVAL:
+            return None
+        leg.session_retried = True
+        headers = invite.headers.copy()
+        headers.set("Via", self.b2bua.via(leg.peer))
+        headers.set("CSeq", f"{invite.cseq.number + 1} INVITE")
+        headers.set("Session-Expires", f"{wanted};refresher=uac")
+        headers.set("Min-SE", str(wanted))
+        return SipRequest(headers, invite.body, "INVITE", invite.uri)
+
     # -- starting and stopping -------------------------------------------------
 
     def start_uas(self, leg: Leg, request: SipRequest) -> None:
@@ -117,6 +142,10 @@ class SessionKeeper:
         leg.refresh_by_update = _allows_update(response.headers.get_all("Allow"))
         value = response.headers.get("Session-Expires")
         interval, we_refresh = self.interval, True
+        offered = leg.invite.headers.get("Session-Expires") if leg.invite else None
+        if offered is not None:  # what we asked for (raised after a 422)
+            with contextlib.suppress(SipParseError):
+                interval = parse_session_expires(offered).interval
         if value is not None:
             try:
                 offer = parse_session_expires(value)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from telephony.sip.errors import SipError, SipParseError
 
 __all__ = [
+    "MAX_INTERVAL",
     "MIN_SE_FLOOR",
     "Refresher",
     "RefreshDue",

@@ -267,6 +267,23 @@ async def test_refreshes_keep_calls_up_both_ways(tmp_path: Path, started: list[o
     assert rows == [("caller_hangup",), ("caller_hangup",)]
 
 
+async def test_our_invite_is_sent_again_after_a_422(
+    tmp_path: Path, started: list[object]
+) -> None:
+    carrier = free_port()
+    sip = SipDaemon(tmp_path, agents={"alice": ["police"]}, trunks=trunk(carrier))
+    started.append(sip)
+    agent_port = free_port()
+    started.append(SippServer("agent_422.xml", agent_port, tmp_path))
+    assert (await register_agents(sip, tmp_path, {"alice": agent_port}))[0] == 0
+    code, out = await call(sip, tmp_path, "trunk_call.xml", "110", carrier, "-d", "300")
+    assert code == 0, out + errors(tmp_path)
+    await uas_done(tmp_path, agent_port)
+    row = await wait_for(lambda: sip.rows(
+        "SELECT agent_id, outcome, cause FROM call_records WHERE outcome IS NOT NULL"), "a CDR")
+    assert row == [("alice", "answered", "caller_hangup")]
+
+
 # -- PRACK / 100rel ------------------------------------------------------------------
 
 
