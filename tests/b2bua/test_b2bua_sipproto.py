@@ -309,6 +309,21 @@ async def test_100rel_both_ways_on_a_trunk_that_requires_it(
     assert row == [("answered", "caller_hangup")]
 
 
+async def test_reliable_183_with_sdp_completes_offer_answer(
+    tmp_path: Path, started: list[object]
+) -> None:
+    carrier = free_port()
+    sip = SipDaemon(tmp_path, agents={"alice": ["police"]}, media=media(tmp_path),
+                    trunks=trunk(carrier) + "require_100rel = true\n")
+    started.append(sip)
+    agent_port = free_port()
+    started.append(SippServer("agent_uas.xml", agent_port, tmp_path))
+    assert (await register_agents(sip, tmp_path, {"alice": agent_port}))[0] == 0
+    code, out = await call(sip, tmp_path, "caller_100rel_183.xml", "110", carrier)
+    assert code == 0, out + errors(tmp_path)
+    await uas_done(tmp_path, agent_port)
+
+
 # -- digest trunk and TLS ----------------------------------------------------------
 
 
