@@ -29,6 +29,13 @@ class ReleaseIn(BaseModel):
     reason: Annotated[str, Field(min_length=1, max_length=200)]
 
 
+class TransferIn(BaseModel):
+    """Where to blind-transfer a call (another agency's number)."""
+
+    model_config = ConfigDict(extra="forbid")
+    target: Annotated[str, Field(pattern=r"^\+?[0-9]{3,32}$")]
+
+
 class CallbackIn(BaseModel):
     """Whom to call back, and which call taker talks to them."""
 
@@ -164,6 +171,30 @@ def mount_calls(app: FastAPI, sip: Any, needs: Any) -> None:
                                                  lat=body.lat, lon=body.lon,
                                                  address=body.address)
         return {"call_id": call_id, "report_id": row.report_id, "incident_id": incident_id}
+
+    @app.post(f"{API}/calls/{{call_id}}/transfer", tags=["calls"], status_code=202,
+              responses={404: {"description": "no live call"},
+                         409: {"description": "cannot transfer now"}})
+    async def transfer(
+        call_id: Annotated[str, Field(max_length=64)], body: TransferIn,
+        principal: Annotated[Principal, Depends(needs(Permission.AGENT_STATE))],
+    ) -> dict[str, Any]:
+        """Blind-transfer a connected call to ``target``: the caller is bridged to the new
+        leg when it answers and the call taker's leg is released; on failure the caller
+        stays with the call taker.  The outcome arrives as an event (audited)."""
+        from telephony.b2bua.transfer import TransferError
+
+        svc = service(f"call {call_id}")
+        live = next((c for c in svc.b2bua.live_calls() if c.call_id == call_id), None)
+        if live is None:
+            raise HTTPException(404, f"no live call {call_id}")
+        if principal.name != live.agent_id and not principal.can(Permission.CALLS_SUPERVISE):
+            raise HTTPException(403, "a call taker may only transfer their own call")
+        try:
+            await svc.transfer(call_id, body.target, principal.name)
+        except TransferError as exc:
+            raise HTTPException(404 if exc.status == 404 else 409, str(exc)) from None
+        return {"call_id": call_id, "target": body.target, "state": "dialling"}
 
     @app.post(f"{API}/calls/{{call_id}}/release", tags=["calls"])
     async def force_release(

@@ -36,6 +36,8 @@ from telephony.b2bua.events import (
     CallMonitor,
     CallOffered,
     CallReleased,
+    CallTransferFailed,
+    CallTransferred,
 )
 from telephony.media.anchor import RecordingFailed, RecordingFinished
 from telephony.registrar.events import AuthFailed, SourceBlocked
@@ -47,7 +49,7 @@ BATCH = 500
 _OPERATOR_STATES = (AgentState.LOGGED_OUT, AgentState.NOT_READY)
 RECORDED = (CallOffered, CallAnswered, CallReleased, Abandoned, CallFinished, AgentStateChanged,
             AuthFailed, SourceBlocked, CallMonitor, CallMediaDead, RecordingFinished,
-            RecordingFailed)
+            RecordingFailed, CallTransferred, CallTransferFailed)
 
 
 def _ts(epoch: float | None) -> dt.datetime | None:
@@ -72,6 +74,7 @@ class CallRecorder:
         self._task: asyncio.Task[None] | None = None
         self._offered: dict[str, CallOffered] = {}
         self._released: dict[str, CallReleased] = {}
+        self._transferred: set[str] = set()
 
     def enqueue(self, event: object) -> None:
         """Queue an event for writing (never blocks the call path)."""
@@ -225,6 +228,10 @@ class CallRecorder:
             filings.append((e.call_id, f"Abandoned voice call to {e.hotline} from "
                             f"{e.caller or 'unknown'} after {e.wait:.0f} s waiting: call back",
                             {"wait_s": f"{e.wait:.1f}", "outcome": "abandoned"}))
+        elif isinstance(event, CallTransferred | CallTransferFailed):
+            await self._transfer(s, rows, event)
+        elif isinstance(event, CallReleased) and event.call_id in self._transferred:
+            await self._after_transfer(s, rows, event)
         elif isinstance(event, CallReleased):
             self._released[event.call_id] = event
             offered = self._offered.get(event.call_id)
@@ -302,7 +309,8 @@ class CallRecorder:
             row.outcome = record.outcome.value if record.outcome else None
             row.queue = record.queue or row.queue
             row.agent_id = record.agent_id or row.agent_id
-            kept = [t for t in row.timeline or [] if t.get("kind") == "recording"]
+            kept = [t for t in row.timeline or []
+                    if t.get("kind") in ("recording", "transferred")]
             row.timeline = [{"kind": t.kind.value, "queue": t.queue, "agent": t.agent_id,
                              "cause": t.cause, "after_s": round(t.at - record.arrived, 3)}
                             for t in record.timeline] + kept
@@ -313,10 +321,51 @@ class CallRecorder:
         row.cause = (released.cause if released else cause)[:64]
         row.released_by = (released.by if released else "")[:64]
         row.released_at = _ts(released.at if released else self.clock())
+        if call_id in self._transferred:
+            row.outcome = "transferred"  # its release is written when the caller's leg ends
+            return
         self.audit.record(s, actor=row.released_by or "system", action="call.released",
                           subject=f"call:{call_id}",
                           details={"outcome": row.outcome, "cause": row.cause,
                                    "route": offered.route if offered else ""})
+
+    async def _transfer(self, s: AsyncSession, rows: dict[str, CallRecordRow],
+                        event: CallTransferred | CallTransferFailed) -> None:
+        """A blind transfer: a CDR step and an audit row (and the outcome, when done)."""
+        ok = isinstance(event, CallTransferred)
+        details: dict[str, Any] = {"agent": event.agent_id, "target": event.target}
+        if isinstance(event, CallTransferFailed):
+            details["status"] = event.status
+        self.audit.record(s, actor=event.by or f"agent:{event.agent_id}",
+                          action="call.transferred" if ok else "call.transfer_failed",
+                          subject=f"call:{event.call_id}", details=details)
+        if not ok:
+            return
+        self._transferred.add(event.call_id)
+        row = await self._row(s, rows, event.call_id)
+        if row is not None:
+            row.outcome = "transferred"
+            row.timeline = [*(row.timeline or []), {
+                "kind": "transferred", "agent": event.agent_id, "target": event.target,
+                "by": event.by}]
+
+    async def _after_transfer(self, s: AsyncSession, rows: dict[str, CallRecordRow],
+                              event: CallReleased) -> None:
+        """The caller's leg of a transferred call ended: the CDR's release."""
+        self._transferred.discard(event.call_id)
+        self._offered.pop(event.call_id, None)
+        row = await self._row(s, rows, event.call_id)
+        if row is None:
+            return
+        row.outcome = "transferred"
+        row.cause = "transferred"
+        row.released_by = event.by[:64]
+        row.released_at = _ts(event.at)
+        row.timeline = [*(row.timeline or []), {"kind": "released_after_transfer",
+                                                "cause": event.cause, "by": event.by}]
+        self.audit.record(s, actor=event.by or "system", action="call.released",
+                          subject=f"call:{event.call_id}",
+                          details={"outcome": "transferred", "cause": event.cause})
 
     async def _file_report(self, call_id: str, text: str, extra: dict[str, str]) -> None:
         async with self.db.session() as s:

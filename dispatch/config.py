@@ -596,6 +596,7 @@ class SipSettings(_Section):
     max_connections: Annotated[int, Field(ge=1, le=100_000)] = 1024
     max_calls: Annotated[int, Field(ge=1, le=100_000)] = 5000
     session_expires: Annotated[int, Field(ge=2, le=86400)] = 1800
+    min_se: Annotated[int, Field(ge=1, le=86400)] = 90
     ringback_180: bool = True
     agent_login_on_register: bool = False
     user_agent: Annotated[str, Field(min_length=1, max_length=64)] = "dispatchd"

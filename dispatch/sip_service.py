@@ -118,7 +118,7 @@ class SipService:
         self.b2bua = B2bua(
             B2buaSettings(settings.domain, settings.max_calls, float(settings.session_expires),
                           settings.ringback_180, settings.user_agent,
-                          hold_prompt=hold_prompt or None),
+                          hold_prompt=hold_prompt or None, min_se=settings.min_se),
             self.registrar, Router(telephony.routing), self.acd, telephony.trunks,
             anchor or PassThroughAnchor(), on_event=self._call_event, wall_clock=clock)
         self.trunks = TrunkManager(telephony.trunks, on_event=self._call_event,
@@ -131,7 +131,7 @@ class SipService:
             max_connections=settings.max_connections, tls_cert=settings.tls_cert,
             tls_key=settings.tls_key,
             allow=("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "UPDATE", "INFO",
-                   "REFER"),
+                   "REFER", "PRACK"),
             user_agent=settings.user_agent))
         router = MethodRouter(self.endpoint, fallback=self.b2bua)
         router.route("REGISTER", self.registrar)
@@ -140,6 +140,7 @@ class SipService:
         self.b2bua.attach(self.endpoint, settings.advertise)
         self.trunks.attach(self.endpoint, settings.advertise)
         self.trunks.on_response_hook(self.b2bua)
+        self.b2bua.transfers.best = self.trunks.best
         self.recorder = CallRecorder(db, audit, reports, clock, incidents=incidents)
         if media_events is not None:
             media_events(self._media_event)
@@ -215,6 +216,13 @@ class SipService:
             self.audit.record(s, actor=actor, action="call.callback", subject=f"call:{call_id}",
                               details={"number": number, "agent": agent_id})
         return call_id
+
+    async def transfer(self, call_id: str, target: str, actor: str) -> None:
+        """Blind-transfer a connected call to ``target`` (TransferError); audited."""
+        self.b2bua.transfers.start(call_id, target, actor)
+        async with self.db.session() as s:
+            self.audit.record(s, actor=actor, action="call.transfer_requested",
+                              subject=f"call:{call_id}", details={"target": target})
 
     async def force_release(self, call_id: str, reason: str, actor: str) -> bool:
         """强拆: BYE both legs with a Reason header; audited with who and why."""

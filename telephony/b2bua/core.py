@@ -40,9 +40,9 @@ B) or finds no registration goes back to the ACD, which rings the next agent.
 
 In-dialog re-INVITE, UPDATE and INFO from one side of a connected call are
 relayed to the other side and the answer relayed back (hold/resume passes
-through).  REFER is refused (501) until the media anchor can re-point the
-caller's media.  Dead calls are found by in-dialog OPTIONS probes
-every ``session_expires / 2``: a 408/481 or a timeout releases the call.
+through).  REFER blind-transfers the caller (:mod:`telephony.b2bua.transfer`);
+session timers (:mod:`telephony.b2bua.sessions`) find dead calls; PRACK/100rel
+is :mod:`telephony.b2bua.prack`.
 
 Everything arrives through :class:`~telephony.sip.transport.SipEndpoint`
 callbacks on the loop; the ACD is sans-I/O and is driven with the loop's
@@ -77,11 +77,14 @@ from telephony.b2bua.events import (
     CallOffered,
     CallRefused,
     CallReleased,
+    CallTransferred,
     LiveCall,
 )
 from telephony.b2bua.legs import Call, CallState, Leg, LegRole, LegState
 from telephony.b2bua.monitor import ForceIn
-from telephony.b2bua.sipio import SipIo
+from telephony.b2bua.prack import Reliability
+from telephony.b2bua.sessions import EXPIRED_REASON, SessionKeeper
+from telephony.b2bua.sipio import SipIo, merge_option_tags
 from telephony.registrar.core import Registrar
 from telephony.registrar.store import Binding
 from telephony.routing import Router, normalise_number
@@ -131,6 +134,8 @@ class B2buaSettings:
     user_agent: str = "dispatchd"
     hold_prompt: str | None = "hold"
     """Prompt looped to a queued caller when the anchor mixes media (None: silence)."""
+    min_se: int = 90
+    """RFC 4028 Min-SE: smaller Session-Expires requests are answered 422."""
 
 
 def _user(uri: object) -> str:
@@ -190,14 +195,17 @@ class B2bua(SipIo):
         self._acd_timer: asyncio.TimerHandle | None = None
         self.other_client: TransactionUser | None = None
         """Gets responses to client transactions that are not ours (trunk keep-alives)."""
-        self._probe: asyncio.TimerHandle | None = None
         self.forcein = ForceIn(self)
+        self.sessions = SessionKeeper(self, int(settings.session_expires), settings.min_se)
+        self.reliable = Reliability(self)
+        from telephony.b2bua.transfer import Transfers  # it imports this module
+
+        self.transfers = Transfers(self)
 
     # -- service ---------------------------------------------------------------
 
     async def start(self) -> None:
-        """Arm the dead-call probe."""
-        self._arm_probe()
+        """Nothing to arm: session timers run per leg."""
 
     async def stop(self) -> None:
         """Release every call (BYE/CANCEL/503), free their media and stop timers."""
@@ -205,9 +213,8 @@ class B2bua(SipIo):
         for call in list(self.calls.values()):
             legs.extend(leg.leg_id for leg in call.legs())
             self._release(call, "shutdown", "system", reason="Q.850;cause=41;text=\"shutdown\"")
-        for handle in (self._acd_timer, self._probe):
-            if handle is not None:
-                handle.cancel()
+        if self._acd_timer is not None:
+            self._acd_timer.cancel()
         self.close_tasks()
         for leg_id in legs:  # the spawned releases were just cancelled: release here
             await self.anchor.release(leg_id)
@@ -221,7 +228,8 @@ class B2bua(SipIo):
     def health(self) -> dict[str, object]:
         """Live figures for /health."""
         return {"calls": len(self.calls), "trunk_calls": dict(self.trunk_calls),
-                **self.counts}
+                **self.counts, "sessions": dict(self.sessions.counts),
+                "prack": dict(self.reliable.counts), "transfers": dict(self.transfers.counts)}
 
     def live_calls(self) -> list[LiveCall]:
         """Snapshots of every live call."""
@@ -295,8 +303,8 @@ class B2bua(SipIo):
             self._invite_response(leg, response)
         elif purpose == "relay" and response.status >= 200:
             self._relay_response(leg, response, origin)
-        elif purpose == "probe" and response.status >= 200:
-            self._probe_result(leg, response.status not in (408, 481))
+        elif purpose == "refresh" and response.status >= 200:
+            self.sessions.refresh_result(leg, response.status)
         if response.status >= 200 and purpose != "invite":
             self._client.pop(event.key, None)
 
@@ -326,8 +334,8 @@ class B2bua(SipIo):
         leg, purpose, origin = entry
         if purpose == "invite":
             self._leg_failed(leg, 408, cause)
-        elif purpose == "probe":
-            self._probe_result(leg, False)
+        elif purpose == "refresh":
+            self.sessions.refresh_result(leg, None)
         elif purpose == "relay" and origin is not None:
             self.respond(origin[1], 408, to_tag=origin[0].local_tag)
 
@@ -344,7 +352,11 @@ class B2bua(SipIo):
         if len(self.calls) >= self.settings.max_calls:
             self._refuse(request, "", 503, "too many calls")
             return
+        if not self.sessions.check_invite(request):
+            return
         trunk = self._trunk_for(source)
+        if not self.reliable.check_invite(request, trunk):
+            return
         if trunk is not None:
             self._admit(event, trunk)
             return
@@ -410,6 +422,8 @@ class B2bua(SipIo):
                   response_destination(request.top_via, source), invite=request,
                   invite_key=event.key)
         call.caller_leg = leg
+        if self.reliable.wants_reliable(leg, trunk):
+            self.reliable.start(leg)
         self.calls[call.call_id] = call
         self._by_tag[leg.local_tag] = leg
         assert event.key is not None
@@ -435,7 +449,7 @@ class B2bua(SipIo):
             if not await self._early_media(call, leg):
                 return
         elif self.settings.ringback_180:
-            self.respond(leg.invite, 180, to_tag=leg.local_tag)
+            self.reliable.provisional(leg, 180)
             leg.state = LegState.EARLY
         self._emit(CallOffered(call.call_id, call.sip_call_id, call.caller, call.called,
                                call.hotline, call.queue, call.priority, call.trunk, call.route,
@@ -465,9 +479,7 @@ class B2bua(SipIo):
             return False
         if call.state is not CallState.NEW or not leg.live:
             return False
-        self.send_response(build_response(
-            leg.invite, 183, to_tag=leg.local_tag,  # type: ignore[arg-type]
-            extra_headers=self.answer_headers(leg.peer), body=answer.encode()))
+        self.reliable.provisional(leg, 183, self.answer_headers(leg.peer), answer.encode())
         leg.state = LegState.EARLY
         call.early_media = True
         control = self.control()
@@ -584,6 +596,7 @@ class B2bua(SipIo):
                                         ("X-Dispatchd-Hotline", call.hotline)]
         if call.pai:
             extra.append(("P-Asserted-Identity", call.pai))
+        extra += merge_option_tags(self.sessions.uac_headers() + self.reliable.uac_headers(None))
         name = f'"{call.caller_display}" ' if call.caller_display else ""
         request = self.new_invite(
             binding.contact, f"{name}<sip:{call.caller or 'anonymous'}@{self.settings.domain}>",
@@ -604,11 +617,15 @@ class B2bua(SipIo):
             if leg.cancel_wanted:
                 self._send_cancel(leg)
                 return
+            self.reliable.on_provisional(leg, response)
+            if leg.on_status is not None:
+                leg.on_status(leg, response.status)
+                return
             caller = call.caller_leg
             if (leg.role is LegRole.AGENT and caller is not None and caller.live
                     and not call.early_media  # the caller hears our hold prompt instead
                     and call.state is CallState.QUEUED and response.status in (180, 183)):
-                self.respond(caller.invite, response.status, to_tag=caller.local_tag)
+                self.reliable.provisional(caller, response.status)
             return
         if response.is_success:
             if leg.dialog is not None:
@@ -621,13 +638,18 @@ class B2bua(SipIo):
                 self._leg_failed(leg, 502, "bad_2xx")
                 return
             leg.state = LegState.CONFIRMED
-            leg.answer_sdp = response.body.decode("utf-8", "replace")
+            leg.answer_sdp = response.body.decode("utf-8", "replace") or leg.answer_sdp
+            self.reliable.confirmed(leg)
+            if leg.role is not LegRole.MONITOR:
+                self.sessions.start_uac(leg, response)
             if not leg.late_offer or leg.cancel_wanted or call.state is CallState.ENDED:
                 self._send_ack(leg)
             if leg.cancel_wanted or call.state is CallState.ENDED:
                 self._bye(leg, None)
                 return
-            if call.on_answer is not None:
+            if leg.on_status is not None:
+                leg.on_status(leg, 200)
+            elif call.on_answer is not None:
                 call.on_answer(leg)
             elif leg.role is LegRole.MONITOR:
                 self.forcein.answered(leg)
@@ -641,12 +663,20 @@ class B2bua(SipIo):
         if leg.cancel_wanted or leg.state is LegState.ENDED:
             self._end_leg(leg)
             return
+        retry = self.sessions.retry_422(leg, response) if response.status == 422 else None
+        if retry is not None:
+            self.track_invite(leg, retry)  # RFC 4028 7.4: again, with the peer's Min-SE
+            return
         self._leg_failed(leg, response.status, f"sip_{response.status}")
 
     def _leg_failed(self, leg: Leg, status: int, cause: str) -> None:
         was_live = leg.live
         self._end_leg(leg)
         call = leg.call
+        if leg.on_status is not None:
+            if was_live:
+                leg.on_status(leg, status)
+            return
         if leg.role is LegRole.MONITOR:
             self.forcein.ended(leg, leg.actor, cause, step="failed")
             return
@@ -712,6 +742,7 @@ class B2bua(SipIo):
             log.warning("call %s: media answer failed: %r", call.call_id, exc)
             self._release(call, "media_failed", "system", status=488)
             return
+        early_answered = await self.reliable.before_final(caller)
         if call.state is not CallState.CONNECTING or not caller.live:
             return
         control = self.control()
@@ -722,12 +753,18 @@ class B2bua(SipIo):
                 control.expect_media(leg.leg_id)
             except ValueError:
                 log.info("call %s: a leg left the media engine while connecting", call.call_id)
-        response = build_response(caller.invite, 200, to_tag=caller.local_tag,  # type: ignore[arg-type]
-                                  extra_headers=self.answer_headers(caller.peer),
-                                  body=answer.encode())
+        assert caller.invite is not None
+        headers = self.answer_headers(caller.peer) + self.sessions.uas_headers(caller.invite)
+        if early_answered:  # the reliable 183 completed offer/answer (RFC 3262 section 5)
+            headers = [h for h in headers if h[0] != "Content-Type"]
+        response = build_response(caller.invite, 200, to_tag=caller.local_tag,
+                                  extra_headers=headers,
+                                  body=b"" if early_answered else answer.encode())
+        self.reliable.stop(caller)
         self.send_response(response)
-        caller.dialog = Dialog.as_uas(caller.invite, response)  # type: ignore[arg-type]
+        caller.dialog = Dialog.as_uas(caller.invite, response)
         caller.state = LegState.CONFIRMED
+        self.sessions.start_uas(caller, caller.invite)
         self._retransmit(caller, response)
         call.state = CallState.CONNECTED
         call.answered_at = self.wall()
@@ -786,6 +823,9 @@ class B2bua(SipIo):
     def _in_dialog(self, event: DeliverRequest) -> None:
         request = event.request
         leg = self._by_tag.get(request.to.tag or "")
+        if leg is not None and leg.live and request.method == "PRACK":
+            self.reliable.on_prack(leg, request)
+            return
         if leg is None or leg.dialog is None or not leg.live:
             self.respond(request, 481)
             return
@@ -795,6 +835,13 @@ class B2bua(SipIo):
             self.respond(request, exc.status, to_tag=leg.local_tag)
             return
         method = request.method
+        if method == "UPDATE" and not request.body and leg.session is not None:
+            self.sessions.answer_bare_update(leg, request)
+            return
+        if method == "BYE" and self.transfers.agent_left(leg):
+            self.respond(request, 200, to_tag=leg.local_tag)  # the caller stays
+            self._end_leg(leg)
+            return
         if method == "BYE" and leg.role is LegRole.MONITOR:
             self.respond(request, 200, to_tag=leg.local_tag)
             self.forcein.ended(leg, leg.actor, "supervisor hung up")
@@ -809,7 +856,7 @@ class B2bua(SipIo):
             by = "caller" if leg.role is LegRole.CALLER else "agent"
             self._release(leg.call, f"{by}_hangup", by)
         elif method == "REFER":
-            self._refer(leg, request)
+            self.transfers.on_refer(leg, request)
         elif method in _RELAYED:
             other = leg.call.other(leg)
             if other is None or other.dialog is None or not other.live:
@@ -819,7 +866,7 @@ class B2bua(SipIo):
         else:
             self.respond(request, 405, to_tag=leg.local_tag,
                          extra=(("Allow", "INVITE, ACK, CANCEL, BYE, UPDATE, INFO, REFER, "
-                                 "OPTIONS"),))
+                                 "OPTIONS, PRACK"),))
 
     async def _answer_locally(self, leg: Leg, request: SipRequest) -> None:
         """A re-INVITE/UPDATE with SDP on an anchored call: our media answers it (hold,
@@ -830,8 +877,9 @@ class B2bua(SipIo):
             log.info("leg %s: re-offer refused: %s", leg.leg_id, exc)
             self.respond(request, 488, to_tag=leg.local_tag)
             return
+        headers = self.answer_headers(leg.peer) + self.sessions.refresh_received(leg, request)
         reply = build_response(request, 200, to_tag=leg.local_tag,
-                               extra_headers=self.answer_headers(leg.peer), body=answer.encode())
+                               extra_headers=headers, body=answer.encode())
         self.send_response(reply)
         if request.method == "INVITE":
             self._retransmit(leg, reply)
@@ -864,7 +912,7 @@ class B2bua(SipIo):
     def _relay(self, origin: Leg, request: SipRequest, target: Leg) -> None:
         assert target.dialog is not None
         extra: list[tuple[str, str]] = []
-        for name in ("Content-Type", "Session-Expires", "Min-SE"):
+        for name in ("Content-Type",):  # session timers are per leg, not relayed
             value = request.headers.get(name)
             if value is not None:
                 extra.append((name, value))
@@ -885,6 +933,8 @@ class B2bua(SipIo):
             extra.append(("Content-Type", ctype))
         if request.method == "INVITE" and response.status < 300:
             extra.extend(self.answer_headers(leg.peer))
+        if request.method in ("INVITE", "UPDATE") and response.is_success:
+            extra.extend(self.sessions.refresh_received(leg, request))
         if request.method == "INVITE" and response.is_success and target.dialog is not None:
             ack = target.dialog.create_ack(self.via(target.peer))
             self.send_stateless(ack, target.peer)
@@ -931,6 +981,7 @@ class B2bua(SipIo):
                 self._stop_leg(leg)
         if call.answer_task is not None and not call.answer_task.done():
             call.answer_task.cancel()
+        self.transfers.call_ended(call)
         self._emit(CallReleased(call.call_id, cause, by, call.released_at))
         if call.in_acd:
             call.in_acd = False
@@ -973,6 +1024,8 @@ class B2bua(SipIo):
             leg.timer.cancel()
             leg.timer = None
         leg.retransmitter = None
+        self.sessions.stop(leg)
+        self.reliable.stop(leg)
         self.spawn(self.anchor.release(leg.leg_id))
 
     def _forget(self, call: Call) -> None:
@@ -982,38 +1035,42 @@ class B2bua(SipIo):
             if leg.invite_key is not None:
                 self._by_invite.pop(leg.invite_key, None)
 
-    # -- REFER and dead-call probes ------------------------------------
+    # -- hooks for the collaborators (sessions, prack, transfer) -------------
 
-    def _refer(self, leg: Leg, request: SipRequest) -> None:
-        # Blind transfer needs the media anchor to re-point the caller's media;
-        # until it lands REFER is refused rather than half done.
-        self.respond(request, 501, to_tag=leg.local_tag)
+    def track_client(self, key: TransactionKey, leg: Leg, purpose: str) -> None:
+        """Route the responses of a client transaction about ``leg`` by ``purpose``."""
+        self._client[key] = (leg, purpose, None)
 
-    def _arm_probe(self) -> None:
-        interval = max(1.0, self.settings.session_expires / 2)
-        self._probe = asyncio.get_running_loop().call_later(interval, self._probe_all)
-
-    def _probe_all(self) -> None:
-        for call in list(self.calls.values()):
-            if call.state is not CallState.CONNECTED:
-                continue
-            for leg in (call.caller_leg, call.connected):
-                if leg is not None and leg.dialog is not None and leg.live:
-                    try:
-                        options = leg.dialog.create_request("OPTIONS", self.via(leg.peer))
-                    except DialogError:
-                        continue
-                    key = self.send_request(options, leg.peer)
-                    self._client[key] = (leg, "probe", None)
-        self._arm_probe()
-
-    def _probe_result(self, leg: Leg, alive: bool) -> None:
-        if alive:
-            leg.probe_failures = 0
+    def session_ended(self, leg: Leg, cause: str) -> None:
+        """A leg's session expired or its refresh failed: release its call (BYE with
+        a Reason header); a supervisor's leg alone is hung up."""
+        call = leg.call
+        if leg.role is LegRole.MONITOR:
+            self.forcein.ended(leg, "system", cause)
+            self._bye(leg, EXPIRED_REASON)
             return
-        leg.probe_failures += 1
-        if leg.call.state is CallState.CONNECTED:
-            log.info("call %s: leg %s is dead; releasing", leg.call.call_id, leg.leg_id)
-            leg.state = LegState.ENDED
-            self._release(leg.call, "dead_call", "system",
-                          reason='Q.850;cause=41;text="session expired"')
+        if cause == "dead_call":
+            leg.state = LegState.ENDED  # it does not answer: no BYE to it
+        self._release(call, cause, "system", reason=EXPIRED_REASON)
+
+    def reliable_failed(self, leg: Leg) -> None:
+        """No PRACK for our reliable 18x: reject the INVITE (504) and end the call."""
+        if leg.call.state is not CallState.ENDED and leg.dialog is None:
+            self._release(leg.call, "no_prack", "system", status=504)
+
+    def transfer_abandoned(self, call: Call) -> None:
+        """A transfer failed after the call taker had left: release the caller (the
+        CDR says ``transfer_failed``; the number is on record for a call-back)."""
+        self._release(call, "transfer_failed", "system",
+                      reason='Q.850;cause=31;text="transfer failed"')
+
+    def transferred(self, call: Call, agent: Leg, target: str, by: str) -> None:
+        """A blind transfer connected: the ACD frees the call taker (wrap-up)."""
+        self._emit(CallTransferred(call.call_id, agent.agent_id, target, self.wall(), by))
+        if call.in_acd:
+            call.in_acd = False
+            try:
+                self.acd.call_ended(call.call_id, self.mono(), "transferred")
+            except AcdError:
+                log.exception("ACD refused the transfer of %s", call.call_id)
+            self._pump_acd()

@@ -17,6 +17,7 @@ __all__ = [
     "CallOffered",
     "CallRefused",
     "CallReleased",
+    "CallTransferFailed",
     "CallTransferred",
     "LiveCall",
     "TrunkStatus",
@@ -110,6 +111,19 @@ class CallTransferred:
     agent_id: str
     target: str
     at: float
+    by: str = ""  # who asked: "agent:<id>" (REFER) or the API user
+
+
+@dataclass(frozen=True, slots=True)
+class CallTransferFailed:
+    """A blind transfer's new leg failed: the caller stays with the call taker."""
+
+    call_id: str
+    agent_id: str
+    target: str
+    status: int
+    at: float
+    by: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,4 +157,4 @@ class LiveCall:
 
 
 CallEvent = (CallOffered | CallRefused | CallAnswered | CallReleased | CallTransferred
-             | TrunkStatus | CallMediaDead | CallMonitor)
+             | CallTransferFailed | TrunkStatus | CallMediaDead | CallMonitor)

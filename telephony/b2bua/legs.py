@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from telephony.sip.dialog import AnswerRetransmitter, Dialog
 from telephony.sip.events import TransactionKey
 from telephony.sip.message import Destination, SipRequest
+from telephony.sip.reliable import ReliableReceiver, ReliableSender
+from telephony.sip.timers import SessionTimer
 
 __all__ = ["Call", "CallState", "Leg", "LegRole", "LegState", "new_tag"]
 
@@ -75,10 +77,19 @@ class Leg:
     answer_sdp: str = ""  # the far end's SDP in its 2xx (UAC legs)
     retransmitter: AnswerRetransmitter | None = None
     timer: asyncio.TimerHandle | None = None
-    probe_failures: int = 0
     late_offer: bool = False  # our INVITE had no SDP: the ACK carries our answer
     actor: str = ""  # monitor legs: the supervisor who forced in
     mode: str = ""  # monitor legs: listen, whisper or barge
+    session: SessionTimer | None = None  # RFC 4028 refresh clock (telephony.b2bua.sessions)
+    session_handle: asyncio.TimerHandle | None = None
+    refresh_by_update: bool = False  # the peer allows UPDATE: refresh with it, else OPTIONS
+    session_retried: bool = False  # our INVITE was sent again after a 422
+    reliable: ReliableSender | None = None  # our 18x sent with 100rel (caller legs)
+    reliable_handle: asyncio.TimerHandle | None = None
+    prack_rx: ReliableReceiver | None = None  # PRACKs for the peer's reliable 18x (UAC legs)
+    early: Dialog | None = None  # the early dialog PRACKs go in (UAC legs)
+    on_status: Callable[[Leg, int], None] | None = None
+    """Set on transfer legs: gets each provisional, the 2xx (200) and the failure status."""
 
     @property
     def live(self) -> bool:

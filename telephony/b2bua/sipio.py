@@ -31,9 +31,26 @@ from telephony.sip.message import (
 from telephony.sip.transport import NullTransactionUser, SipEndpoint
 from telephony.sip.uri import parse_uri
 
-__all__ = ["SipIo"]
+__all__ = ["SipIo", "merge_option_tags"]
 
 log = logging.getLogger(__name__)
+
+
+def merge_option_tags(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """One Supported and one Require header each, with every option tag once (some
+    peers read only the first Supported header)."""
+    out: list[tuple[str, str]] = []
+    tags: dict[str, list[str]] = {}
+    for name, value in headers:
+        if name in ("Supported", "Require"):
+            if name not in tags:
+                tags[name] = []
+                out.append((name, ""))
+            tags[name] += [t.strip() for t in value.split(",")
+                           if t.strip() and t.strip() not in tags[name]]
+        else:
+            out.append((name, value))
+    return [(n, ", ".join(tags[n]) if n in tags else v) for n, v in out]
 
 
 class SipIo(NullTransactionUser):

@@ -71,7 +71,7 @@ class SipDaemon:
     def __init__(self, tmp: Path, *, agents: dict[str, list[str]],
                  trunks: str = "", extra_sip: str = "", telephony: str = BASE_TELEPHONY,
                  accounts: dict[str, str] | None = None, registrar: str = "",
-                 media: str = "", ssh: bool = False) -> None:
+                 media: str = "", ssh: bool = False, listen: str = "") -> None:
         self.tmp = tmp
         self.db_path = tmp / "var" / "dispatchd.db"
         agent_text = "".join(
@@ -83,7 +83,7 @@ class SipDaemon:
             f'[ssh]\nenabled = {"true" if ssh else "false"}\nport = 0\n'
             f'[log]\nlevel = "info"\n'
             f'[sip]\nenabled = true\ndomain = "{DOMAIN}"\nagent_login_on_register = true\n'
-            f'listen = [{{transport = "udp", host = "127.0.0.1", port = 0}}]\n'
+            f'listen = [{{transport = "udp", host = "127.0.0.1", port = 0}}{listen}]\n'
             f'{extra_sip or "session_expires = 90"}\n'
             f'[sip.registrar]\nrate = 1000.0\nburst = 1000.0\n{registrar}\n'
             f'{telephony}\n{agent_text}\n{trunks}\n{media}\n')

@@ -34,9 +34,11 @@ class Baresip:
 
     def __init__(self, tmp: Path, user: str, password: str, registrar_port: int,
                  domain: str, *, freq: float = 1000.0, dump: bool = False,
-                 seconds: float = 30.0) -> None:
+                 seconds: float = 30.0, transport: str = "udp",
+                 cafile: Path | None = None) -> None:
         """``freq``: the tone it sends; ``dump``: write what it hears/sends (sndfile)
-        to ``dump-*-dec.wav`` / ``-enc.wav`` in its directory."""
+        to ``dump-*-dec.wav`` / ``-enc.wav`` in its directory; ``transport = "tls"``
+        registers over TLS, trusting ``cafile``."""
         self.dir = tmp / f"baresip-{user}"
         self.dir.mkdir()
         self.sip_port = free_port()
@@ -48,10 +50,13 @@ class Baresip:
             f"audio_source aufile,{wav}", "audio_player aubridge,nil",
             "module_path /usr/lib/baresip/modules",
             "module g711.so", "module aufile.so", "module aubridge.so", *dumping,
+            *([f"sip_cafile {cafile}"] if cafile else []),
             "module_app account.so", "module_app menu.so", "module_app ctrl_tcp.so",
             f"ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}", ""]))
         (self.dir / "accounts").write_text(
-            f"<sip:{user}@127.0.0.1:{registrar_port}>;auth_pass={password};regint=600;"
+            f"<sip:{user}@127.0.0.1:{registrar_port}"
+            f"{'' if transport == 'udp' else f';transport={transport}'}>"
+            f";auth_pass={password};regint=600;"
             "answermode=auto;audio_codecs=PCMU\n")
         self.proc = subprocess.Popen([need("baresip"), "-f", str(self.dir)],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
