@@ -96,12 +96,19 @@ def mount_conferences(app: FastAPI, conferences: Any, needs: Any) -> None:
         """Open a conference and dial its participants (audited)."""
         svc = service()
         try:
-            conf_id = await svc.create(body.name, principal.name, locked=body.locked,
+            targets = [svc.target(t) for t in body.participants]  # all valid, or nothing opens
+            conf_id = await svc.create(body.name, principal.name, locked=False,
                                        pin=body.pin, incident_id=body.incident_id)
-            legs = [await svc.add(conf_id, t, principal.name, body.reason)
-                    for t in body.participants]
         except ConferenceError as exc:
             raise fail(exc) from None
+        try:
+            legs = [await svc.conf.add(conf_id, t, principal.name, body.reason)
+                    for t in targets]
+        except ConferenceError as exc:
+            svc.conf.end(conf_id, principal.name, f"not opened: {exc}")
+            raise fail(exc) from None
+        if body.locked:
+            svc.conf.lock(conf_id, True, principal.name)
         return {**svc.conf.snapshot(conf_id), "dialled": legs}
 
     @app.get(f"{API}/conferences/{{conf_id}}", tags=["conferences"])
