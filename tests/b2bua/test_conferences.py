@@ -247,6 +247,9 @@ async def test_a_third_party_joins_a_live_call_and_the_call_is_a_conference(
     await wait_for(lambda: len(sip.rows("SELECT contact FROM sip_bindings")) == 2,
                    "caller and unit registered")
     caller.command("dial", f"sip:110@127.0.0.1:{sip.port}")
+    await wait_for(lambda: [c for c in api.get("/api/v1/calls").json()
+                            if c["state"] == "queued"], "the call queued")
+    await grow(caller, 0, 2.5)  # queued (hearing the hold prompt): not recorded yet
     alice = Baresip(tmp_path, "alice", PASSWORD, sip.port, "dispatch.test", freq=TAKER,
                     dump=True, seconds=180)
     started.append(alice)
@@ -295,6 +298,19 @@ async def test_a_third_party_joins_a_live_call_and_the_call_is_a_conference(
     assert cdr == [("force_released", "sup")]
     audit = sip.rows("SELECT actor, details FROM audit_log WHERE action = 'conference.ringing'")
     assert audit[0][0] == "sup" and "connect the fire unit" in audit[0][1]
+
+    # Recorded from answer to release (not while queued): path, duration and hash on the
+    # CDR; the call taker is on channel 1 from the first second of the file.
+    timeline = await wait_for(lambda: [r for r in sip.rows(
+        "SELECT timeline FROM call_records WHERE id = ?", call_id) if "recording" in r[0]],
+        "the recording on the CDR", timeout=30)
+    rec = next(t for t in json.loads(timeline[0][0]) if t["kind"] == "recording")
+    with wave.open(rec["path"]) as w:
+        stereo = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2)
+    assert abs(len(stereo) / 8000 - rec["duration_s"]) < 0.05 and len(rec["sha256"]) == 64
+    start = stereo[2400:10400]
+    assert_hears(start[:, 1], (TAKER,), (CALLER,), "recording's first second, channel 1")
+    assert_hears(start[:, 0], (CALLER,), (TAKER,), "recording's first second, channel 0")
 
 
 UNITS = """
