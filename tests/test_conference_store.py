@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import select
 
 from dispatch.audit import AuditTrail
-from dispatch.config import ConfigError, parse_settings
 from dispatch.conference_service import ConferenceService, unit_target
+from dispatch.config import ConfigError, parse_settings
 from dispatch.events import Envelope
 from dispatch.models import AuditEntry, CallRecordRow, ConferenceRow, UnitRow
 from dispatch.recording_retention import DAY_S, RecordingExpired, RecordingSweeper
