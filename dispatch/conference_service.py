@@ -89,7 +89,12 @@ class ConferenceService:
         self._task = asyncio.ensure_future(self._writer())
 
     async def stop(self, timeout: float = 2.5) -> None:
-        """Flush what is queued (bounded in time), then stop."""
+        """End every open conference (BYE with a Reason), flush the rows, then stop."""
+        for conf_id in self.conf.open_conferences():
+            try:
+                self.conf.end(conf_id, "system", "shutdown")
+            except ConferenceError:
+                continue
         if self._task is None:
             return
         try:
@@ -101,7 +106,7 @@ class ConferenceService:
 
     def health(self) -> dict[str, Any]:
         """Open conferences, the writer's queue and its counters."""
-        return {"open": sum(1 for c in self.conf.list() if c["kind"] == "conference"),
+        return {"open": len(self.conf.open_conferences()),
                 "pending": self.queue.qsize(), "dropped": self.dropped, "errors": self.errors}
 
     def __call__(self, envelope: Envelope) -> None:

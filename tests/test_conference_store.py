@@ -13,6 +13,7 @@ import os
 import tomllib
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -102,7 +103,8 @@ async def test_conference_changes_become_a_row_with_history_and_audit_rows(
     database: Database
 ) -> None:
     clock = Clock(T0)
-    service = ConferenceService(cast(Any, None), "dispatch.test", database,
+    no_sip = SimpleNamespace(open_conferences=lambda: [])  # the writer alone, no B2BUA
+    service = ConferenceService(cast(Any, no_sip), "dispatch.test", database,
                                 AuditTrail(lambda e: None, clock), clock)
     await service.start()
     conf = str(uuid.uuid4())

@@ -33,6 +33,7 @@ The B2BUA calls the hooks (:meth:`answered`, :meth:`failed`, :meth:`hung_up`,
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -273,8 +274,10 @@ class Conferences:
                 "locked": info.locked, "pin_set": bool(info.pin_hash),
                 "incident_id": info.incident_id, "legs": legs}
 
-    def list(self) -> list[dict[str, Any]]:
+    def listing(self) -> list[dict[str, Any]]:
         """Every open conference and every connected call (a conference of two)."""
+        for gone in [c for c in self._info if c not in self.b2bua.calls]:
+            del self._info[gone]  # a call released since it was last looked at
         out = []
         for call in list(self.b2bua.calls.values()):
             if call.state is CallState.ENDED:
@@ -505,6 +508,13 @@ class Conferences:
                 self.b2bua.stop_leg(leg)
         self.b2bua.calls.pop(conf_id, None)
         self._info.pop(conf_id, None)
+        # Late responses and retransmissions still find the legs for a while (as for calls).
+        asyncio.get_running_loop().call_later(32.0, self.b2bua._forget, call)
+
+    def open_conferences(self) -> list[str]:
+        """Ids of the conferences (not calls) still open."""
+        return [c for c, info in self._info.items()
+                if not info.is_call and c in self.b2bua.calls]
 
     def call_ended(self, call_id: str) -> None:
         """Forget the conference view of a call that was released."""

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from b2bua_helpers import PASSWORD, SipDaemon, SippServer, free_port
@@ -408,3 +409,25 @@ async def test_calling_a_unit_and_a_confirmed_plan_conference(
         "SELECT incident_id, ended_by FROM conferences WHERE id = ? AND ended_at IS NOT NULL",
         plan_conf), "the plan conference stored")
     assert rows == [(iid, "sup")]
+
+    # A call taker may see conferences but not open or change one.
+    pw = tmp_path / "ct-pw"
+    pw.write_text("call-taker-password-1\n")
+    assert sip.cli("user", "add", "ct", "--role", "call_taker", "--password-file",
+                   str(pw)).returncode == 0
+    token = httpx.post(f"{sip.proc.url}/api/v1/auth/login", json={
+        "username": "ct", "password": "call-taker-password-1"}).json()["token"]
+    ct = httpx.Client(base_url=sip.proc.url, headers={"Authorization": f"Bearer {token}"})
+    assert ct.get("/api/v1/conferences").status_code == 200
+    assert ct.post("/api/v1/conferences", json={"name": "x"}).status_code == 403
+    assert ct.post("/api/v1/units/U-1/call", json={"account": "disp"}).status_code == 403
+
+    # Shutdown ends open conferences: the phones get BYE and the row says why.
+    reply = api.post("/api/v1/conferences", json={"name": "night", "participants": ["u1"]})
+    assert reply.status_code == 201, reply.text
+    last = reply.json()["id"]
+    await confirmed(api, last, 1)
+    sip.stop()
+    await asyncio.to_thread(ph["u1"].wait_event, "CALL_CLOSED", 30)
+    assert sip.rows("SELECT ended_by, end_reason FROM conferences WHERE id = ?", last) == [
+        ("system", "shutdown")]
