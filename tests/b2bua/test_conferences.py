@@ -1,7 +1,7 @@
 """Conferences with real peers: baresip phones dialled out, SIPp trunks, FFT of what each hears.
 
-A real dispatchd runs with ``[sip]`` and ``[media]``; baresip phones register
-and auto-answer, each sending its own tone (dispatcher 700 Hz, unit 1 1100 Hz,
+A real dispatchd runs with ``[sip]`` and ``[media]``; baresip phones (and a
+pyVoIP phone) register and auto-answer, each sending its own tone (dispatcher 700 Hz, unit 1 1100 Hz,
 unit 2 1500 Hz; a public caller 650 Hz, a call taker 1000 Hz) and dumping what
 it decodes.  The FFT of each dump between two moments proves who hears whom:
 a muted leg is heard by nobody, a deafened leg hears nothing, a locked room
@@ -431,3 +431,39 @@ async def test_calling_a_unit_and_a_confirmed_plan_conference(
     await asyncio.to_thread(ph["u1"].wait_event, "CALL_CLOSED", 30)
     assert sip.rows("SELECT ended_by, end_reason FROM conferences WHERE id = ?", last) == [
         ("system", "shutdown")]
+
+
+async def test_a_pyvoip_phone_dialled_into_a_conference_hears_and_is_heard(
+    tmp_path: Path, started: list[object]
+) -> None:
+    from softphones import PyVoipPhone
+
+    pyvoip = 1900.0
+    # pyVoIP answers only an MD5 challenge without qop, with ";transport=UDP" in its uri.
+    sip = SipDaemon(tmp_path, agents={}, accounts={"disp": PASSWORD, "pv": PASSWORD},
+                    registrar='algorithms = ["MD5"]\nrequire_qop = false\ncheck_digest_uri = false',
+                    media=media(tmp_path))
+    started.append(sip)
+    api = sip.api()
+    pv = PyVoipPhone("pv", PASSWORD, sip.port, freq=pyvoip)
+    started.append(pv)
+    ph = await phones(tmp_path, sip, {"disp": DISP})
+    started.extend(ph.values())
+    await wait_for(lambda: len(sip.rows("SELECT contact FROM sip_bindings")) == 2,
+                   "pyVoIP and baresip registered")
+    reply = api.post("/api/v1/conferences", json={"name": "pv", "participants": ["disp", "pv"]})
+    assert reply.status_code == 201, reply.text
+    conf_id = reply.json()["id"]
+    await confirmed(api, conf_id, 2)
+    assert pv.answered == 1
+    (d,) = await hear([ph["disp"]])
+    assert_hears(d, (pyvoip,), (UNIT1,), "dispatcher hears the pyVoIP phone")
+    mark = len(pv.heard)
+    await wait_for(lambda: len(pv.heard) >= mark + 3 * 8000, "pyVoIP hears 3 s", timeout=30)
+    heard = (np.frombuffer(bytes(pv.heard[mark + 4000:]), dtype=np.uint8).astype(np.int16)
+             - 128) * 256
+    assert_hears(heard, (DISP,), (pyvoip,), "pyVoIP hears the dispatcher")
+    assert api.delete(f"/api/v1/conferences/{conf_id}", params={"reason": "done"}
+                      ).status_code == 200
+    await asyncio.to_thread(ph["disp"].wait_event, "CALL_CLOSED", 30)
+    await wait_for(lambda: pv.ended == 1, "pyVoIP's call ended by our BYE")
