@@ -17,6 +17,8 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from dispatch.audit import AuditTrail
@@ -151,6 +153,19 @@ def test_dial_targets(text: str, kind: str, value: str) -> None:
 def test_bad_dial_targets_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_target(text, "dispatch.test")
+
+
+@given(st.one_of(st.text(max_size=300),
+                 st.builds(lambda rest: "sip:" + rest, st.text(max_size=100)),
+                 st.builds(lambda user, rest: f"sip:{user}@{rest}",
+                           st.from_regex(r"[a-z0-9]{1,8}", fullmatch=True), st.text(max_size=60))))
+def test_any_text_is_a_dial_target_or_a_value_error(text: str) -> None:
+    try:
+        target = parse_target(text, "dispatch.test")
+    except ValueError:
+        return
+    # Whatever is accepted is safe to put in a Request-URI and a To header.
+    assert target.value.isprintable() and not any(c in target.value for c in "\r\n<>\" ")
 
 
 def test_a_unit_is_called_on_its_sip_uri_else_phone_else_satphone() -> None:
