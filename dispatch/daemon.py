@@ -284,6 +284,9 @@ class Daemon:
                 self.clock, incidents=self.dispatch.incidents, units=self.dispatch.units)
             self.hub.listen(self.conferences)
             self.services.add(self.conferences, required=False, retry_s=30.0)
+            from dispatch.conference_commands import add_conference_commands
+
+            add_conference_commands(self.commands, self.conferences)
 
     def _add_ssh(self) -> None:
         from dispatch.sshconsole import SshConsole

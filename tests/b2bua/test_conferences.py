@@ -23,9 +23,17 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from b2bua_helpers import PASSWORD, SipDaemon, SippServer, free_port
+from b2bua_helpers import PASSWORD, SipDaemon, SippServer, free_port, need, run_peer
 from softphones import Baresip
-from test_b2bua_media import assert_hears, grow, level_db, media, samples, segment
+from test_b2bua_media import (
+    assert_hears,
+    grow,
+    level_db,
+    media,
+    samples,
+    segment,
+    ssh_command,
+)
 from test_b2bua_sipp import uas_done, wait_for
 
 DISP, UNIT1, UNIT2 = 700.0, 1100.0, 1500.0
@@ -356,9 +364,13 @@ async def test_calling_a_unit_and_a_confirmed_plan_conference(
     extra = (f'[dispatch]\nunits_file = "{tmp_path / "units.toml"}"\n'
              f'plans_dir = "{tmp_path / "plans"}"\n')
     sip = SipDaemon(tmp_path, agents={}, accounts=users, registrar='algorithms = ["MD5"]',
-                    media=media(tmp_path) + extra)
+                    media=media(tmp_path) + extra, ssh=True)
     started.append(sip)
     api = sip.api()
+    key = tmp_path / "sup_key"
+    assert (await run_peer(need("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f",
+                           str(key)))[0] == 0
+    assert sip.cli("user", "key", "sup", f"{key}.pub").returncode == 0
     ph = await phones(tmp_path, sip, {"disp": DISP, "u1": UNIT1, "u2": UNIT2})
     started.extend(ph.values())
     await wait_for(lambda: len(sip.rows("SELECT contact FROM sip_bindings")) == 3,
@@ -397,6 +409,15 @@ async def test_calling_a_unit_and_a_confirmed_plan_conference(
     assert sorted(x["target"] for x in answered) == ["user:disp", "user:u2"]
     (b,) = await hear([ph["u2"]])
     assert_hears(b, (DISP,), (UNIT1,), "unit 2 in the plan conference")
+    # The same conference on the SSH console: listed leg by leg, a leg muted by name.
+    code, out = await ssh_command(sip, key, "show", "conferences")
+    assert code == 0 and plan_conf in out and "user:u2" in out and "user:disp" in out, out
+    u2_leg = next(x["leg"] for x in answered if x["target"] == "user:u2")
+    code, out = await ssh_command(sip, key, "conference", "mute", plan_conf, u2_leg)
+    assert code == 0 and "muted" in out, out
+    assert {x["leg"]: x for x in legs(api, plan_conf)}[u2_leg]["muted"] is True
+    code, out = await ssh_command(sip, key, "conference", "mute", plan_conf)
+    assert code == 2 and "usage: conference mute ID LEG" in out, out
     links = await wait_for(lambda: sip.rows(
         "SELECT ref, actor FROM incident_links WHERE incident_id = ? AND kind = 'conference'",
         iid), "the conference linked to the incident")
