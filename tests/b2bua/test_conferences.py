@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,6 +92,14 @@ async def hear(phone_list: list[Baresip]) -> list[np.ndarray]:
     return [segment(p, m, e) for p, m, e in zip(phone_list, marks, ends, strict=True)]
 
 
+def tone_heard(x: np.ndarray) -> bool:
+    """The join/leave tone's high note stands out in some 0.1 s of ``x`` (the talkers'
+    tones are far from it)."""
+    windows = [x[i:i + 800] for i in range(0, len(x) - 800, 400)]
+    levels = [level_db(w, JOIN_HIGH) for w in windows]
+    return bool(levels) and max(levels) > float(np.median(levels)) + 25
+
+
 def rms(x: np.ndarray) -> float:
     """Root mean square of a segment."""
     return float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
@@ -143,10 +152,7 @@ async def test_conference_dial_out_mute_deafen_lock_failover_remove_end_and_reco
     assert_hears(d, (UNIT1, UNIT2), (), "dispatcher, three legs")
     assert_hears(a, (DISP, UNIT2), (), "unit 1, three legs")
     assert_hears(b, (DISP, UNIT1), (), "unit 2, three legs")
-    heard = samples(disp.heard())[before_join:]
-    windows = [heard[i:i + 800] for i in range(0, len(heard) - 800, 400)]
-    joins = [level_db(w, JOIN_HIGH) for w in windows]
-    assert max(joins) > float(np.median(joins)) + 25, "the join tone was not heard"
+    assert tone_heard(samples(disp.heard())[before_join:]), "the join tone was not heard"
     shown = {x["leg"]: x for x in legs(api, conf_id)}
     assert shown[leg2]["added_by"] == "sup" and shown[leg2]["target"] == "user:u2"
 
@@ -191,7 +197,9 @@ async def test_conference_dial_out_mute_deafen_lock_failover_remove_end_and_reco
     failed = sip.rows("SELECT details FROM audit_log WHERE action = 'conference.failed'")
     assert "sip_503 via trunk busy" in failed[0][0]
 
-    # 6. Remove the trunk leg: BYE with our Reason header; the rest carry on.
+    # 6. Remove the trunk leg: BYE with our Reason header; the rest carry on and hear
+    #    the leave tone.
+    before_leave = len(samples(disp.heard()))
     gone = api.delete(f"/api/v1/conferences/{conf_id}/legs/{trunked[0]['leg']}",
                       params={"reason": "line needed"})
     assert gone.status_code == 200, gone.text
@@ -199,6 +207,8 @@ async def test_conference_dial_out_mute_deafen_lock_failover_remove_end_and_reco
     messages = "".join(p.read_text(errors="replace") for p in tmp_path.glob("*messages.log"))
     assert 'Reason: Q.850;cause=16;text="removed by sup: line needed"' in messages
     assert len(legs(api, conf_id)) == 3
+    await grow(disp, before_leave, 1.5)
+    assert tone_heard(samples(disp.heard())[before_leave:]), "the leave tone was not heard"
     assert api.delete(f"/api/v1/conferences/{conf_id}/legs/nope").status_code == 404
 
     # 7. End: every phone gets BYE; the conference is gone.
@@ -454,7 +464,7 @@ async def test_calling_a_unit_and_a_confirmed_plan_conference(
         ("system", "shutdown")]
 
 
-async def test_a_pyvoip_phone_dialled_into_a_conference_hears_and_is_heard(
+async def test_a_pyvoip_phone_in_a_conference_hears_and_is_heard_though_recording_fails(
     tmp_path: Path, started: list[object]
 ) -> None:
     from softphones import PyVoipPhone
@@ -472,10 +482,22 @@ async def test_a_pyvoip_phone_dialled_into_a_conference_hears_and_is_heard(
     started.extend(ph.values())
     await wait_for(lambda: len(sip.rows("SELECT contact FROM sip_bindings")) == 2,
                    "pyVoIP and baresip registered")
+    # The recordings directory is broken (a file where today's directory goes): the
+    # recording fails, which raises an alarm but never touches the conference.
+    (tmp_path / "rec").mkdir(exist_ok=True)
+    now = time.time()
+    for day in (now, now + 86400):
+        (tmp_path / "rec" / time.strftime("%Y-%m-%d", time.gmtime(day))).write_text("x")
     reply = api.post("/api/v1/conferences", json={"name": "pv", "participants": ["disp", "pv"]})
     assert reply.status_code == 201, reply.text
     conf_id = reply.json()["id"]
     await confirmed(api, conf_id, 2)
+    alarm = await wait_for(lambda: sip.rows(
+        "SELECT details FROM audit_log WHERE action = 'call.recording_failed' AND subject = ?",
+        f"call:{conf_id}"), "the recording failure audited")
+    assert "Not a directory" in alarm[0][0] or "exists" in alarm[0][0], alarm
+    metrics = api.get("/metrics").text
+    assert "dispatchd_media_recordings_failed_total 1.0" in metrics
     assert pv.answered == 1
     (d,) = await hear([ph["disp"]])
     assert_hears(d, (pyvoip,), (UNIT1,), "dispatcher hears the pyVoIP phone")
