@@ -29,6 +29,7 @@ from starlette.websockets import WebSocketDisconnect
 from dispatch import audit as audit_query
 from dispatch.api_calls import mount_calls
 from dispatch.api_campaigns import mount_campaigns
+from dispatch.api_conferences import mount_conferences
 from dispatch.api_dispatch import DispatchContext, mount_dispatch
 from dispatch.api_monitor import mount_monitor
 from dispatch.api_radio import mount_radio
@@ -75,6 +76,7 @@ class AppContext:
     residents: ResidentService | None = None
     radio: RadioService | None = None
     sip: Any = None
+    conferences: Any = None
 
 
 # ---------------------------------------------------------------- models
@@ -314,6 +316,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     mount_reports(app, ctx.reports, needs, ctx.webhook_secret, ctx.clock)
     mount_calls(app, ctx.sip, needs)
     mount_monitor(app, ctx.sip, needs)
+    mount_conferences(app, ctx.conferences, needs)
     mount_campaigns(app, ctx.campaigns, needs)
     if ctx.dispatch is not None:
         mount_dispatch(app, ctx.dispatch, needs)

@@ -76,6 +76,7 @@ class Permission(enum.StrEnum):
     CALLS_READ = "calls.read"
     AGENT_STATE = "calls.agent_state"
     CALLS_SUPERVISE = "calls.supervise"
+    CONFERENCES = "conferences.manage"
 
 
 _EVERYONE = {
@@ -90,7 +91,7 @@ _EVERYONE = {
 }
 #: Keying talkgroups, sending SDS/SMS and calling satphones: dispatchers and above.
 _RADIO = {Permission.RADIO_PTT, Permission.RADIO_SEND}
-_DISPATCH = {Permission.UNITS_DISPATCH, Permission.PLANS_DECIDE} | _RADIO
+_DISPATCH = {Permission.UNITS_DISPATCH, Permission.PLANS_DECIDE, Permission.CONFERENCES} | _RADIO
 _LEAD = _DISPATCH | {Permission.ROSTER_MANAGE, Permission.STATS_READ, Permission.INCIDENTS_CLOSE}
 
 #: Which role may do what.  Later capabilities add their permissions here.

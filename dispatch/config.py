@@ -203,6 +203,9 @@ class MediaSettings(_Section):
     symmetric_rtp: bool = True
     max_legs: Annotated[int, Field(ge=2, le=20000)] = 2000
     hold_prompt: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{0,64}$")] = "hold"
+    recording_retention_days: Annotated[int, Field(ge=0, le=36500)] = 0
+    join_tone: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{0,64}$")] = "join"
+    leave_tone: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{0,64}$")] = "leave"
 
     @field_validator("bind_address", "advertise_address")
     @classmethod

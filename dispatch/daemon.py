@@ -227,7 +227,14 @@ class Daemon:
             # Required: a node that cannot anchor media cannot take calls.
             self.media = MediaService(settings.media, self.hub.publish, self.metrics.registry)
             self.services.add(self.media, required=True)
+            if settings.media.record and settings.media.recording_retention_days > 0:
+                from dispatch.recording_retention import RecordingSweeper
+
+                self.services.add(RecordingSweeper(
+                    Path(settings.media.recordings_dir), settings.media.recording_retention_days,
+                    self.db, self.audit, clock, self.hub.publish), required=False, retry_s=60.0)
         self.sip: Any = None
+        self.conferences: Any = None
         if settings.sip.enabled:
             self._add_sip()
             from dispatch.call_commands import add_call_commands
@@ -265,9 +272,21 @@ class Daemon:
             self.hub.publish, self.clock, anchor=media.anchor if media else None,
             media_events=media.subscribe if media else None,
             hold_prompt=self.settings.media.hold_prompt if media else None,
+            tones=(self.settings.media.join_tone, self.settings.media.leave_tone),
             incidents=IncidentService(self.db, self.audit, self.hub.publish, self.clock))
         # Required: a command centre whose hotlines cannot listen must not pretend to run.
         self.services.add(self.sip, required=True)
+        if media is not None:
+            from dispatch.conference_service import ConferenceService
+
+            self.conferences = ConferenceService(
+                self.sip.b2bua.conferences, self.settings.sip.domain, self.db, self.audit,
+                self.clock, incidents=self.dispatch.incidents, units=self.dispatch.units)
+            self.hub.listen(self.conferences)
+            self.services.add(self.conferences, required=False, retry_s=30.0)
+            from dispatch.conference_commands import add_conference_commands
+
+            add_conference_commands(self.commands, self.conferences)
 
     def _add_ssh(self) -> None:
         from dispatch.sshconsole import SshConsole
@@ -294,7 +313,7 @@ class Daemon:
             campaigns=self.campaigns, dispatch=self.dispatch.context(),
             residents=self.residents, radio=self.radio,
             webhook_secret=self.settings.intake.webhook_secret,
-            districts=self._districts, sip=self.sip,
+            districts=self._districts, sip=self.sip, conferences=self.conferences,
         ))
 
     def _districts(self) -> dict[str, Any] | None:

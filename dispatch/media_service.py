@@ -35,6 +35,7 @@ def engine_settings(media: MediaSettings) -> EngineSettings:
         port_min=media.port_min, port_max=media.port_max,
         dead_media_s=media.dead_media_seconds,
         recordings_dir=Path(media.recordings_dir) if media.record else None,
+        record_on_answer=True,
         prompts_dir=Path(media.prompts_dir), symmetric_rtp=media.symmetric_rtp,
         max_legs=media.max_legs)
 

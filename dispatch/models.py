@@ -550,3 +550,19 @@ class CallRecordRow(Base):
     released_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
     report_id: Mapped[str | None] = mapped_column(String(36), index=True)
     timeline: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+
+class ConferenceRow(Base):
+    """A conference: who opened it, for which incident, its legs' history and its end."""
+
+    __tablename__ = "conferences"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), index=True)
+    incident_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    ended_by: Mapped[str] = mapped_column(String(64), default="")
+    end_reason: Mapped[str] = mapped_column(String(200), default="")
+    history: Mapped[list[Any]] = mapped_column(JSON, default=list)

@@ -84,7 +84,8 @@ class SipService:
                  anchor: MediaAnchor | None = None, *,
                  media_events: Callable[[MediaCallback], object] | None = None,
                  hold_prompt: str | None = None,
-                 incidents: IncidentService | None = None) -> None:
+                 incidents: IncidentService | None = None,
+                 tones: tuple[str, str] | None = None) -> None:
         """Compose the parts; nothing listens until :meth:`start`.
 
         ``anchor`` is the media engine when ``[media]`` is on; ``media_events``
@@ -141,6 +142,9 @@ class SipService:
         self.trunks.attach(self.endpoint, settings.advertise)
         self.trunks.on_response_hook(self.b2bua)
         self.b2bua.transfers.best = self.trunks.best
+        self.b2bua.conferences.trunk_source = self.trunks.best
+        if tones is not None:
+            self.b2bua.conferences.join_tone, self.b2bua.conferences.leave_tone = tones
         self.recorder = CallRecorder(db, audit, reports, clock, incidents=incidents)
         if media_events is not None:
             media_events(self._media_event)

@@ -61,6 +61,10 @@ class MediaControl(Protocol):
         """Restart the leg's dead-media timer (the call was just connected)."""
         ...
 
+    def record(self, room: str) -> None:
+        """Start recording the room (the call was answered; ValueError if no such room)."""
+        ...
+
     async def drain(self) -> None:
         """Wait until recordings being sealed have published their events."""
         ...

@@ -12,6 +12,7 @@ and the caller simply see each other's SDP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import uuid
 
@@ -113,5 +114,9 @@ async def _bridge(b2bua: B2bua, call: Call, out: Leg) -> None:
     call.connected = agent
     call.state = CallState.CONNECTED
     call.answered_at = b2bua.wall()
+    control = b2bua.control()
+    if control is not None:  # recorded from answer to release
+        with contextlib.suppress(ValueError):  # both legs left the room: nothing to record
+            control.record(call.call_id)
     b2bua.counts["answered"] += 1
     b2bua._emit(CallAnswered(call.call_id, agent.agent_id, "", 0.0, call.answered_at))

@@ -70,6 +70,7 @@ from telephony.acd.events import (
     StopRinging,
 )
 from telephony.b2bua.anchor import MediaAnchor, MediaControl
+from telephony.b2bua.conference import Conferences
 from telephony.b2bua.config import InboundAuth, SipTrunk
 from telephony.b2bua.events import (
     CallAnswered,
@@ -201,6 +202,7 @@ class B2bua(SipIo):
         from telephony.b2bua.transfer import Transfers  # it imports this module
 
         self.transfers = Transfers(self)
+        self.conferences = Conferences(self)
 
     # -- service ---------------------------------------------------------------
 
@@ -649,6 +651,8 @@ class B2bua(SipIo):
                 return
             if leg.on_status is not None:
                 leg.on_status(leg, 200)
+            elif leg.role is LegRole.PARTY:
+                self.conferences.answered(leg)
             elif call.on_answer is not None:
                 call.on_answer(leg)
             elif leg.role is LegRole.MONITOR:
@@ -679,6 +683,10 @@ class B2bua(SipIo):
             return
         if leg.role is LegRole.MONITOR:
             self.forcein.ended(leg, leg.actor, cause, step="failed")
+            return
+        if leg.role is LegRole.PARTY:
+            if was_live:
+                self.conferences.failed(leg, status, cause)
             return
         if not was_live or call.state is CallState.ENDED:
             return
@@ -751,6 +759,7 @@ class B2bua(SipIo):
                 control.stop_prompt(caller.leg_id)
                 control.expect_media(caller.leg_id)
                 control.expect_media(leg.leg_id)
+                control.record(call.call_id)  # recorded from answer to release
             except ValueError:
                 log.info("call %s: a leg left the media engine while connecting", call.call_id)
         assert caller.invite is not None
@@ -846,6 +855,10 @@ class B2bua(SipIo):
             self.respond(request, 200, to_tag=leg.local_tag)
             self.forcein.ended(leg, leg.actor, "supervisor hung up")
             self._end_leg(leg)
+        elif method == "BYE" and leg.role is LegRole.PARTY:
+            self.respond(request, 200, to_tag=leg.local_tag)
+            self.conferences.hung_up(leg)
+            self._end_leg(leg)
         elif method in ("INVITE", "UPDATE") and request.body and self.control() is not None:
             self.spawn(self._answer_locally(leg, request), leg.call)
         elif leg.role is LegRole.MONITOR and method != "REFER":
@@ -893,6 +906,12 @@ class B2bua(SipIo):
                    None) if call is not None else None
         if call is None or leg is None:
             return False
+        if leg.role is LegRole.PARTY:
+            if leg.state is not LegState.CONFIRMED:
+                return False
+            self._emit(CallMediaDead(call.call_id, leg_id, silent_s, self.wall()))
+            self._bye(leg, f'Q.850;cause=41;text="no RTP for {silent_s:.0f} s"')
+            return True
         if leg.role is LegRole.MONITOR:
             if leg.state is not LegState.CONFIRMED:
                 return False
@@ -1026,6 +1045,8 @@ class B2bua(SipIo):
         leg.retransmitter = None
         self.sessions.stop(leg)
         self.reliable.stop(leg)
+        if leg.role is LegRole.PARTY:
+            self.conferences.leg_ended(leg)
         self.spawn(self.anchor.release(leg.leg_id))
 
     def _forget(self, call: Call) -> None:

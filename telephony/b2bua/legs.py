@@ -36,6 +36,7 @@ class LegRole(enum.Enum):
     AGENT = "agent"  # a call taker's softphone we ring (we are UAC)
     OUTBOUND = "outbound"  # a number we call through a trunk (call-back, transfer)
     MONITOR = "monitor"  # a supervisor's phone forced into the call (listen/whisper/barge)
+    PARTY = "party"  # a phone or number dialled into a conference (or added to a call)
 
 
 class LegState(enum.Enum):
@@ -126,11 +127,13 @@ class Call:
     """Set for calls we originate (call-back): gets each UAC leg's 2xx instead of the ACD."""
     early_media: bool = False  # the caller got our SDP in a 183 and hears the hold prompt
     monitors: dict[str, Leg] = field(default_factory=dict)  # force-in legs by leg id
+    parties: dict[str, Leg] = field(default_factory=dict)  # dialled-out conference legs
 
     def legs(self) -> list[Leg]:
         """Every leg of the call, caller first, supervisors last."""
         legs = [self.caller_leg] if self.caller_leg is not None else []
-        return legs + list(self.agent_legs.values()) + list(self.monitors.values())
+        return (legs + list(self.agent_legs.values()) + list(self.parties.values())
+                + list(self.monitors.values()))
 
     def other(self, leg: Leg) -> Leg | None:
         """The leg bridged to ``leg``, if the call is connected."""

@@ -128,6 +128,7 @@ class EngineSettings:
     port_max: int = 20999
     dead_media_s: float = 30.0
     recordings_dir: Path | None = None  # None: no recordings
+    record_on_answer: bool = False  # True: a room records from record(), not its first join
     prompts_dir: Path | None = None
     symmetric_rtp: bool = True
     max_legs: int = 2000
@@ -420,7 +421,8 @@ class MediaEngine:
         self._mixer.add_leg(leg_id, LegConfig(room, parsed, target, channel=channel))
         r.legs.append(leg_id)
         leg.room = room
-        if r.recorder is None and self.settings.recordings_dir is not None:
+        if (r.recorder is None and self.settings.recordings_dir is not None
+                and not self.settings.record_on_answer):
             self._start_recording(r)
 
     async def release(self, leg_id: str) -> None:
@@ -444,6 +446,15 @@ class MediaEngine:
         if target is not None and (target == leg_id or target not in self._legs):
             raise ValueError(f"whisper target {target!r} is not another live leg")
         self._mixer.set_mode(leg_id, parsed, target)
+
+    def record(self, room: str) -> None:
+        """Start recording ``room`` (the call was answered) unless it already records;
+        a no-op without ``recordings_dir``.  ValueError if there is no such room."""
+        r = self._rooms.get(room)
+        if r is None:
+            raise ValueError(f"unknown room {room!r}")
+        if r.recorder is None and self.settings.recordings_dir is not None:
+            self._start_recording(r)
 
     def expect_media(self, leg_id: str) -> None:
         """Restart a leg's dead-media timer: a queued caller's phone may send no RTP

@@ -138,20 +138,34 @@ class Baresip:
 class PyVoipPhone:
     """A pyVoIP 1.6.8 phone that registers with digest and answers every call."""
 
-    def __init__(self, user: str, password: str, registrar_port: int) -> None:
+    def __init__(self, user: str, password: str, registrar_port: int,
+                 freq: float | None = None) -> None:
+        """``freq``: once answered, send that tone and keep what is heard in :attr:`heard`
+        (8 kHz 8-bit unsigned linear, pyVoIP's audio format)."""
         from pyVoIP.VoIP import CallState, VoIPPhone
 
         self.answered = 0
+        self.ended = 0
+        self.heard = bytearray()
         self._state = CallState
 
         def on_call(call: Any) -> None:
             try:
                 call.answer()
                 self.answered += 1
+                if freq is not None:
+                    n = 8000 * 120
+                    tone = (128 + 60 * _sine(freq, n)).astype("uint8")
+                    call.write_audio(tone.tobytes())
                 while call.state == CallState.ANSWERED:
-                    time.sleep(0.05)
+                    if freq is None:
+                        time.sleep(0.05)
+                        continue
+                    self.heard += call.read_audio(160, blocking=False)
+                    time.sleep(0.02)
             except Exception:  # pyVoIP raises when the far end hangs up mid-answer
                 pass
+            self.ended += 1
 
         rtp = free_port()
         self.phone = VoIPPhone("127.0.0.1", registrar_port, user, password,
@@ -163,3 +177,9 @@ class PyVoipPhone:
         """Stop its threads (deregisters)."""
         with contextlib.suppress(Exception):
             self.phone.stop()
+
+
+def _sine(freq: float, n: int) -> Any:
+    import numpy as np
+
+    return np.sin(2 * np.pi * freq * np.arange(n) / 8000)

@@ -46,6 +46,8 @@ async def test_daemon_runs_media_with_health_metrics_and_events(
         assert daemon.media is not None
         peer.use_answer(await daemon.media.anchor.answer("leg-1", peer.offer()))
         await daemon.media.anchor.join("call", "leg-1")
+        assert daemon.media.engine.health()["recording"] == 0  # recorded from answer only
+        daemon.media.engine.record("call")  # what the B2BUA does when the call is answered
         assert daemon.http.bound is not None
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.http.bound[1]}") as c:
             health = (await c.get("/health")).json()["services"]["media"]
