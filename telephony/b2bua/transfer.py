@@ -30,6 +30,7 @@ answered 501 and the API 409, saying so.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable
@@ -55,6 +56,10 @@ log = logging.getLogger(__name__)
 NUMBER = re.compile(r"\+?[0-9]{3,32}")
 NO_MEDIA = "blind transfer needs the media engine ([media] enabled = true)"
 SIPFRAG = "message/sipfrag;version=2.0"
+
+
+CONNECT_POLL_S = 0.02
+CONNECT_WAIT_S = 2.0
 
 
 class TransferError(ValueError):
@@ -126,9 +131,20 @@ class Transfers:
 
     # -- entry points ----------------------------------------------------------
 
-    def on_refer(self, leg: Leg, request: SipRequest) -> None:
-        """REFER in the call taker's dialog: 202 and dial, or the reason it cannot."""
+    def on_refer(self, leg: Leg, request: SipRequest, waited: int = 0) -> None:
+        """REFER in the call taker's dialog: 202 and dial, or the reason it cannot.
+
+        A phone may REFER the moment it has our ACK, while the caller's side is still
+        being answered (``CONNECTING``): the REFER then waits for that, up to
+        :data:`CONNECT_WAIT_S` (its retransmissions are absorbed by the server
+        transaction), instead of being refused -- baresip hangs up on a refused REFER."""
         b2bua = self.b2bua
+        call = leg.call
+        if call.state is CallState.CONNECTING and call.connected is leg and leg.live \
+                and waited * CONNECT_POLL_S < CONNECT_WAIT_S:
+            asyncio.get_running_loop().call_later(CONNECT_POLL_S, self.on_refer, leg, request,
+                                                  waited + 1)
+            return
         refer_to = request.headers.get_all("Refer-To")
         try:
             if len(refer_to) != 1:
