@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from telephony.acd.config import ConfigError, Table, load_acd_settings
-from telephony.acd.events import AcdSettings
+from telephony.acd.events import AcdSettings, Language
 from telephony.routing import RoutingSettings, load_routing_settings
 
 __all__ = ["InboundAuth", "SipTrunk", "TelephonySettings", "load_telephony"]
@@ -26,7 +26,7 @@ _ROUTING_KEYS = ("name", "area_codes", "rewrite")
 _SIP_KEYS = (
     "address", "transport", "inbound", "sources", "source_port", "account", "max_calls",
     "keepalive", "register", "username", "password_file", "register_expires",
-    "outbound_priority",
+    "outbound_priority", "language",
 )
 
 
@@ -56,6 +56,7 @@ class SipTrunk:
     password_file: str | None = None
     register_expires: int = 600
     outbound_priority: int = 0
+    language: str | None = None  # queue announcements for its callers ("zh"/"en")
 
     def matches_source(self, host: str, port: int) -> bool:
         """True when a packet from ``host:port`` comes from this trunk (address auth)."""
@@ -123,6 +124,7 @@ def _sip_trunk(t: Table) -> SipTrunk:
         register=register, username=username, password_file=password_file,
         register_expires=t.integer("register_expires", 600, minimum=60),
         outbound_priority=t.integer("outbound_priority", 0),
+        language=None if (lang := t.choice("language", Language, None)) is None else lang.value,
     )
 
 
