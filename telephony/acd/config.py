@@ -93,7 +93,7 @@ class Table:
     def choice(self, name: str, kind: type[_E], default: Any = _MISSING) -> Any:
         """One of an enum's string values."""
         value = self._get(name, default, (str, kind), "a string")
-        if isinstance(value, kind):
+        if value is None or isinstance(value, kind):  # absent with no default
             return value
         try:
             return kind(value)

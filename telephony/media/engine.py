@@ -766,7 +766,8 @@ class MediaEngine:
 
     def _load(self, prompt: str) -> Pcm:
         if not _NAME.match(prompt):
-            raise PromptError(f"prompt name {prompt!r} must be [xx/] then 1..64 of A-Z a-z 0-9 _ -")
+            raise PromptError(f"prompt name {prompt!r} must be 1..64 of A-Z a-z 0-9 _ - "
+                              "(after an optional xx/ language)")
         if self.settings.prompts_dir is None:
             raise PromptError("media: no prompts_dir configured")
         if prompt not in self._prompt_cache:
