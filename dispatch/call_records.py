@@ -33,6 +33,7 @@ from telephony.acd.events import Abandoned, AgentState, AgentStateChanged, CallF
 from telephony.b2bua.events import (
     CallAnswered,
     CallMediaDead,
+    CallPreempted,
     CallMonitor,
     CallOffered,
     CallReleased,
@@ -47,7 +48,7 @@ BATCH = 500
 _OPERATOR_STATES = (AgentState.LOGGED_OUT, AgentState.NOT_READY)
 RECORDED = (CallOffered, CallAnswered, CallReleased, Abandoned, CallFinished, AgentStateChanged,
             AuthFailed, SourceBlocked, CallMonitor, CallMediaDead, RecordingFinished,
-            RecordingFailed)
+            RecordingFailed, CallPreempted)
 
 
 def _ts(epoch: float | None) -> dt.datetime | None:
@@ -240,6 +241,13 @@ class CallRecorder:
                                        "reason": event.reason})
         elif isinstance(event, CallMonitor | CallMediaDead | RecordingFinished | RecordingFailed):
             await self._media(s, rows, event)
+        elif isinstance(event, CallPreempted):
+            self.audit.record(s, actor="system", action="call.preempted",
+                              subject=f"call:{event.call_id}",
+                              details={"action": event.action, "why": event.why,
+                                       "agent": event.agent_id,
+                                       "for_call": event.urgent_call_id,
+                                       "for_hotline": event.urgent_hotline})
         elif isinstance(event, AuthFailed | SourceBlocked):
             action = "sip.auth_failed" if isinstance(event, AuthFailed) else "sip.blocked"
             self.audit.record(s, actor="system", action=action, subject=f"source:{event.source}",
