@@ -33,9 +33,9 @@ from telephony.acd.events import Abandoned, AgentState, AgentStateChanged, CallF
 from telephony.b2bua.events import (
     CallAnswered,
     CallMediaDead,
-    CallPreempted,
     CallMonitor,
     CallOffered,
+    CallPreempted,
     CallReleased,
 )
 from telephony.media.anchor import RecordingFailed, RecordingFinished
