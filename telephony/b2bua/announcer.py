@@ -101,7 +101,7 @@ class QueueAnnouncer:
         now = self.b2bua.mono()
         preempted = action.call_id in self._preempted
         self._preempted.discard(action.call_id)
-        if action.call_id in self.planner and not preempted:
+        if self.planner.queue_of(action.call_id) == action.queue and not preempted:
             self.planner.requeued(action.call_id, now)  # back from ringing: keep the rhythm
             return
         call.queue = action.queue

@@ -96,6 +96,12 @@ class Preemptor:
             b.bye_leg(leg, PREEMPTION_REASON)
         b.announcer.preempted(victim.call_id)
 
+    def _may_preempt(self, queue: str) -> bool:
+        try:
+            return self.b2bua.acd.queue_settings(queue).preempt is not PreemptPolicy.NEVER
+        except AcdError:  # not an ACD call (a call-back): never taken
+            return False
+
     # -- a re-queued caller is answered again -----------------------------------
 
     def is_reconnect(self, call: Call) -> bool:
@@ -143,9 +149,8 @@ class Preemptor:
         if priority < b.acd.preempt_priority:
             return False
         victims = [c for c in b.calls.values()
-                   if c.trunk == trunk and c.priority < priority
-                   and c.state is not CallState.ENDED
-                   and b.acd.queue_settings(c.queue).preempt is not PreemptPolicy.NEVER]
+                   if c.trunk == trunk and c.priority < priority and c.in_acd
+                   and c.state is not CallState.ENDED and self._may_preempt(c.queue)]
         if not victims:
             return False
         victim = min(victims, key=lambda c: (c.priority, c.offered_at, c.call_id))

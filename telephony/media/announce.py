@@ -190,6 +190,11 @@ class AnnouncementPlanner:
         self._waiting[call_id] = w
         self._arm(w, now)
 
+    def queue_of(self, call_id: str) -> str | None:
+        """The queue ``call_id`` is announced for, or None."""
+        w = self._waiting.get(call_id)
+        return w.queue if w is not None else None
+
     def leave(self, call_id: str) -> None:
         """The caller was answered, abandoned or released: no more announcements."""
         self._waiting.pop(call_id, None)

@@ -109,8 +109,9 @@ def test_calls_not_in_line_are_skipped_until_back_and_leavers_are_forgotten() ->
     assert p.get_timer() == 42.0
     p.requeued("a", now=20.0)  # still scheduled: the rhythm is kept
     assert p.get_timer() == 42.0
+    assert p.queue_of("a") == "q"
     p.leave("a")
-    assert p.get_timer() is None and "a" not in p
+    assert p.get_timer() is None and "a" not in p and p.queue_of("a") is None
 
 
 def test_a_preempted_caller_first_hears_why_and_teaches_no_wait() -> None:
