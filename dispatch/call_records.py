@@ -35,6 +35,7 @@ from telephony.b2bua.events import (
     CallMediaDead,
     CallMonitor,
     CallOffered,
+    CallPreempted,
     CallReleased,
     CallTransferFailed,
     CallTransferred,
@@ -49,7 +50,7 @@ BATCH = 500
 _OPERATOR_STATES = (AgentState.LOGGED_OUT, AgentState.NOT_READY)
 RECORDED = (CallOffered, CallAnswered, CallReleased, Abandoned, CallFinished, AgentStateChanged,
             AuthFailed, SourceBlocked, CallMonitor, CallMediaDead, RecordingFinished,
-            RecordingFailed, CallTransferred, CallTransferFailed)
+            RecordingFailed, CallTransferred, CallTransferFailed, CallPreempted)
 
 
 def _ts(epoch: float | None) -> dt.datetime | None:
@@ -247,6 +248,13 @@ class CallRecorder:
                                        "reason": event.reason})
         elif isinstance(event, CallMonitor | CallMediaDead | RecordingFinished | RecordingFailed):
             await self._media(s, rows, event)
+        elif isinstance(event, CallPreempted):
+            self.audit.record(s, actor="system", action="call.preempted",
+                              subject=f"call:{event.call_id}",
+                              details={"action": event.action, "why": event.why,
+                                       "agent": event.agent_id,
+                                       "for_call": event.urgent_call_id,
+                                       "for_hotline": event.urgent_hotline})
         elif isinstance(event, AuthFailed | SourceBlocked):
             action = "sip.auth_failed" if isinstance(event, AuthFailed) else "sip.blocked"
             self.audit.record(s, actor="system", action=action, subject=f"source:{event.source}",

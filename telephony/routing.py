@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from telephony.acd.config import ConfigError, Table
+from telephony.acd.events import Language
 
 __all__ = [
     "DEFAULT_PRIORITIES",
@@ -78,6 +79,7 @@ class Hotline:
     queue: str
     priority: int
     agency: str
+    language: str | None = None  # queue announcements for its callers ("zh"/"en")
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +236,7 @@ def _digits(t: Table, name: str, required: bool = False) -> Any:
 
 
 def _hotline(t: Table) -> Hotline:
-    t.only(("number", "name_zh", "name_en", "queue", "priority", "agency"))
+    t.only(("number", "name_zh", "name_en", "queue", "priority", "agency", "language"))
     number = _digits(t, "number", required=True)
     return Hotline(
         number=number,
@@ -243,6 +245,7 @@ def _hotline(t: Table) -> Hotline:
         queue=t.text("queue"),
         priority=t.integer("priority", DEFAULT_PRIORITIES.get(number, 0)),
         agency=t.text("agency", ""),
+        language=None if (lang := t.choice("language", Language, None)) is None else lang.value,
     )
 
 

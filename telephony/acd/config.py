@@ -17,6 +17,8 @@ from telephony.acd.events import (
     AgentMembership,
     AgentSettings,
     FullAction,
+    Language,
+    PreemptPolicy,
     QueueSettings,
     Strategy,
 )
@@ -91,7 +93,7 @@ class Table:
     def choice(self, name: str, kind: type[_E], default: Any = _MISSING) -> Any:
         """One of an enum's string values."""
         value = self._get(name, default, (str, kind), "a string")
-        if isinstance(value, kind):
+        if value is None or isinstance(value, kind):  # absent with no default
             return value
         try:
             return kind(value)
@@ -122,7 +124,8 @@ class Table:
 
 _QUEUE_KEYS = (
     "name", "strategy", "ring_timeout", "max_wait", "overflow_queue", "max_length",
-    "on_full", "wrap_up", "no_answer_not_ready",
+    "on_full", "wrap_up", "no_answer_not_ready", "announce", "announce_every", "language",
+    "preempt",
 )
 
 
@@ -138,7 +141,20 @@ def _queue(t: Table) -> QueueSettings:
         on_full=t.choice("on_full", FullAction, FullAction.OVERFLOW),
         wrap_up=t.seconds("wrap_up", 10.0, positive=False),
         no_answer_not_ready=t.flag("no_answer_not_ready", True),
+        announce=t.flag("announce", True),
+        announce_every=_every(t),
+        language=t.choice("language", Language, Language.ZH),
+        preempt=t.choice("preempt", PreemptPolicy, PreemptPolicy.REQUEUE),
     )
+
+
+def _every(t: Table) -> float:
+    every = t.seconds("announce_every", 30.0, positive=False)
+    if 0 < every < 10:
+        raise ConfigError(t.key("announce_every"), "must be 0 (on entry only) or >= 10 s")
+    if every > 3600:
+        raise ConfigError(t.key("announce_every"), "must be <= 3600 s")
+    return float(every)
 
 
 def _agent(t: Table, queue_names: set[str]) -> AgentSettings:

@@ -54,6 +54,7 @@ from telephony.acd.events import (
     Overflowed,
     PreemptionCandidate,
     PreemptionWanted,
+    PreemptPolicy,
     QueueSettings,
     QueueStats,
     RejectCall,
@@ -164,11 +165,13 @@ class _Call:
     agent_id: str = ""
     answered: float | None = None
     preempt_reported: bool = False
+    head: bool = False  # re-queued after a pre-emption: ahead of its priority's arrivals
     timeline: list[TimelineEntry] = field(default_factory=list)
 
     @property
     def key(self) -> _SortKey:
-        return (-self.priority, self.arrived, self.seq, self.call_id)
+        return (-self.priority, float("-inf") if self.head else self.arrived, self.seq,
+                self.call_id)
 
 
 @dataclass(slots=True)
@@ -325,6 +328,51 @@ class AcdEngine:
         self._note(call, now, TimelineKind.ANSWERED, call.queue, agent_id)
         self._events.append(Connect(call_id, agent_id, call.queue, now - call.arrived))
         self._dispatch(self._queues_of(freed), now)
+
+    def preempt(self, call_id: str, victim_id: str, now: float, requeue: bool) -> str:
+        """Take ``victim_id``'s call taker for the waiting urgent ``call_id``.
+
+        The victim goes back to the head of its queue (``requeue``) or ends with cause
+        ``preempted``; its call taker skips wrap-up and is offered the best waiting call
+        (the urgent one).  Returns the call taker's id; AcdStateError if either call is
+        not (any more) in a state where this makes sense.
+        """
+        urgent = self._live_call(call_id)
+        victim = self._live_call(victim_id)
+        if urgent is None or urgent.state is not _CallState.QUEUED:
+            raise AcdStateError(f"call {call_id} is not waiting")
+        if victim is None or victim.state is not _CallState.CONNECTED:
+            raise AcdStateError(f"call {victim_id} is not connected")
+        if victim.priority >= urgent.priority:
+            raise AcdStateError(f"call {victim_id} is not of lower priority than {call_id}")
+        agent = self._agents[victim.agent_id]
+        agent_id = agent.settings.agent_id
+        agent.call_id = None
+        agent.idle_since = now
+        self._note(victim, now, TimelineKind.PREEMPTED, victim.queue, agent_id,
+                   f"for {call_id}")
+        if requeue:
+            victim.agent_id = ""
+            victim.head = True
+            victim.state = _CallState.QUEUED
+            bisect.insort(self._queues[victim.queue].waiting, victim.key)
+            self._note(victim, now, TimelineKind.QUEUED, victim.queue)
+            self._events.append(CallQueued(victim.call_id, victim.queue, 1))
+        else:
+            self._finish(victim, CallOutcome.ANSWERED, now, "preempted")
+        wanted, agent.after_call = agent.after_call, None
+        self._withdraw(agent, now, wanted or AgentState.READY, "preempted")
+        self._dispatch([urgent.queue, victim.queue] if requeue else [urgent.queue], now)
+        return agent_id
+
+    def queue_settings(self, name: str) -> QueueSettings:
+        """The settings of queue ``name`` (UnknownQueue if there is none)."""
+        return self._queue(name).settings
+
+    @property
+    def preempt_priority(self) -> int:
+        """Waiting calls at or above this priority may pre-empt lower ones."""
+        return self._settings.preempt_priority
 
     def agent_rejected(
         self, call_id: str, agent_id: str, now: float, cause: str = "rejected"
@@ -629,9 +677,11 @@ class AcdEngine:
         candidates = []
         for agent_id in self._queues[call.queue].members:
             agent = self._agents[agent_id]
-            if agent.state is AgentState.BUSY and agent.call_id is not None:
+            if (agent.state is AgentState.BUSY and agent.call_id is not None
+                    and agent.after_call is None):  # one leaving after this call frees nobody
                 other = self._calls[agent.call_id]
-                if other.priority < call.priority:
+                policy = self._queues[other.queue].settings.preempt
+                if other.priority < call.priority and policy is not PreemptPolicy.NEVER:
                     assert other.answered is not None
                     candidates.append(
                         PreemptionCandidate(other.call_id, agent_id, other.priority, other.answered)

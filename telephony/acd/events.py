@@ -30,6 +30,8 @@ __all__ = [
     "CallbackEntry",
     "Connect",
     "FullAction",
+    "Language",
+    "PreemptPolicy",
     "HangupAgentLeg",
     "Overflowed",
     "PreemptionCandidate",
@@ -103,6 +105,22 @@ class TimelineKind(enum.Enum):
     ABANDONED = "abandoned"
     BUSY = "busy"
     RELEASED = "released"
+    PREEMPTED = "preempted"  # its call taker was taken for a more urgent call
+
+
+class Language(enum.Enum):
+    """The languages of the shipped prompts."""
+
+    ZH = "zh"
+    EN = "en"
+
+
+class PreemptPolicy(enum.Enum):
+    """What becomes of a queue's connected call when an urgent call takes its call taker."""
+
+    REQUEUE = "requeue"  # back at the head of its queue, hearing why
+    RELEASE = "release"  # BYE with a Reason header
+    NEVER = "never"  # this queue's calls are never pre-empted
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +136,10 @@ class QueueSettings:
     on_full: FullAction = FullAction.OVERFLOW
     wrap_up: float = 10.0
     no_answer_not_ready: bool = True  # a dead softphone must not eat calls
+    announce: bool = True  # position / expected wait announcements, then music on hold
+    announce_every: float = 30.0  # seconds between announcements (0: on entry only)
+    language: Language = Language.ZH  # unless the hotline or trunk says otherwise
+    preempt: PreemptPolicy = PreemptPolicy.REQUEUE  # what happens to ITS calls when pre-empted
 
     def __post_init__(self) -> None:
         if self.ring_timeout <= 0 or self.wrap_up < 0:

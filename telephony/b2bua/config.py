@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from telephony.acd.config import ConfigError, Table, load_acd_settings
-from telephony.acd.events import AcdSettings
+from telephony.acd.events import AcdSettings, Language
 from telephony.routing import RoutingSettings, load_routing_settings
 
 __all__ = ["InboundAuth", "SipTrunk", "TelephonySettings", "load_telephony"]
@@ -26,7 +26,7 @@ _ROUTING_KEYS = ("name", "area_codes", "rewrite")
 _SIP_KEYS = (
     "address", "transport", "inbound", "sources", "source_port", "account", "max_calls",
     "keepalive", "register", "username", "password_file", "register_expires",
-    "outbound_priority", "require_100rel",
+    "outbound_priority", "require_100rel", "language",
 )
 
 
@@ -59,6 +59,7 @@ class SipTrunk:
     require_100rel: bool = False
     """RFC 3262: our 18x to its INVITEs go reliably (PRACK), INVITEs without 100rel get
     421, and INVITEs we send through it carry ``Require: 100rel``."""
+    language: str | None = None  # queue announcements for its callers ("zh"/"en")
 
     def matches_source(self, host: str, port: int) -> bool:
         """True when a packet from ``host:port`` comes from this trunk (address auth)."""
@@ -127,6 +128,7 @@ def _sip_trunk(t: Table) -> SipTrunk:
         register_expires=t.integer("register_expires", 600, minimum=60),
         outbound_priority=t.integer("outbound_priority", 0),
         require_100rel=t.flag("require_100rel", False),
+        language=None if (lang := t.choice("language", Language, None)) is None else lang.value,
     )
 
 

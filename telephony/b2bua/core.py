@@ -65,11 +65,13 @@ from telephony.acd.events import (
     AgentState,
     Connect,
     HangupAgentLeg,
+    PreemptionWanted,
     RejectCall,
     RingAgent,
     StopRinging,
 )
 from telephony.b2bua.anchor import MediaAnchor, MediaControl
+from telephony.b2bua.announcer import QueueAnnouncer
 from telephony.b2bua.conference import Conferences
 from telephony.b2bua.config import InboundAuth, SipTrunk
 from telephony.b2bua.events import (
@@ -84,6 +86,7 @@ from telephony.b2bua.events import (
 from telephony.b2bua.legs import Call, CallState, Leg, LegRole, LegState
 from telephony.b2bua.monitor import ForceIn
 from telephony.b2bua.prack import Reliability
+from telephony.b2bua.preempt import Preemptor
 from telephony.b2bua.sessions import EXPIRED_REASON, SessionKeeper
 from telephony.b2bua.sipio import SipIo, merge_option_tags
 from telephony.registrar.core import Registrar
@@ -203,6 +206,8 @@ class B2bua(SipIo):
 
         self.transfers = Transfers(self)
         self.conferences = Conferences(self)
+        self.announcer = QueueAnnouncer(self)
+        self.preemptor = Preemptor(self)
 
     # -- service ---------------------------------------------------------------
 
@@ -217,6 +222,7 @@ class B2bua(SipIo):
             self._release(call, "shutdown", "system", reason="Q.850;cause=41;text=\"shutdown\"")
         if self._acd_timer is not None:
             self._acd_timer.cancel()
+        self.announcer.stop()
         self.close_tasks()
         for leg_id in legs:  # the spawned releases were just cancelled: release here
             await self.anchor.release(leg_id)
@@ -404,9 +410,6 @@ class B2bua(SipIo):
             return
         caller, display, pai = self._identity(request)
         trunk_name = trunk.name if trunk else ""
-        if trunk is not None and self.trunk_calls.get(trunk_name, 0) >= trunk.max_calls:
-            self._refuse(request, caller, 503, f"trunk {trunk_name} at its call limit")
-            return
         ctype = request.content_type
         offer = request.body.decode("utf-8", "replace")
         if ctype is None or ctype.mime != "application/sdp" or not offer:
@@ -416,6 +419,11 @@ class B2bua(SipIo):
             request_uri_user=_user(request.uri), to_user=_user(request.to.uri),
             diversion=request.headers.get("Diversion") or "", caller=caller, trunk=trunk_name,
             line=_user(request.uri))
+        if (trunk is not None and self.trunk_calls.get(trunk_name, 0) >= trunk.max_calls
+                and not self.preemptor.free_trunk(trunk_name, route.priority,
+                                                  route.hotline.number)):
+            self._refuse(request, caller, 503, f"trunk {trunk_name} at its call limit")
+            return
         now = self.wall()
         call = Call(str(uuid.uuid4()), request.call_id, caller, display, route.called,
                     trunk_name, now, hotline=route.hotline.number, queue=route.queue,
@@ -539,6 +547,7 @@ class B2bua(SipIo):
         self._pump_acd()
 
     def _acd_action(self, action: object) -> None:
+        self.announcer.on_acd(action)
         if isinstance(action, RingAgent):
             call = self.calls.get(action.call_id)
             if call is not None:
@@ -550,8 +559,12 @@ class B2bua(SipIo):
                 self._stop_leg(leg)
         elif isinstance(action, Connect):
             call = self.calls.get(action.call_id)
-            if call is not None:
+            if call is not None and self.preemptor.is_reconnect(call):
+                self.spawn(self.preemptor.reconnect(call, action), call)
+            elif call is not None:
                 self.spawn(self._connect(call, action), call)
+        elif isinstance(action, PreemptionWanted):
+            self.preemptor.wanted(action)
         elif isinstance(action, HangupAgentLeg):
             call = self.calls.get(action.call_id)
             leg = call.agent_legs.get(action.agent_id) if call else None
@@ -975,6 +988,14 @@ class B2bua(SipIo):
         self._release(call, "force_released", actor,
                       reason=f'Q.850;cause=16;text="{text}"', status=480)
         return True
+
+    def release_with_reason(self, call: Call, cause: str, reason: str | None) -> None:
+        """End ``call`` as the system with a Reason header (for the pre-emption helper)."""
+        self._release(call, cause, "system", reason=reason)
+
+    def bye_leg(self, leg: Leg, reason: str | None) -> None:
+        """BYE one leg with a Reason header (for the pre-emption helper)."""
+        self._bye(leg, reason)
 
     def _release(self, call: Call, cause: str, by: str, *, reason: str | None = None,
                  status: int = 480) -> None:

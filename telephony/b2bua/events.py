@@ -15,6 +15,7 @@ __all__ = [
     "CallMediaDead",
     "CallMonitor",
     "CallOffered",
+    "CallPreempted",
     "CallRefused",
     "CallReleased",
     "CallTransferFailed",
@@ -71,6 +72,24 @@ class CallReleased:
     call_id: str
     cause: str
     by: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallPreempted:
+    """A lower-priority call gave up its call taker (or trunk line) to an urgent call.
+
+    ``action`` is ``requeue`` (the caller waits at the head of its queue, hearing why)
+    or ``release`` (BYE with an RFC 4411 Reason header); ``why`` says what the
+    urgent call was waiting for: ``call_taker`` or ``trunk``.
+    """
+
+    call_id: str
+    agent_id: str
+    urgent_call_id: str
+    urgent_hotline: str
+    action: str
+    why: str
     at: float
 
 

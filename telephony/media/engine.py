@@ -44,7 +44,7 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -75,7 +75,7 @@ from telephony.media.jitter import (
     RtpLatch,
 )
 from telephony.media.mixer import Channel, LegConfig, LegMode, Mixer
-from telephony.media.prompts import PromptError, PromptPlayer, load_prompt
+from telephony.media.prompts import PromptError, PromptPlayer, SequencePlayer, load_prompt
 from telephony.media.recorder import RoomRecorder, recording_path
 from telephony.media.rtp import (
     MAX_DATAGRAM,
@@ -109,7 +109,7 @@ FRAME = 160
 Pcm = npt.NDArray[np.int16]
 _RTP_HEADER = struct.Struct("!BBHII")
 _NTP_EPOCH = 2208988800
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_NAME = re.compile(r"^(?:[a-z]{2}/)?[A-Za-z0-9_-]{1,64}$")  # "hold", "zh/n5" (a language)
 _NOWHERE = ("0.0.0.0", 0)
 MAX_CATCHUP = 3  # late ticks run back to back at most this many; beyond that they are skipped
 
@@ -777,11 +777,12 @@ class MediaEngine:
 
     def _load(self, prompt: str) -> Pcm:
         if not _NAME.match(prompt):
-            raise PromptError(f"prompt name {prompt!r} must be 1..64 of A-Z a-z 0-9 _ -")
+            raise PromptError(f"prompt name {prompt!r} must be 1..64 of A-Z a-z 0-9 _ - "
+                              "(after an optional xx/ language)")
         if self.settings.prompts_dir is None:
             raise PromptError("media: no prompts_dir configured")
         if prompt not in self._prompt_cache:
-            if len(self._prompt_cache) >= 64:
+            if len(self._prompt_cache) >= 128:  # two languages of announcement clips
                 self._prompt_cache.pop(next(iter(self._prompt_cache)))
             self._prompt_cache[prompt] = load_prompt(self.settings.prompts_dir / f"{prompt}.wav")
         return self._prompt_cache[prompt]
@@ -790,6 +791,19 @@ class MediaEngine:
         """Play ``prompts_dir/<prompt>.wav`` to one leg (replacing any prompt it hears)."""
         leg = self._leg(leg_id)
         self._set_prompt(leg_id, leg, PromptPlayer(prompt, self._load(prompt), loop))
+
+    def play_sequence(self, leg_id: str, prompts: Sequence[str], then: str | None) -> None:
+        """Play ``prompts`` back to back to one leg, then loop ``then`` (a queue
+        announcement followed by music on hold); PromptError if any cannot play."""
+        leg = self._leg(leg_id)
+        intro = np.concatenate([self._load(p) for p in prompts]) if prompts else None
+        tail = self._load(then) if then is not None else None
+        if intro is None:
+            if tail is None:
+                raise PromptError("nothing to play")
+            intro, tail = tail, tail
+        name = prompts[0] if prompts else str(then)
+        self._set_prompt(leg_id, leg, SequencePlayer(name, intro, tail))
 
     def play_to_room(self, room: str, prompt: str, loop: bool = False) -> None:
         """Play a prompt to every leg of a room (e.g. a join tone or an announcement)."""

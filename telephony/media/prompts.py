@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["MAX_PROMPT_BYTES", "PromptError", "PromptPlayer", "hold_tone", "load_prompt",
-           "write_prompt"]
+__all__ = ["MAX_PROMPT_BYTES", "PromptError", "PromptPlayer", "SequencePlayer", "hold_music",
+           "hold_tone", "load_prompt", "write_prompt"]
 
 FRAME = 160
 RATE = 8000
@@ -80,6 +80,31 @@ def hold_tone(seconds: float = 4.0) -> Pcm:
     return np.round(signal).astype(np.int16)
 
 
+def hold_music(seconds: float = 8.0) -> Pcm:
+    """The shipped music on hold (``conf/prompts/moh.wav``): generated, so royalty-free.
+
+    Four bars (C, Am, F, G), each an arpeggio of eighth notes over a soft pad;
+    every note and pad starts and ends at zero amplitude, so the loop is seamless.
+    """
+    chords = ((261.63, 329.63, 392.0), (220.0, 261.63, 329.63),
+              (174.61, 220.0, 261.63), (196.0, 246.94, 293.66))
+    bar = int(seconds * RATE) // len(chords)
+    note_len = bar // 8
+    t_note = np.arange(note_len) / RATE
+    note_env = np.sin(np.pi * np.arange(note_len) / note_len) ** 2
+    pad_env = np.sin(np.pi * np.arange(bar) / bar)
+    t_bar = np.arange(bar) / RATE
+    out = []
+    for chord in chords:
+        pad = sum(np.sin(2 * np.pi * f / 2 * t_bar) for f in chord) * pad_env * 900.0
+        arp = np.concatenate([
+            np.sin(2 * np.pi * chord[i % 3] * (2 if i >= 4 else 1) * t_note) * note_env * 3500.0
+            for i in (0, 1, 2, 1, 0, 1, 2, 1)])
+        arp = np.pad(arp, (0, bar - arp.size))
+        out.append(pad + arp)
+    return np.round(np.concatenate(out)).astype(np.int16)
+
+
 class PromptPlayer:
     """Plays one prompt frame by frame; loops if asked."""
 
@@ -106,4 +131,28 @@ class PromptPlayer:
             self._next = 0
         frame: Pcm = self._frames[self._next]
         self._next += 1
+        return frame
+
+
+class SequencePlayer(PromptPlayer):
+    """Plays ``intro`` once, then loops ``tail`` (an announcement, then hold music).
+
+    With no tail it finishes after the intro.
+    """
+
+    def __init__(self, name: str, intro: Pcm, tail: Pcm | None) -> None:
+        """Both parts must be whole 20 ms frames (as :func:`load_prompt` returns them)."""
+        super().__init__(name, intro, loop=False)
+        self._tail = None if tail is None else PromptPlayer(f"{name}:tail", tail, loop=True)
+
+    @property
+    def finished(self) -> bool:
+        """True once the intro has played and there is no tail."""
+        return self._tail is None and super().finished
+
+    def next_frame(self) -> Pcm | None:
+        """The intro's next frame, then the tail's, forever."""
+        frame = super().next_frame()
+        if frame is None and self._tail is not None:
+            return self._tail.next_frame()
         return frame

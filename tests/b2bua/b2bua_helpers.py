@@ -37,6 +37,7 @@ queue = "service"
 [[queues]]
 name = "police"
 ring_timeout = 5
+announce = false  # its callers hear the hold chime (test_b2bua_announce covers announcements)
 [[queues]]
 name = "fire"
 [[queues]]
