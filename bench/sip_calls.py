@@ -123,6 +123,8 @@ def main() -> None:
     parser.add_argument("--rates", default="50,100,200,300")
     parser.add_argument("--duration", type=int, default=30)
     parser.add_argument("--hold", type=int, default=1000, help="call length, ms")
+    parser.add_argument("--profile", default="",
+                        help="write py-spy collapsed stacks of the daemon here (needs py-spy)")
     parser.add_argument("--agents", type=int, default=0,
                         help="call takers (default: enough for rate x hold, x2)")
     args = parser.parse_args()
@@ -156,6 +158,12 @@ def main() -> None:
                         str(free_port()), "-m", str(n_agents), "-r", "50", cwd=tmp,
                         timeout=300)
             print(f"registered {n_agents} agents (sipp exit {code})", flush=True)
+            spy = None
+            if args.profile:
+                spy = subprocess.Popen(
+                    [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
+                     "record", "-p", str(daemon.proc.pid), "-f", "raw", "-o", args.profile,
+                     "-r", "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             best = (0.0, 0.0, 0.0)
             for rate in rates:
                 stf = tmp / f"rate{rate}.csv"
@@ -176,6 +184,9 @@ def main() -> None:
                     best = max(best, (s["rate"], failed_pct, s["peak"]))
                 else:
                     break
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
         finally:
             if uas is not None:
                 uas.terminate()

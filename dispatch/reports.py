@@ -238,6 +238,10 @@ class ReportService:
         """Open incidents this report could join: in the time window and, when both are
         located, inside a box around it no larger than the widest correlation distance."""
         rules = self.intake.rules.correlation
+        if (ref.lat is None or ref.lon is None) and not rules.unlocated_joins:
+            # The correlator joins an unlocated report to nothing, so loading every
+            # open incident of the window (one per call in a busy hour) is waste.
+            return []
         window = dt.timedelta(minutes=rules.window_minutes)
         stmt = select(IncidentRow).where(IncidentRow.status.not_in(CLOSED_STATES),
                                          IncidentRow.last_report_at >= ref.received_at - window)
@@ -245,9 +249,11 @@ class ReportService:
             reach = max([rules.distance_km, *rules.distance_by_category.values()])
             dlat = reach / 111.0
             dlon = reach / (111.0 * max(0.05, math.cos(math.radians(ref.lat))))
-            stmt = stmt.where(or_(IncidentRow.lat.is_(None), and_(
-                IncidentRow.lat.between(ref.lat - dlat, ref.lat + dlat),
-                IncidentRow.lon.between(ref.lon - dlon, ref.lon + dlon))))
+            near = and_(IncidentRow.lat.between(ref.lat - dlat, ref.lat + dlat),
+                        IncidentRow.lon.between(ref.lon - dlon, ref.lon + dlon))
+            # An unlocated incident is a candidate only when unlocated joins are allowed.
+            stmt = stmt.where(or_(IncidentRow.lat.is_(None), near)
+                              if rules.unlocated_joins else near)
         return await _snapshots(s, (await s.scalars(stmt)).all())
 
     async def _apply(self, s: AsyncSession, decision: Decision, actor: str) -> None:
