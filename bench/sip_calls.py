@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import os
 import shutil
 import signal
 import socket
@@ -37,6 +38,12 @@ from daemonproc import DaemonProcess  # noqa: E402
 
 SIPP_DIR = ROOT / "tests" / "b2bua" / "sipp"
 PASSWORD = "bench-password"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -162,12 +169,13 @@ def main() -> None:
             if args.profile:
                 spy = subprocess.Popen(
                     [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
-                     "record", "-p", str(daemon.proc.pid), "-f", "raw", "-o", args.profile,
+                     "record", "-p", str(daemon.proc.pid), "-f", "raw", "-o", args.profile, "--gil",
                      "-r", "200"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             best = (0.0, 0.0, 0.0)
             for rate in rates:
                 stf = tmp / f"rate{rate}.csv"
                 calls = rate * args.duration
+                cpu_before = cpu_seconds(daemon.proc.pid)
                 sipp(f"127.0.0.1:{sip_port}", "-sf", str(SIPP_DIR / "trunk_call.xml"),
                      "-s", "110", "-i", "127.0.0.1", "-p", str(trunk_port),
                      "-mp", str(free_port()), "-r", str(rate), "-m", str(calls),
@@ -175,11 +183,14 @@ def main() -> None:
                      "-recv_timeout", "10000", "-timeout", f"{args.duration * 3 + 30}s",
                      cwd=tmp, timeout=args.duration * 4 + 120)
                 s = stats(stf)
+                cpu = cpu_seconds(daemon.proc.pid) - cpu_before
                 total = s["ok"] + s["failed"]
                 failed_pct = 100.0 * s["failed"] / total if total else 100.0
                 print(f"rate={rate} achieved={s['rate']:.1f} ok={s['ok']:.0f} "
                       f"failed={s['failed']:.0f} failed_pct={failed_pct:.3f} "
-                      f"retrans={s['retrans']:.0f} concurrent_peak={s['peak']:.0f}", flush=True)
+                      f"retrans={s['retrans']:.0f} concurrent_peak={s['peak']:.0f} "
+                      f"daemon_cpu_ms_per_call={1000 * cpu / max(total, 1):.2f} "
+                      f"load1={os.getloadavg()[0]:.2f}", flush=True)
                 if failed_pct < 0.1 and total >= calls:
                     best = max(best, (s["rate"], failed_pct, s["peak"]))
                 else:

@@ -56,6 +56,10 @@ RECORDED = (CallOffered, CallAnswered, CallReleased, Abandoned, CallFinished, Ag
             RecordingFailed)
 
 
+Filing = tuple[str, str, dict[str, str], CallRecordRow | None]
+"""A voice report owed: call id, text, extra fields, the CDR row if in hand."""
+
+
 def _ts(epoch: float | None) -> dt.datetime | None:
     return None if epoch is None else dt.datetime.fromtimestamp(epoch, dt.UTC)
 
@@ -113,6 +117,7 @@ class CallRecorder:
             rows = list(await s.scalars(select(CallRecordRow).where(
                 CallRecordRow.report_id.is_(None), CallRecordRow.hotline != "",
                 CallRecordRow.outcome.in_(("answered", "abandoned")))))
+        owed: list[Filing] = []
         for row in rows:
             if row.outcome == "answered":
                 text = (f"Voice call to {row.hotline} from {row.caller or 'unknown'}, "
@@ -120,12 +125,10 @@ class CallRecorder:
             else:
                 text = (f"Abandoned voice call to {row.hotline} from "
                         f"{row.caller or 'unknown'}: call back")
-            try:
-                await self._file_report(row.id, text, {"outcome": row.outcome or "",
-                                                       "agent": row.agent_id})
-            except Exception:
-                self.errors += 1
-                log.exception("call records: voice report for %s not refiled", row.id)
+            owed.append((row.id, text, {"outcome": row.outcome or "", "agent": row.agent_id},
+                         row))
+        for start in range(0, len(owed), BATCH):
+            await self._file_reports(owed[start:start + BATCH])
         if rows:
             log.info("call records: filed reports left owed", extra={"count": len(rows)})
         return len(rows)
@@ -192,12 +195,8 @@ class CallRecorder:
         if self._stopping:
             self.owed += len(filings)  # refile() files them at the next start
             filings = []
-        for call_id, text, extra in filings:
-            try:
-                await self._file_report(call_id, text, extra, rows.get(call_id))
-            except Exception:
-                self.errors += 1
-                log.exception("call records: voice report for %s not filed", call_id)
+        await self._file_reports([(call_id, text, extra, rows.get(call_id))
+                                  for call_id, text, extra in filings])
         for call_id, path, sha256 in links:
             try:
                 await self._link_recording(call_id, path, sha256)
@@ -352,19 +351,35 @@ class CallRecorder:
                           details={"outcome": row.outcome, "cause": row.cause,
                                    "route": offered.route if offered else ""})
 
-    async def _file_report(self, call_id: str, text: str, extra: dict[str, str],
-                           row: CallRecordRow | None = None) -> None:
-        """File the voice report of a committed CDR (``row``, else read it)."""
-        if row is None:
-            async with self.db.session() as s:
-                row = await s.get(CallRecordRow, call_id)
-        if row is None:
+    async def _file_reports(self, filings: list[Filing]) -> None:
+        """File the voice reports of committed CDRs as one batch, and link each CDR.
+
+        A failure leaves the CDRs without a report id, so :meth:`refile` files
+        them at the next start; it never loses the CDR itself.
+        """
+        news: list[NewReport] = []
+        call_ids: list[str] = []
+        for call_id, text, extra, known in filings:
+            row = known
+            if row is None:
+                async with self.db.session() as s:
+                    row = await s.get(CallRecordRow, call_id)
+            if row is None:
+                continue
+            fields = {"call_id": call_id, "hotline": row.hotline, "queue": row.queue,
+                      "trunk": row.trunk, "called": row.called, **extra}
+            news.append(NewReport(Channel.VOICE, text, row.offered_at, caller=row.caller,
+                                  fields=tuple(sorted(fields.items())), source_ref=call_id))
+            call_ids.append(call_id)
+        if not news:
             return
-        fields = {"call_id": call_id, "hotline": row.hotline, "queue": row.queue,
-                  "trunk": row.trunk, "called": row.called, **extra}
-        new = NewReport(Channel.VOICE, text, row.offered_at, caller=row.caller,
-                        fields=tuple(sorted(fields.items())), source_ref=call_id)
-        done = await self.reports.submit(new, actor="sip")
-        async with self.db.session() as s:
-            await s.execute(update(CallRecordRow).where(CallRecordRow.id == call_id)
-                            .values(report_id=done.report_id))
+        try:
+            done = await self.reports.submit_many(news, actor="sip")
+            async with self.db.session() as s:
+                await s.execute(update(CallRecordRow), [
+                    {"id": call_id, "report_id": d.report_id}
+                    for call_id, d in zip(call_ids, done, strict=True)])
+        except Exception:
+            self.errors += 1
+            log.exception("call records: %d voice reports not filed (refiled at next start)",
+                          len(news))
