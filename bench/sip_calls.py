@@ -192,6 +192,24 @@ class Bench:
              "-recv_timeout", str(recv_timeout_ms), "-nostdin", *extra],
             cwd=self.tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def writer_idle(self, limit: float = 300.0) -> float:
+        """Wait until the daemon's record writer has written everything queued (its
+        ``/health`` shows nothing pending and nothing new written for half a second);
+        the seconds waited (how far the writer lagged behind the calls)."""
+        import httpx
+
+        began = time.monotonic()
+        last = None
+        while time.monotonic() - began < limit:
+            health = httpx.get(f"http://127.0.0.1:{self.daemon.port}/health", timeout=10).json()
+            records = health["services"]["sip"]["detail"]["records"]
+            now = (records["pending"], records["written"])
+            if now[0] == 0 and now == last:
+                break
+            last = now
+            time.sleep(0.5)
+        return time.monotonic() - began
+
     def stop(self) -> float:
         """SIGTERM the daemon (and the agents' SIPp); seconds the daemon took to exit."""
         began = time.monotonic()
@@ -218,6 +236,8 @@ def run_rates(bench: Bench, rates: list[int], duration: int, hold: int
         uac = bench.caller("trunk_call.xml", rate, calls, stf, "-d", str(hold),
                            "-timeout", f"{duration * 3 + 30}s")
         uac.wait(duration * 4 + 120)
+        # The CPU the calls cost includes writing their records, however late.
+        lag = bench.writer_idle()
         s = stats(stf)
         cpu = cpu_seconds(bench.daemon.proc.pid) - cpu_before
         total = s["ok"] + s["failed"]
@@ -226,6 +246,7 @@ def run_rates(bench: Bench, rates: list[int], duration: int, hold: int
               f"ok={s['ok']:.0f} failed={s['failed']:.0f} failed_pct={failed_pct:.3f} "
               f"retrans={s['retrans']:.0f} concurrent_peak={s['peak']:.0f} "
               f"daemon_cpu_ms_per_call={1000 * cpu / max(total, 1):.2f} "
+              f"records_lag_s={lag:.1f} "
               f"load1={os.getloadavg()[0]:.2f}", flush=True)
         # A storm: retransmissions above 5 % of calls (a call is 7 messages to SIPp).
         if failed_pct < 0.1 and total >= calls and s["retrans"] < 0.05 * calls:
