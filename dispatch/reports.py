@@ -193,6 +193,78 @@ class ReportService:
         incident_id = await self._assess(report_id, actor=actor)
         return Submitted(report_id, False, incident_id)
 
+    async def submit_many(self, news: Sequence[NewReport], *, actor: str) -> list[Submitted]:
+        """Store a batch of reports in one transaction, then assess them all in one more.
+
+        For a channel that hands over many contacts at once (the voice reports of a
+        burst of calls): the same guarantees as :meth:`submit` at a fraction of the
+        commits.  Every report is stored before any is assessed; a ``source_ref``
+        already held (or repeated in the batch) comes back as a duplicate.  If the
+        batch cannot be stored together, each report goes through :meth:`submit`; if
+        it cannot be assessed together, each stored report is assessed on its own.
+        """
+        if not news:
+            return []
+        try:
+            stored, results = await self._store_many(news, actor)
+        except IntegrityError:  # another node stored one of them meanwhile
+            return [await self.submit(new, actor=actor) for new in news]
+        ids = [report_id for _, report_id in stored]
+        try:
+            async with self._lock:
+                async with self.db.session() as s:
+                    # One query loads the batch; each _assess_in then finds its row in
+                    # the session's identity map.
+                    await s.scalars(select(ReportRow).where(ReportRow.id.in_(ids)))
+                    placed = [await self._assess_in(s, report_id, actor) for report_id in ids]
+                self.counts["assessed"] += len(ids)
+        except Exception:
+            log.exception("reports: batch of %d not assessed together; one by one", len(ids))
+            placed = [await self._assess(report_id, actor=actor) for report_id in ids]
+        for (index, report_id), incident_id in zip(stored, placed, strict=True):
+            results[index] = Submitted(report_id, False, incident_id)
+        return [results[i] for i in range(len(news))]
+
+    async def _store_many(self, news: Sequence[NewReport], actor: str
+                          ) -> tuple[list[tuple[int, str]], dict[int, Submitted]]:
+        """Insert the batch's new reports in one transaction: ((index, id) stored,
+        {index: duplicate})."""
+        refs = [n.source_ref for n in news if n.source_ref is not None]
+        held: dict[tuple[str, str], tuple[str, str | None]] = {}
+        stored: list[tuple[int, str]] = []
+        duplicates: dict[int, Submitted] = {}
+        async with self.db.session() as s:
+            if refs:
+                found = await s.execute(
+                    select(ReportRow.channel, ReportRow.source_ref, ReportRow.id,
+                           ReportRow.incident_id).where(ReportRow.source_ref.in_(refs)))
+                held = {(c, str(r)): (i, inc) for c, r, i, inc in found}
+            for index, new in enumerate(news):
+                key = (new.channel.value, new.source_ref or "")
+                if new.source_ref is not None and key in held:
+                    duplicates[index] = Submitted(held[key][0], True, held[key][1])
+                    continue
+                report_id = str(uuid.uuid4())
+                if new.source_ref is not None:
+                    held[key] = (report_id, None)
+                s.add(ReportRow(
+                    id=report_id, channel=new.channel.value, source_ref=new.source_ref,
+                    received_at=new.received_at, text=new.text, lang=new.lang,
+                    caller=new.caller, lat=new.lat, lon=new.lon, address=new.address,
+                    fields=dict(new.fields), created_by=actor, assessed=False, agencies=[],
+                    assessment={}))
+                self.audit.record(s, actor=actor, action="report.received",
+                                  subject=f"report:{report_id}",
+                                  details={"channel": new.channel.value, "caller": new.caller,
+                                           "source_ref": new.source_ref})
+                event = ReportReceived(report_id, new.channel.value, new.caller,
+                                       new.received_at)
+                after_commit(s, lambda e=event: self.publish(e))  # type: ignore[misc]
+                stored.append((index, report_id))
+        self.counts["received"] += len(stored)
+        self.counts["duplicates"] += len(duplicates)
+        return stored, duplicates
+
     async def _assess(self, report_id: str, *, actor: str, replace: str | None = None) -> str:
         """Assess a report and place it: join an open incident or open one.
 
@@ -202,42 +274,52 @@ class ReportService:
         """
         async with self._lock:
             async with self.db.session() as s:
-                row = await s.get(ReportRow, report_id)
-                if row is None:
-                    raise NotFound(report_id)
-                report = _to_report(row)
-                assessment = self.intake.assess(report)
-                _store_assessment(row, assessment)
-                ref = assessment.ref(report)
-                open_incidents = [snap for snap in await self._open_snapshots(s, ref)
-                                  if snap.incident_id != replace]
-                decision = self.intake.correlator.place(
-                    ref, open_incidents, self._now(), replace or str(uuid.uuid4()))
-                await self._apply(s, decision, actor)
-                row.incident_id = decision.incident.incident_id
-                if replace is not None and replace != row.incident_id:
-                    left = await s.get(IncidentRow, replace)
-                    if left is not None:
-                        left.status, left.merged_into = "merged", row.incident_id
-                        left.report_count, left.updated_at = 0, self._now()
-                        self.audit.record(s, actor=actor, action="incident.merged",
-                                          subject=f"incident:{replace}",
-                                          details={"into": row.incident_id,
-                                                   "why": "re-assessed report joined"})
-                self.audit.record(s, actor=actor, action="report.assessed",
-                                  subject=f"report:{report_id}",
-                                  details=_assessment_summary(assessment))
-                event = ReportAssessed(
-                    report_id, row.category, row.subtype, tuple(row.agencies),
-                    assessment.grade.grade.name, decision.incident.incident_id)
-                after_commit(s, lambda: self.publish(event))
+                incident_id = await self._assess_in(s, report_id, actor, replace)
             self.counts["assessed"] += 1
-            return decision.incident.incident_id
+            return incident_id
+
+    async def _assess_in(self, s: AsyncSession, report_id: str, actor: str,
+                         replace: str | None = None) -> str:
+        """:meth:`_assess`'s work inside ``s`` (the caller holds the lock)."""
+        row = await s.get(ReportRow, report_id)
+        if row is None:
+            raise NotFound(report_id)
+        report = _to_report(row)
+        assessment = self.intake.assess(report)
+        _store_assessment(row, assessment)
+        ref = assessment.ref(report)
+        open_incidents = [snap for snap in await self._open_snapshots(s, ref)
+                          if snap.incident_id != replace]
+        new_id = replace or str(uuid.uuid4())
+        decision = self.intake.correlator.place(ref, open_incidents, self._now(), new_id)
+        await self._apply(s, decision, actor, fresh=None if replace else new_id)
+        row.incident_id = decision.incident.incident_id
+        if replace is not None and replace != row.incident_id:
+            left = await s.get(IncidentRow, replace)
+            if left is not None:
+                left.status, left.merged_into = "merged", row.incident_id
+                left.report_count, left.updated_at = 0, self._now()
+                self.audit.record(s, actor=actor, action="incident.merged",
+                                  subject=f"incident:{replace}",
+                                  details={"into": row.incident_id,
+                                           "why": "re-assessed report joined"})
+        self.audit.record(s, actor=actor, action="report.assessed",
+                          subject=f"report:{report_id}",
+                          details=_assessment_summary(assessment))
+        event = ReportAssessed(
+            report_id, row.category, row.subtype, tuple(row.agencies),
+            assessment.grade.grade.name, decision.incident.incident_id)
+        after_commit(s, lambda: self.publish(event))
+        return decision.incident.incident_id
 
     async def _open_snapshots(self, s: AsyncSession, ref: ReportRef) -> list[IncidentSnapshot]:
         """Open incidents this report could join: in the time window and, when both are
         located, inside a box around it no larger than the widest correlation distance."""
         rules = self.intake.rules.correlation
+        if (ref.lat is None or ref.lon is None) and not rules.unlocated_joins:
+            # The correlator joins an unlocated report to nothing, so loading every
+            # open incident of the window (one per call in a busy hour) is waste.
+            return []
         window = dt.timedelta(minutes=rules.window_minutes)
         stmt = select(IncidentRow).where(IncidentRow.status.not_in(CLOSED_STATES),
                                          IncidentRow.last_report_at >= ref.received_at - window)
@@ -245,17 +327,24 @@ class ReportService:
             reach = max([rules.distance_km, *rules.distance_by_category.values()])
             dlat = reach / 111.0
             dlon = reach / (111.0 * max(0.05, math.cos(math.radians(ref.lat))))
-            stmt = stmt.where(or_(IncidentRow.lat.is_(None), and_(
-                IncidentRow.lat.between(ref.lat - dlat, ref.lat + dlat),
-                IncidentRow.lon.between(ref.lon - dlon, ref.lon + dlon))))
+            near = and_(IncidentRow.lat.between(ref.lat - dlat, ref.lat + dlat),
+                        IncidentRow.lon.between(ref.lon - dlon, ref.lon + dlon))
+            # An unlocated incident is a candidate only when unlocated joins are allowed.
+            stmt = stmt.where(or_(IncidentRow.lat.is_(None), near)
+                              if rules.unlocated_joins else near)
         return await _snapshots(s, (await s.scalars(stmt)).all())
 
-    async def _apply(self, s: AsyncSession, decision: Decision, actor: str) -> None:
-        """Write a correlation decision: the incident(s) it touched and the audit rows."""
+    async def _apply(self, s: AsyncSession, decision: Decision, actor: str,
+                     fresh: str | None = None) -> None:
+        """Write a correlation decision: the incident(s) it touched and the audit rows.
+
+        ``fresh`` is an incident id just made up for this decision: no row can have it,
+        so opening it needs no look-up."""
         now = self._now()
         touched = [decision.incident] + ([decision.other] if decision.other else [])
         for snapshot in touched:
-            row = await s.get(IncidentRow, snapshot.incident_id)
+            row = (None if snapshot.incident_id == fresh
+                   else await s.get(IncidentRow, snapshot.incident_id))
             if row is None:
                 row = IncidentRow(id=snapshot.incident_id, status="new", opened_at=now,
                                   needs_location=False, report_count=0, updated_at=now,

@@ -161,7 +161,10 @@ class ServiceManager:
 
     async def _stop_quietly(self, entry: _Entry) -> None:
         try:
-            await asyncio.wait_for(entry.service.stop(), STOP_TIMEOUT_S)
+            # A service that must flush data it holds (the SIP record writer) may ask for
+            # longer with a ``stop_timeout`` attribute; everything else gets the default.
+            timeout = float(getattr(entry.service, "stop_timeout", STOP_TIMEOUT_S))
+            await asyncio.wait_for(entry.service.stop(), timeout)
         except Exception:
             log.exception("service failed to stop cleanly", extra={"service": entry.service.name})
 

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import select
 
 from dispatch.audit import AuditTrail
-from dispatch.call_records import CallRecorder
+from dispatch.call_records import RECORDS_FLUSH_S, CallRecorder
 from dispatch.config import SipSettings
 from dispatch.incidents import IncidentService
 from dispatch.models import CallRecordRow
@@ -77,6 +77,9 @@ class SipService:
     """The ``sip`` service: start/stop/health for the whole SIP side."""
 
     name = "sip"
+    #: Seconds the daemon grants :meth:`stop`: BYE every call, seal recordings (10 s),
+    #: then flush every queued CDR and audit row (:data:`RECORDS_FLUSH_S`).
+    stop_timeout = 15.0 + RECORDS_FLUSH_S
 
     def __init__(self, settings: SipSettings, telephony: TelephonySettings, db: Database,
                  audit: AuditTrail, reports: ReportService,

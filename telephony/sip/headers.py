@@ -24,6 +24,7 @@ from telephony.sip.uri import (
     SipUri,
     Uri,
     format_host,
+    memoised,
     parse_host_port,
     parse_uri,
 )
@@ -508,6 +509,7 @@ class Via:
         )
 
 
+@memoised
 def parse_via(text: str) -> Via:
     """Parse one Via element (already split from its list)."""
     scanner = _Scanner(text)
@@ -593,6 +595,7 @@ class NameAddr:
 _DISPLAY_TOKENS_RE = re.compile(f"[ \t]*([{_TOKEN_CHARS} \t]*)<")
 
 
+@memoised
 def parse_name_addr(text: str) -> NameAddr:
     """Parse ``[display] <uri> *(;param)`` or ``addr-spec *(;param)``."""
     scanner = _Scanner(text)
@@ -651,6 +654,7 @@ class CSeq:
 _CSEQ_RE = re.compile(f"[ \t]*([0-9]{{1,10}})[ \t]+([{_TOKEN_CHARS}]+)[ \t]*")
 
 
+@memoised
 def parse_cseq(text: str) -> CSeq:
     """Parse ``1*DIGIT LWS Method``; the number must fit 32 bits (RFC 3261 20.16)."""
     match = _CSEQ_RE.fullmatch(text)

@@ -114,7 +114,8 @@ _CALL_ID_RE = re.compile(f"{_WORD}(?:@{_WORD})?")
 _DIGITS_RE = re.compile(r"[0-9]{1,10}")
 _START_LINE_CTL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _PLACEHOLDER_URI = AbsoluteUri("invalid", "request-uri-rejected")
-_SINGLE_VALUED = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length", "Content-Type")
+_SINGLE_VALUED = frozenset(
+    {"From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length", "Content-Type"})
 _DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 
 
@@ -438,9 +439,13 @@ def _validate(message: SipMessage, rest: bytes, limits: SipLimits) -> None:
     """Second pass: the fields every element relies on, then the body."""
     if isinstance(message, SipRequest) and message.version.upper() != "SIP/2.0":
         raise SipVersionNotSupported(f"version {message.version}")
-    for name in _SINGLE_VALUED:
-        if message.headers.count(name) > 1:
-            raise SipParseError(f"more than one {name}")
+    # One pass over the fields (they are stored under their canonical names).
+    seen: set[str] = set()
+    for name, _value in message.headers:
+        if name in _SINGLE_VALUED:
+            if name in seen:
+                raise SipParseError(f"more than one {name}")
+            seen.add(name)
     if not message.vias:
         raise SipParseError("missing Via")
     _ = message.from_, message.to, message.call_id

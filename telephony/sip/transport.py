@@ -29,6 +29,7 @@ parsed; the registrar uses it to drop every packet of a blocked source.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import ssl
@@ -239,11 +240,21 @@ def _client_tls_context(ca: str | None) -> ssl.SSLContext:
     return context
 
 
-def _is_ipv6(host: str) -> bool:
+@functools.lru_cache(maxsize=4096)
+def _ip_version(host: str) -> int:
+    """4 or 6 for an IP address literal, 0 for anything else (a name).
+
+    Asked for every datagram sent; the peers of a node are few, so a bounded
+    cache saves parsing the same address thousands of times a second.
+    """
     try:
-        return ipaddress.ip_address(host).version == 6
+        return ipaddress.ip_address(host).version
     except ValueError:
-        return False
+        return 0
+
+
+def _is_ipv6(host: str) -> bool:
+    return _ip_version(host) == 6
 
 
 def _peer(address: object) -> tuple[str, int]:
@@ -618,13 +629,13 @@ class SipEndpoint:
             self.layer.transport_error(event.key, self.loop_time())
 
     def _send_udp(self, data: bytes, dest: Destination) -> bool:
-        try:
-            want_v6 = ipaddress.ip_address(dest.host).version == 6
-        except ValueError:
+        version = _ip_version(dest.host)
+        if not version:
             # Resolving a name here would block the loop; the TU resolves
             # (RFC 3263) before sending.
             log.warning("SIP UDP destination %s is not an address", dest.host)
             return False
+        want_v6 = version == 6
         for udp, v6 in self._udp:
             if v6 == want_v6 and not udp.is_closing():
                 udp.sendto(data, (dest.host, dest.port))

@@ -12,9 +12,12 @@ scheme is answered 416 by the message parser.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 from urllib.parse import unquote_to_bytes
 
 from telephony.sip.errors import SipParseError
@@ -77,6 +80,33 @@ def _check_host(host: str, original: str) -> str:
     if not host or _HOSTNAME_RE.fullmatch(host) is None:
         raise SipParseError(f"bad host {host!r} in {original!r}")
     return host
+
+
+_T = TypeVar("_T")
+MEMO_SIZE = 4096
+"""Distinct header texts whose parse is remembered per parser (bounded memory)."""
+MEMO_MAX_TEXT = 512
+"""Longer texts are parsed every time, so a hostile peer cannot fill the memo with big keys."""
+
+
+def memoised(parser: Callable[[str], _T]) -> Callable[[str], _T]:
+    """Remember ``parser``'s results for recently seen texts (a fast path).
+
+    The same From, To, Via and URI texts arrive again and again within a
+    dialog (request, 100, 180, 200, ACK, BYE...), and every parsed value is a
+    frozen dataclass, so one result can be shared.  Errors are not cached
+    (bad input is re-parsed and raises again); the memo is an LRU of
+    :data:`MEMO_SIZE` entries of at most :data:`MEMO_MAX_TEXT` characters.
+    """
+    cached = functools.lru_cache(maxsize=MEMO_SIZE)(parser)
+
+    @functools.wraps(parser)
+    def parse(text: str) -> _T:
+        if len(text) > MEMO_MAX_TEXT:
+            return parser(text)
+        return cached(text)
+
+    return parse
 
 
 def parse_host_port(text: str) -> tuple[str, int | None]:
@@ -242,6 +272,7 @@ def _parse_tel(rest: str, original: str) -> TelUri:
     return TelUri(number, params)
 
 
+@memoised
 def parse_uri(text: str) -> Uri:
     """Parse a URI; raise :class:`SipParseError` if it is malformed.
 
