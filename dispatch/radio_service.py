@@ -123,6 +123,8 @@ def serial_lines(gw: RadioGatewaySettings) -> ControlLines:
     sc = gw.soundcard
     return SerialControlLines(gw.device, ptt=sc.ptt_line, cos=sc.cos_line,
                               cos_active_low=sc.cos_active_low)
+#: The sound-card factories used when none is passed (tests put a frame-fed card here).
+SOUND_CARDS: list[Any] = [pyaudio_device, serial_lines]
 JOURNAL_SIZE = 10_000
 REPORT_ATTEMPTS = 5
 #: Whose press wins: commander > dispatcher > field unit.
@@ -287,8 +289,8 @@ class RadioService:
                  audit: AuditTrail, publish: Callable[[object], object],
                  reports: ReportService, clock: Callable[[], float],
                  port_factory: PortFactory = twisted_serial_port,
-                 audio_factory: AudioFactory = pyaudio_device,
-                 lines_factory: LinesFactory = serial_lines) -> None:
+                 audio_factory: AudioFactory | None = None,
+                 lines_factory: LinesFactory | None = None) -> None:
         """Build every gateway from ``settings``; nothing is opened until :meth:`start`."""
         self.settings = settings
         self.db, self.audit, self.publish = db, audit, publish
@@ -316,7 +318,8 @@ class RadioService:
                 self.soundcards[gw.name] = SoundcardGateway(SoundcardSettings(
                     gw.name, tg_gssi, gw.soundcard.vox_threshold_dbfs, gw.soundcard.vox_hang_s,
                     FloorSettings(gw.hang_time_s, gw.tx_timeout_s, gw.max_queue)),
-                    audio_factory(gw), lines_factory(gw), on_event)
+                    (audio_factory or SOUND_CARDS[0])(gw), (lines_factory or SOUND_CARDS[1])(gw),
+                    on_event)
                 continue
             if gw.kind == "tetra":
                 groups = [t.gssi for t in self.talkgroups.values() if t.gateway == gw.name]
