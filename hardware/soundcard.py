@@ -147,15 +147,16 @@ class PyAudioDevice:
     def open(self, on_frame: Callable[[bytes], None]) -> None:
         """Open the capture and playback streams; :class:`SoundcardError` if PortAudio fails."""
         try:
-            pyaudio: Any = importlib.import_module("pyaudio")  # the optional extra [soundcard]
+            pyaudio: Any = importlib.import_module("pyaudio")  # the optional extra [audio]
         except ImportError as exc:
             raise SoundcardError("pyaudio is not installed: apt-get install portaudio19-dev "
-                                 "and pip install 'dispatchd[soundcard]'") from exc
+                                 "and pip install 'dispatchd[audio]'") from exc
         self._on_frame = on_frame
         self._loop = asyncio.get_running_loop()
         chunk = FRAME_SAMPLES * self._up.factor
         try:
             self._pa = pyaudio.PyAudio()
+            self._check_devices(self._pa.get_device_count())
             common = {"format": pyaudio.paInt16, "channels": 1, "rate": self.rate,
                       "frames_per_buffer": chunk}
             self._streams = [
@@ -166,6 +167,13 @@ class PyAudioDevice:
         except Exception as exc:  # PortAudio raises OSError or IOError with a code
             self.close()
             raise SoundcardError(f"sound card: {exc}") from exc
+
+    def _check_devices(self, count: int) -> None:
+        """PortAudio crashes the process on a device index it does not have: refuse it first."""
+        for which, index in (("input", self.input_device), ("output", self.output_device)):
+            if index is not None and not 0 <= index < count:
+                raise SoundcardError(f"no {which} device {index}: PortAudio sees {count} "
+                                     "device(s)")
 
     def _captured(self, data: bytes | None, count: int, info: Any, status: int) -> tuple[None, int]:
         """PortAudio's thread: resample, cut into frames, hand each to the loop."""

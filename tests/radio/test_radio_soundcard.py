@@ -7,6 +7,7 @@ import asyncio
 import os
 import pty
 import sys
+import threading
 import tty
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from radio.soundcard import SoundcardGateway, SoundcardSettings, Vox
 from radio.tetra import LinkDown, LinkUp, RadioKeyed, RadioUnkeyed, TalkerChanged
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "media"))
-from enginepeers import assert_hears  # noqa: E402
+from enginepeers import assert_hears, until  # noqa: E402
 
 
 class Rig:
@@ -199,3 +200,52 @@ def test_pyserial_drives_rts_and_reads_it_back_as_cts_on_its_loopback() -> None:
     missing = SerialControlLines("/dev/ttyUSB-none", ptt="dtr", cos="dcd")
     with pytest.raises(SoundcardError, match="cannot open"):
         missing.open()
+
+
+async def test_pyaudio_device_callbacks_hand_frames_across_threads() -> None:
+    """PortAudio calls back on its own thread: 48 kHz capture becomes 8 kHz frames on the
+    loop; playback drains what the gateway wrote, upsampled, and plays silence when empty."""
+    from hardware.soundcard import PyAudioDevice
+
+    card = PyAudioDevice(rate=48000)
+    got: list[bytes] = []
+    card._loop = asyncio.get_running_loop()  # what open() does before starting the streams
+    card._on_frame = got.append
+    t = np.arange(48000) / 48000
+    pcm = np.round(6000 * np.sin(2 * np.pi * 900 * t)).astype("<i2")
+
+    def portaudio_thread() -> None:
+        for i in range(0, len(pcm), 1000):  # odd-sized buffers: frames must still be whole
+            card._captured(pcm[i:i + 1000].tobytes(), 1000, None, 0)
+
+    worker = threading.Thread(target=portaudio_thread)
+    worker.start()
+    await asyncio.get_running_loop().run_in_executor(None, worker.join)
+    await until(lambda: len(got) == 50, "50 frames on the loop")
+    assert all(len(f) == 320 for f in got)
+    assert_hears(pcm_of(got[2:]), [900.0], [2000.0])
+
+    for frame in tone_frames(900.0, 8):
+        card.write(frame)  # 8 queued, only the newest 5 kept: no delay builds up
+    played = [card._playback(None, 960, None, 0)[0] for _ in range(6)]
+    assert [len(p) for p in played] == [1920] * 6
+    assert played[-1] == bytes(1920) and card.counters["out_underruns"] == 1
+    with pytest.raises(ValueError):
+        card.write(b"\x00" * 100)
+
+
+async def test_a_device_index_portaudio_lacks_is_refused_before_it_crashes() -> None:
+    """PortAudio segfaults on an out-of-range device index: we must refuse it ourselves."""
+    import pyaudio
+
+    from hardware.soundcard import PyAudioDevice
+
+    pa = pyaudio.PyAudio()
+    try:
+        devices = pa.get_device_count()
+    finally:
+        pa.terminate()
+    card = PyAudioDevice(rate=8000, input_device=devices + 5)
+    with pytest.raises(SoundcardError, match=f"no input device {devices + 5}"):
+        card.open(lambda frame: None)
+    card.close()
