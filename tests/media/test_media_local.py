@@ -74,7 +74,7 @@ async def _talk(eng: MediaEngine, clock: Clock, frames: int, phone: Peer, freq: 
     for _ in range(frames):
         before = _rx(eng, "phone")
         phone.send_audio(tone(freq, phone.seq))
-        await until(lambda: _rx(eng, "phone") > before, "RTP from the phone")
+        await until(lambda before=before: _rx(eng, "phone") > before, "RTP from the phone")
         if radio is not None:
             radio.hear(radio_freq, len(radio.sent))
         clock.t += 0.02

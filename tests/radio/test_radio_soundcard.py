@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pty
+import re
 import sys
 import threading
 import tty
@@ -249,3 +250,34 @@ async def test_a_device_index_portaudio_lacks_is_refused_before_it_crashes() -> 
     with pytest.raises(SoundcardError, match=f"no input device {devices + 5}"):
         card.open(lambda frame: None)
     card.close()
+
+
+def _radio(gateway: dict[str, object], talkgroups: list[dict[str, str]]) -> dict[str, object]:
+    return {"radio": {"gateways": [gateway], "talkgroups": talkgroups}}
+
+
+@pytest.mark.parametrize(("gateway", "talkgroups", "message"), [
+    ({"name": "sc1", "kind": "soundcard", "device": "/dev/ttyUSB0"}, [],
+     "radio.gateways.soundcard] is needed by"),
+    ({"name": "t1", "kind": "tetra", "device": "/dev/ttyUSB0", "soundcard": {}},
+     [{"name": "f", "gssi": "1", "gateway": "t1"}], "only allowed for"),
+    ({"name": "sc1", "kind": "soundcard", "device": "/dev/ttyUSB0", "soundcard": {}},
+     [{"name": "a", "gssi": "1", "gateway": "sc1"}, {"name": "b", "gssi": "2", "gateway": "sc1"}],
+     "carries one talkgroup only"),
+    ({"name": "sc1", "kind": "soundcard", "device": "/dev/ttyUSB0",
+      "soundcard": {"ptt_line": "cts"}}, [], "soundcard.ptt_line"),
+    ({"name": "sc1", "kind": "soundcard", "device": "/dev/ttyUSB0",
+      "soundcard": {"audio_input": -1}}, [], "soundcard.audio_input"),
+    ({"name": "sc1", "kind": "soundcard", "soundcard": {}}, [], "needs device"),
+])
+def test_soundcard_settings_refused_with_one_clear_line(
+        gateway: dict[str, object], talkgroups: list[dict[str, str]], message: str) -> None:
+    from dispatch.config import ConfigError, parse_settings
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_settings(_radio(gateway, talkgroups), "test.toml")
+    ok = {"name": "sc1", "kind": "soundcard", "device": "/dev/ttyUSB0",
+          "soundcard": {"cos_line": "none", "audio_rate": 16000}}
+    settings = parse_settings(_radio(ok, [{"name": "f", "gssi": "1", "gateway": "sc1"}]), "t")
+    assert settings.radio.gateways[0].soundcard is not None
+    assert settings.radio.gateways[0].soundcard.cos_line == "none"
