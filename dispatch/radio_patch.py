@@ -29,6 +29,7 @@ talkgroup of the room is requested for ``patch:<group>`` and released when the
 over ends.  A keyed radio does not receive (half-duplex, enforced by the
 gateway), so a retransmission never comes back as a new over: no echo loop.
 
+A patch into a call ends when the call is released (:class:`CallReleased`).
 Every patch and unpatch is published (:class:`RadioPatchChanged`) and audited.
 A confirmed plan action of kind ``talkgroups`` patches its groups into the
 incident's conference ``incident-<id>`` (:meth:`PatchService.on_event`).
@@ -46,6 +47,7 @@ from dispatch.events import Envelope
 from dispatch.plans import ProposedActionDecided
 from dispatch.radio_service import RadioService, RadioServiceError
 from radio.floor import Priority
+from telephony.b2bua.events import CallReleased
 from telephony.media.anchor import DtmfReceived, MediaEvent
 from telephony.media.engine import MediaEngine
 from telephony.media.pttkeys import PttAction, PttKeys, parse_info
@@ -266,13 +268,27 @@ class PatchService:
     # --- response plans ---------------------------------------------------------------------
 
     def on_event(self, envelope: Envelope) -> None:
-        """Hub listener: a confirmed ``talkgroups`` plan action patches them (never blocks)."""
+        """Hub listener (never blocks): a confirmed ``talkgroups`` plan action patches them;
+        a released call takes its talkgroups out (the radio must not keep the room alive)."""
         event = envelope.event
+        work: Any = None
         if isinstance(event, ProposedActionDecided) and event.kind == "talkgroups" \
                 and event.status == "confirmed":
-            task = asyncio.get_running_loop().create_task(self.patch_plan(event))
+            work = self.patch_plan(event)
+        elif isinstance(event, CallReleased):
+            target = f"call:{event.call_id}"
+            ended = [tg for tg, p in self.patches.items() if p.target == target]
+            if ended:
+                work = self._call_ended(ended)
+        if work is not None:
+            task = asyncio.get_running_loop().create_task(work)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def _call_ended(self, talkgroups: list[str]) -> None:
+        for tg in talkgroups:
+            if tg in self.patches:
+                await self.unpatch(tg, "system")
 
     async def patch_plan(self, event: ProposedActionDecided) -> list[str]:
         """Patch a plan's talkgroups into ``incident-<id>``; the groups patched."""
