@@ -317,7 +317,7 @@ class RadioService:
                                 if t.gateway == gw.name), gw.name)
                 self.soundcards[gw.name] = SoundcardGateway(SoundcardSettings(
                     gw.name, tg_gssi, gw.soundcard.vox_threshold_dbfs, gw.soundcard.vox_hang_s,
-                    FloorSettings(gw.hang_time_s, gw.tx_timeout_s, gw.max_queue)),
+                    FloorSettings(gw.hang_time_s, gw.tx_timeout_s, gw.max_queue), gw.retry_s),
                     (audio_factory or SOUND_CARDS[0])(gw), (lines_factory or SOUND_CARDS[1])(gw),
                     on_event)
                 continue

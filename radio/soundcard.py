@@ -56,6 +56,7 @@ class SoundcardSettings:
     vox_threshold_dbfs: float = -40.0
     vox_hang_s: float = 0.5
     floor: FloorSettings = FloorSettings()
+    retry_s: float = 5.0  # reopen a lost port / sound card this often
 
 
 class Vox:
@@ -95,6 +96,8 @@ class SoundcardGateway:
         self._receiving: str | None = None
         self._listener: Callable[[bytes], None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._reopen: asyncio.Task[None] | None = None
+        self._stopping = False
         self._calls = 0
         self._last_error: str | None = None
         self.counters = dict.fromkeys(("tx", "tx_dropped", "rx", "rx_squelched"), 0)
@@ -106,18 +109,27 @@ class SoundcardGateway:
 
     async def start(self) -> None:
         """Open the control lines (PTT dropped at once), then the sound card."""
+        self._stopping = False
+        self._open()
+        self._up = True
+        self.on_event(LinkUp(self.name))
+
+    def _open(self) -> None:
         try:
             self.lines.open()
             self.audio.open(self._captured)
         except OSError as exc:
             self.lines.close()
+            self.audio.close()
             self._last_error = str(exc)
             raise
-        self._up = True
-        self.on_event(LinkUp(self.name))
 
     async def stop(self) -> None:
         """Revoke every grant (unkeying), then close the lines and the sound card."""
+        self._stopping = True
+        if self._reopen is not None:
+            self._reopen.cancel()
+            self._reopen = None
         self.revoke_all("gateway stopping")
         self._up = False
         if self._timer is not None:
@@ -136,12 +148,26 @@ class SoundcardGateway:
         self._up = False
         self._set_receiving(None)
         self.on_event(LinkDown(self.name, why))
+        self.lines.close()
+        self.audio.close()
+        if not self._stopping and self._reopen is None:
+            self._reopen = asyncio.get_running_loop().create_task(self._reopen_loop())
 
-    def restored(self) -> None:
-        """The caller reopened the device: grants are possible again."""
-        self.floor.restored(self.name)
-        self._up = True
-        self.on_event(LinkUp(self.name))
+    async def _reopen_loop(self) -> None:
+        """Reopen every ``retry_s`` until the adapter and the card are back (PTT dropped)."""
+        try:
+            while not self._stopping:
+                await asyncio.sleep(self.settings.retry_s)
+                try:
+                    self._open()
+                except OSError:
+                    continue
+                self.floor.restored(self.name)
+                self._up = True
+                self.on_event(LinkUp(self.name))
+                return
+        finally:
+            self._reopen = None
 
     def health(self) -> dict[str, Any]:
         """Ready, keyed, who is on air, counters, last error."""

@@ -37,7 +37,8 @@ class Rig:
         self.heard: list[bytes] = []
         self.gw = SoundcardGateway(
             SoundcardSettings("sc1", "7", vox_threshold_dbfs=-30.0, vox_hang_s=0.1,
-                              floor=FloorSettings(hang_time_s=hang_s, tx_timeout_s=30.0)),
+                              floor=FloorSettings(hang_time_s=hang_s, tx_timeout_s=30.0),
+                              retry_s=0.01),
             self.audio, self.lines, self.events.append)
         self.gw.attach(self.heard.append)
 
@@ -99,6 +100,7 @@ async def test_vox_when_no_cos_line_is_wired() -> None:
     rig.audio.capture(tone_frames(700.0, 20))
     assert len(rig.heard) == 20
     assert [e.talker for e in rig.events if isinstance(e, TalkerChanged)] == ["vox"]
+    await rig.gw.stop()
 
 
 def test_vox_hang_time_on_a_stepped_clock() -> None:
@@ -127,8 +129,9 @@ async def test_a_lost_port_while_keyed_leaves_nothing_keyed() -> None:
     assert rig.audio.played == []
     denied = rig.gw.request_ptt("7", "disp", Priority.DISPATCHER)
     assert [type(e) for e in denied] == [floor.FloorDenied]
-    rig.lines.fail = False
-    rig.gw.restored()
+    rig.lines.fail = False  # the USB adapter is plugged back: reopened, PTT dropped first
+    await until(lambda: isinstance(rig.events[-1], LinkUp), "the gateway reopened")
+    assert rig.lines.opened == 2 and rig.lines.history[-1] is False
     assert [type(e) for e in rig.gw.request_ptt("7", "disp", Priority.DISPATCHER)] == [
         floor.FloorGranted]
     await rig.gw.stop()
@@ -143,6 +146,8 @@ async def test_ptt_failure_at_keying_is_a_fault_and_a_loss() -> None:
     assert not rig.gw.keyed and "GatewayFault" in rig.kinds()
     await asyncio.sleep(0)  # the loss is reported on the next loop turn
     assert "LinkDown" in rig.kinds() and not rig.gw.floor.keyed()
+    await rig.gw.stop()  # stops the reopen attempts too
+    assert rig.gw._reopen is None
 
 
 async def test_a_stop_revokes_and_unkeys() -> None:
