@@ -34,11 +34,13 @@ Fail-safe (the radio is never left keyed):
 * gateway lost and start-up reconciliation: inside the gateway (``lost()``
   revokes; the first command after (re)opening the port is the release).
 
-Audio seam (not built here): a talkgroup joins a conference as a leg through
+Audio: a talkgroup joins a conference as a leg through
 :class:`radio.audio.RadioAudioLeg` -- 20 ms frames of 8 kHz 16-bit mono PCM,
 transmitted only between ``RadioKeyed`` and ``RadioUnkeyed``, received while
-another talker is on air.  See :mod:`radio.audio` for where each gateway's
-audio physically is.
+another talker is on air.  Sound-card gateways (``kind = "soundcard"``,
+:class:`radio.soundcard.SoundcardGateway`) carry it (:meth:`RadioService.audio_leg`);
+:mod:`dispatch.radio_patch` patches them.  See :mod:`radio.audio` for where each
+gateway's audio physically is.
 """
 
 from __future__ import annotations

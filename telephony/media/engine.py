@@ -23,6 +23,10 @@ SHA-256 is computed off the loop and written beside it, and
 :class:`~.anchor.RecordingFinished` is published.  A disk error never touches
 the call: it publishes :class:`~.anchor.RecordingFailed` and stops recording.
 
+A *local* leg (:meth:`MediaEngine.add_local`, :mod:`.local`) has no socket:
+its frame comes from an in-process object (a radio talkgroup's sound card)
+and its share of the mix is handed back to it; it is mixed like any other leg.
+
 Every ``housekeeping`` interval the engine checks for dead media (no accepted
 RTP for ``dead_media_s`` on a leg that should be receiving:
 :class:`~.anchor.DeadMedia`, once until RTP resumes) and sends a minimal RTCP
