@@ -152,6 +152,12 @@ class PatchService:
             where = other.room if other is not None else f"patch:{group}"
             if other is None:
                 await self._join(group, other_audio, where, f"group:{talkgroup}", who)
+                try:
+                    await self._join(talkgroup, audio, where, target, who)
+                except RadioServiceError:
+                    await self._leave(group, self.patches[group], who)
+                    raise
+                return {"talkgroup": talkgroup, "room": where, "target": target}
         await self._join(talkgroup, audio, where, target, who)
         return {"talkgroup": talkgroup, "room": where, "target": target}
 
@@ -159,6 +165,9 @@ class PatchService:
         leg = leg_id_of(talkgroup)
         try:
             self.engine.add_local(leg, audio)
+        except (ValueError, RuntimeError) as exc:  # MediaUnavailable is a RuntimeError
+            raise RadioServiceError(409, f"cannot patch {talkgroup!r}: {exc}") from exc
+        try:
             await self.engine.join(room, leg)
         except (ValueError, RuntimeError) as exc:
             await self.engine.release(leg)

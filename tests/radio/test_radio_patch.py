@@ -102,10 +102,13 @@ async def rig(tmp_path: Path, reactor: Any, monkeypatch: pytest.MonkeyPatch
                  "hang_time_s": 0.0, "soundcard": sc},
                 {"name": "sc2", "kind": "soundcard", "device": "/dev/ttyUSB1",
                  "hang_time_s": 0.0, "soundcard": sc},
+                {"name": "tetra1", "kind": "tetra", "device": str(tmp_path / "ttyNONE"),
+                 "retry_s": 60.0},  # absent: an alarm, and a group with no audio path
             ],
             "talkgroups": [
                 {"name": "fire", "gssi": "1", "gateway": "sc1", "agency": "119"},
                 {"name": "police", "gssi": "2", "gateway": "sc2", "agency": "110"},
+                {"name": "command", "gssi": "9001", "gateway": "tetra1"},
             ],
         },
     }, "test")
@@ -289,3 +292,27 @@ def test_ptt_keys_and_info_bodies() -> None:
     ]
     for ctype, body, expected in table:
         assert parse_info(ctype, body) == expected, (ctype, body)
+
+
+async def test_patch_refusals_name_the_reason(rig: Rig) -> None:
+    async with httpx.AsyncClient(base_url=rig.url) as client:
+        disp = await rig.headers(client, "disp2", Role.DISPATCHER)
+        taker = await rig.headers(client, "taker2", Role.CALL_TAKER)
+        cases = [
+            ("command", {"room": "r"}, 409, "no audio path"),
+            ("ghost", {"room": "r"}, 404, "no talkgroup"),
+            ("fire", {"talkgroup": "fire"}, 422, "to itself"),
+            ("fire", {"talkgroup": "ghost"}, 404, "no talkgroup"),
+            ("fire", {"room": "a", "call": "b"}, 422, "exactly one"),
+            ("fire", {"room": "bad\nroom"}, 422, ""),
+            ("fire", {"room": "r", "extra": 1}, 422, ""),
+        ]
+        for name, body, status, why in cases:
+            r = await client.post(f"/api/v1/talkgroups/{name}/patch", json=body, headers=disp)
+            assert r.status_code == status, (name, body, r.text)
+            assert why in r.text
+        r = await client.post("/api/v1/talkgroups/fire/patch", json={"room": "r"},
+                              headers=taker)
+        assert r.status_code == 403  # call takers do not patch radios
+        assert rig.patches.describe() == {}
+        assert rig.daemon.media.engine.rooms() == {}  # type: ignore[union-attr]
