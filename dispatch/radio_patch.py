@@ -241,13 +241,17 @@ class PatchService:
 
     def on_info(self, leg_id: str, content_type: str, body: bytes) -> bool:
         """A SIP INFO on ``leg_id``: True if it was PTT/DTMF for a patched room (answer 200)."""
-        parsed = parse_info(content_type, body)
-        if parsed is None or not self._talkgroups_of(leg_id):
+        try:
+            parsed = parse_info(content_type, body)
+            if parsed is None or not self._talkgroups_of(leg_id):
+                return False
+            if parsed in ("key", "unkey"):
+                self.ptt(leg_id, parsed)  # type: ignore[arg-type]
+            else:
+                self.key_digit(leg_id, parsed)
+        except Exception:  # the SIP dialog must never suffer from a radio bug
+            log.exception("SIP INFO PTT failed (a bug)", extra={"leg": leg_id})
             return False
-        if parsed in ("key", "unkey"):
-            self.ptt(leg_id, parsed)  # type: ignore[arg-type]
-        else:
-            self.key_digit(leg_id, parsed)
         return True
 
     def _talkgroups_of(self, leg_id: str) -> list[str]:
