@@ -808,7 +808,7 @@ class B2bua(SipIo):
             self.respond(request, 200 if method == "INFO" else 488, to_tag=leg.local_tag)
         elif method == "BYE":
             self.respond(request, 200, to_tag=leg.local_tag)
-            leg.state = LegState.ENDED
+            self._end_leg(leg)  # ends it and frees its media (its ports leaked before)
             by = "caller" if leg.role is LegRole.CALLER else "agent"
             self._release(leg.call, f"{by}_hangup", by)
         elif method == "REFER":
