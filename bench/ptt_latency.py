@@ -10,10 +10,11 @@
    UDP socket (its own thread and clock) sends paced 20 ms G.711 RTP to the
    media engine (its real 20 ms clock) with a loud frame every 10th packet; the
    talkgroup is a local leg of the same room, its sound-card gateway keyed.
-   Timed from ``sendto`` of a loud packet until the gateway hands that audio
-   to the sound card (jitter buffer, tick, mix, local leg, on-air gate).  The
-   card's own buffer (one PortAudio period, hardware) is not included: this
-   machine has no card.
+   The measured talkspurt starts after a warm-up and a silence gap (with the
+   RTP marker, as a phone with VAD sends it).  Timed from ``sendto`` of a loud
+   packet until the gateway hands that audio to the sound card (jitter buffer,
+   tick, mix, local leg, on-air gate).  The card's own buffer (one PortAudio
+   period, hardware) is not included: this machine has no card.
 
 Everything shares one process and loop, so the figures include the peers' work.
 
@@ -179,12 +180,20 @@ async def added_latency(bursts: int) -> tuple[list[float], int]:
     total = 10 * (bursts + 5)
 
     def phone_thread() -> None:
-        """The phone is its own device: paced on its own clock, not on our loop."""
+        """The phone is its own device: paced on its own clock, not on our loop.
+
+        One second of warm-up, 200 ms of silence suppression (no packets), then the
+        measured talkspurt opens with a marker: the jitter buffer anchors its playout
+        on a steady machine, not on a first packet delayed by start-up."""
         t0 = time.perf_counter()
-        for seq in range(total):
-            time.sleep(max(0.0, t0 + 0.02 * seq - time.perf_counter()))
-            is_loud = seq % 10 == 5 and seq >= 50
-            packet = build_rtp(RtpPacket(0, seq, 160 * seq, 0x1234, loud if is_loud else quiet))
+        for slot in range(total):
+            time.sleep(max(0.0, t0 + 0.02 * slot - time.perf_counter()))
+            if 50 <= slot < 60:
+                continue  # the gap: timestamps advance, nothing is sent
+            seq = slot if slot < 50 else slot - 10
+            is_loud = slot % 10 == 5 and slot >= 70
+            packet = build_rtp(RtpPacket(0, seq, 160 * slot, 0x1234, loud if is_loud else quiet,
+                                         marker=slot == 60))
             if is_loud:
                 sent.append(time.perf_counter())
             phone.sendto(packet, dest)
@@ -193,6 +202,10 @@ async def added_latency(bursts: int) -> tuple[list[float], int]:
     worker.start()
     await asyncio.get_running_loop().run_in_executor(None, worker.join)
     await asyncio.sleep(0.2)
+    health = engine.health()
+    print(f"engine: tick lateness p99={health['lateness_ms_p99']} ms, "
+          f"overruns={health['overruns']}; the phone's jitter buffer ended at a target of "
+          f"{round(engine._legs['disp'].jitter.stats().target_delay_ms, 1)} ms")
     gateway.release_ptt("1", "disp")
     await engine.stop()
     await gateway.stop()
