@@ -32,6 +32,7 @@ from dispatch.api_campaigns import mount_campaigns
 from dispatch.api_conferences import mount_conferences
 from dispatch.api_dispatch import DispatchContext, mount_dispatch
 from dispatch.api_monitor import mount_monitor
+from dispatch.api_patch import mount_patch
 from dispatch.api_radio import mount_radio
 from dispatch.api_reports import mount_reports
 from dispatch.api_residents import mount_residents
@@ -77,6 +78,7 @@ class AppContext:
     radio: RadioService | None = None
     sip: Any = None
     conferences: Any = None
+    patches: Any = None  # dispatch.radio_patch.PatchService when radio audio and media are on
 
 
 # ---------------------------------------------------------------- models
@@ -323,6 +325,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     if ctx.residents is not None:
         mount_residents(app, ctx.residents, ctx.campaigns, needs)
     mount_radio(app, ctx.radio, needs)
+    mount_patch(app, ctx.patches, needs)
     _mount_records(app, ctx, needs)
     _mount_events(app, ctx)
     return app

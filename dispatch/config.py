@@ -399,11 +399,26 @@ class SmsSettings(_Section):
 Gssi = Annotated[str, Field(min_length=1, max_length=8, pattern=r"^[0-9]+$")]
 
 
+class SoundcardRadioSettings(_Section):
+    """A radio on a sound card: PTT/COS lines of ``device`` and the card's audio."""
+
+    ptt_line: Literal["rts", "dtr"] = "rts"
+    cos_line: Literal["cts", "dcd", "none"] = "cts"
+    cos_active_low: bool = False
+    #: PortAudio device indexes (None: the system default) and the card's rate.
+    audio_input: Annotated[int | None, Field(ge=0, le=1024)] = None
+    audio_output: Annotated[int | None, Field(ge=0, le=1024)] = None
+    audio_rate: Literal[8000, 16000, 24000, 32000, 48000] = 48000
+    #: VOX (used when cos_line = "none"): RMS level that opens the squelch, and its hang.
+    vox_threshold_dbfs: Annotated[float, Field(ge=-90, le=0)] = -40.0
+    vox_hang_s: Annotated[float, Field(ge=0, le=10)] = 0.5
+
+
 class RadioGatewaySettings(_Section):
     """A radio gateway: a TETRA terminal's PEI or a satphone on a serial port, or a DMR master."""
 
     name: Name
-    kind: Literal["tetra", "satphone", "dmr"]
+    kind: Literal["tetra", "satphone", "dmr", "soundcard"]
     device: Annotated[str | None, Field(min_length=1, max_length=255)] = None
     #: DMR (Homebrew protocol): the master's address, our peer id, the passphrase's file.
     host: Annotated[str | None, Field(min_length=1, max_length=255)] = None
@@ -427,9 +442,14 @@ class RadioGatewaySettings(_Section):
     emergency_priority: Annotated[int, Field(ge=1, le=15)] = 15
     #: Satphones: how often signal and call state are polled.
     poll_s: Annotated[float, Field(ge=0.1, le=3600)] = 30.0
+    #: Sound-card radios (kind = "soundcard"): see radio/soundcard.py.
+    soundcard: SoundcardRadioSettings | None = None
 
     @model_validator(mode="after")
     def _kind_fits(self) -> RadioGatewaySettings:
+        if (self.kind == "soundcard") != (self.soundcard is not None):
+            raise ValueError(f"radio gateway {self.name!r}: [radio.gateways.soundcard] is "
+                             "needed by, and only allowed for, kind = \"soundcard\"")
         if self.kind == "satphone" and (self.groups or self.issi):
             raise ValueError(f"radio gateway {self.name!r}: groups and issi are TETRA settings, "
                              "not for a satphone")
@@ -504,13 +524,19 @@ class RadioSettings(_Section):
                 raise ValueError(f"radio.gateways: name {gw.name!r} is used twice")
             kinds[gw.name] = gw.kind
         names: set[str] = set()
+        soundcards: set[str] = set()
         gssis: set[tuple[str, str]] = set()
         for tg in self.talkgroups:
             if tg.name in names:
                 raise ValueError(f"radio.talkgroups: name {tg.name!r} is used twice")
-            if kinds.get(tg.gateway) not in ("tetra", "dmr"):
+            if kinds.get(tg.gateway) not in ("tetra", "dmr", "soundcard"):
                 raise ValueError(f"radio.talkgroups: {tg.name!r} names gateway {tg.gateway!r}, "
-                                 "which is not a configured tetra or dmr gateway")
+                                 "which is not a configured tetra, dmr or soundcard gateway")
+            if kinds[tg.gateway] == "soundcard" and tg.gateway in soundcards:
+                raise ValueError(f"radio.talkgroups: sound-card gateway {tg.gateway!r} carries "
+                                 "one talkgroup only")
+            if kinds[tg.gateway] == "soundcard":
+                soundcards.add(tg.gateway)
             if (tg.gateway, tg.gssi) in gssis:
                 raise ValueError(f"radio.talkgroups: GSSI {tg.gssi} is configured twice on "
                                  f"gateway {tg.gateway!r}")

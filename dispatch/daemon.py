@@ -240,6 +240,15 @@ class Daemon:
             from dispatch.call_commands import add_call_commands
 
             add_call_commands(self.commands, self.sip)
+        self.patches: Any = None
+        if self.radio is not None and self.media is not None:
+            from dispatch.radio_patch import wire_patches
+
+            # Talkgroups as legs of calls and conferences (radio audio through the mixer).
+            self.patches = wire_patches(self.radio, self.media.engine, self.hub.publish,
+                                        self.hub.listen, self.media.subscribe, self.sip,
+                                        self.commands, clock)
+            self.services.add(self.patches, required=False)
         self.services.add(self.http, required=True)
 
     async def _sms_receipt(self, message_ids: list[str], state: str) -> bool:
@@ -314,6 +323,7 @@ class Daemon:
             residents=self.residents, radio=self.radio,
             webhook_secret=self.settings.intake.webhook_secret,
             districts=self._districts, sip=self.sip, conferences=self.conferences,
+            patches=self.patches,
         ))
 
     def _districts(self) -> dict[str, Any] | None:

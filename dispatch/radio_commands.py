@@ -6,10 +6,40 @@ import json
 
 from dispatch.auth import Permission
 from dispatch.commands import Command, CommandError, Commands, Invocation, _table
+from dispatch.radio_patch import PatchService
 from dispatch.radio_service import ROLE_PRIORITY, RadioService, RadioServiceError
 from hardware.at import AtError
 from radio.sds import SdsError
 from radio.tetra import RadioError
+
+
+def add_patch_commands(table: Commands, patches: PatchService) -> None:
+    """Register ``patch TALKGROUP call|room|group TARGET`` and ``unpatch TALKGROUP``."""
+
+    async def patch(inv: Invocation) -> str:
+        if len(inv.args) != 3 or inv.args[1] not in ("call", "room", "group"):
+            raise CommandError("usage: patch TALKGROUP call|room|group TARGET", 2)
+        tg, kind, target = inv.args
+        try:
+            done = await patches.patch(tg, inv.principal.name, **{kind: target})
+        except RadioServiceError as exc:
+            raise CommandError(str(exc)) from None
+        return f"{tg} patched into {done['target']} (room {done['room']})"
+
+    async def unpatch(inv: Invocation) -> str:
+        if len(inv.args) != 1:
+            raise CommandError("usage: unpatch TALKGROUP", 2)
+        try:
+            done = await patches.unpatch(inv.args[0], inv.principal.name)
+        except RadioServiceError as exc:
+            raise CommandError(str(exc)) from None
+        return f"{inv.args[0]} unpatched from {done['target']}"
+
+    table.add(Command(("patch",), Permission.RADIO_PTT,
+                      "patch a talkgroup into a call, a conference or another group", patch,
+                      "TALKGROUP call|room|group TARGET"))
+    table.add(Command(("unpatch",), Permission.RADIO_PTT, "end a talkgroup's patch", unpatch,
+                      "TALKGROUP"))
 
 
 def add_radio_commands(table: Commands, radio: RadioService) -> None:

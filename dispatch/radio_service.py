@@ -34,11 +34,13 @@ Fail-safe (the radio is never left keyed):
 * gateway lost and start-up reconciliation: inside the gateway (``lost()``
   revokes; the first command after (re)opening the port is the release).
 
-Audio seam (not built here): a talkgroup joins a conference as a leg through
+Audio: a talkgroup joins a conference as a leg through
 :class:`radio.audio.RadioAudioLeg` -- 20 ms frames of 8 kHz 16-bit mono PCM,
 transmitted only between ``RadioKeyed`` and ``RadioUnkeyed``, received while
-another talker is on air.  See :mod:`radio.audio` for where each gateway's
-audio physically is.
+another talker is on air.  Sound-card gateways (``kind = "soundcard"``,
+:class:`radio.soundcard.SoundcardGateway`) carry it (:meth:`RadioService.audio_leg`);
+:mod:`dispatch.radio_patch` patches them.  See :mod:`radio.audio` for where each
+gateway's audio physically is.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from dispatch.config import RadioGatewaySettings, RadioSettings
 from dispatch.reports import NewReport, ReportService
 from dispatch.storage import Database
 from hardware.serial import PortFactory, twisted_serial_port
+from hardware.soundcard import AudioDevice, ControlLines, PyAudioDevice, SerialControlLines
 from intake.model import Channel
 from radio import floor
 from radio.dmr import (
@@ -87,6 +90,7 @@ from radio.satphone import (
     SignalChanged,
     SmsReceived,
 )
+from radio.soundcard import SoundcardGateway, SoundcardSettings
 from radio.tetra import (
     CallReleased,
     GatewayFault,
@@ -104,6 +108,26 @@ from radio.tetra import (
 log = logging.getLogger(__name__)
 
 PositionHook = Callable[[str, float, float, dt.datetime], None]
+AudioFactory = Callable[[RadioGatewaySettings], AudioDevice]
+LinesFactory = Callable[[RadioGatewaySettings], ControlLines]
+
+
+def pyaudio_device(gw: RadioGatewaySettings) -> AudioDevice:
+    """The real sound card of a ``soundcard`` gateway (pyaudio, opened at start)."""
+    assert gw.soundcard is not None
+    sc = gw.soundcard
+    return PyAudioDevice(rate=sc.audio_rate, input_device=sc.audio_input,
+                         output_device=sc.audio_output)
+
+
+def serial_lines(gw: RadioGatewaySettings) -> ControlLines:
+    """The real PTT/COS lines of a ``soundcard`` gateway (pyserial, opened at start)."""
+    assert gw.soundcard is not None and gw.device is not None
+    sc = gw.soundcard
+    return SerialControlLines(gw.device, ptt=sc.ptt_line, cos=sc.cos_line,
+                              cos_active_low=sc.cos_active_low)
+#: The sound-card factories used when none is passed (tests put a frame-fed card here).
+SOUND_CARDS: list[Any] = [pyaudio_device, serial_lines]
 JOURNAL_SIZE = 10_000
 REPORT_ATTEMPTS = 5
 #: Whose press wins: commander > dispatcher > field unit.
@@ -267,7 +291,9 @@ class RadioService:
     def __init__(self, settings: RadioSettings, *, reactor: Any, db: Database,
                  audit: AuditTrail, publish: Callable[[object], object],
                  reports: ReportService, clock: Callable[[], float],
-                 port_factory: PortFactory = twisted_serial_port) -> None:
+                 port_factory: PortFactory = twisted_serial_port,
+                 audio_factory: AudioFactory | None = None,
+                 lines_factory: LinesFactory | None = None) -> None:
         """Build every gateway from ``settings``; nothing is opened until :meth:`start`."""
         self.settings = settings
         self.db, self.audit, self.publish = db, audit, publish
@@ -280,6 +306,7 @@ class RadioService:
         self.satphones: dict[str, SatphoneGateway] = {}
         self.dmr: dict[str, DmrGateway] = {}
         self.bridges = _dmr_bridges(settings)
+        self.soundcards: dict[str, SoundcardGateway] = {}
         self.kinds: dict[str, str] = {}
         self.configured: dict[str, RadioGatewaySettings] = {}
         for gw in settings.gateways:
@@ -288,6 +315,16 @@ class RadioService:
             on_event = functools.partial(self._on_event, gw.name)
             if gw.kind == "dmr":
                 continue  # built at start: its passphrase is read from a file then
+            if gw.kind == "soundcard":
+                assert gw.soundcard is not None
+                tg_gssi = next((t.gssi for t in self.talkgroups.values()
+                                if t.gateway == gw.name), gw.name)
+                self.soundcards[gw.name] = SoundcardGateway(SoundcardSettings(
+                    gw.name, tg_gssi, gw.soundcard.vox_threshold_dbfs, gw.soundcard.vox_hang_s,
+                    FloorSettings(gw.hang_time_s, gw.tx_timeout_s, gw.max_queue), gw.retry_s),
+                    (audio_factory or SOUND_CARDS[0])(gw), (lines_factory or SOUND_CARDS[1])(gw),
+                    on_event)
+                continue
             if gw.kind == "tetra":
                 groups = [t.gssi for t in self.talkgroups.values() if t.gateway == gw.name]
                 self.tetra[gw.name] = TetraGateway(TetraSettings(
@@ -310,6 +347,7 @@ class RadioService:
         self.counts = {"reports": 0, "report_failures": 0, "audit_lost": 0, "handler_crashes": 0,
                        "bridge_dropped": 0}
         self._hooks: list[PositionHook] = []
+        self._talker_hooks: list[Callable[[str, str | None], None]] = []
         self._journal: asyncio.Queue[_Journal | None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._retries: dict[str, asyncio.Task[None]] = {}
@@ -327,8 +365,24 @@ class RadioService:
         for name in self.kinds:
             await self._start_gateway(name)
 
-    def _gateway(self, name: str) -> TetraGateway | SatphoneGateway | DmrGateway | None:
-        return self.tetra.get(name) or self.satphones.get(name) or self.dmr.get(name)
+    def _gateway(self, name: str
+                 ) -> TetraGateway | SatphoneGateway | DmrGateway | SoundcardGateway | None:
+        return (self.tetra.get(name) or self.satphones.get(name) or self.dmr.get(name)
+                or self.soundcards.get(name))
+
+    def _keyable(self, name: str) -> TetraGateway | SoundcardGateway | None:
+        """The gateway whose floor we control (TETRA or sound card), if ``name`` is one."""
+        return self.tetra.get(name) or self.soundcards.get(name)
+
+    def audio_leg(self, talkgroup: str) -> SoundcardGateway:
+        """The audio of ``talkgroup`` (a :class:`radio.audio.RadioAudioLeg`), or 409."""
+        tg = self._talkgroup(talkgroup)
+        gateway = self.soundcards.get(tg.gateway)
+        if gateway is None:
+            raise RadioServiceError(409, f"talkgroup {tg.name!r} has no audio path here "
+                                    f"(gateway {tg.gateway!r} is {self.kinds[tg.gateway]}; "
+                                    "only soundcard gateways carry audio)")
+        return gateway
 
     def _make_dmr(self, name: str) -> DmrGateway:
         """A DMR peer; reading the passphrase may raise ``OSError``."""
@@ -384,7 +438,9 @@ class RadioService:
         self._stopping = True
         for task in self._retries.values():
             task.cancel()
-        for gateway in self.tetra.values():
+        keyable: list[TetraGateway | SoundcardGateway] = [*self.tetra.values(),
+                                                          *self.soundcards.values()]
+        for gateway in keyable:
             try:
                 await gateway.stop()
             except Exception:  # one radio's failure must not leave the next one keyed
@@ -435,7 +491,8 @@ class RadioService:
         """A talkgroup's floor: talker, queue, state, who is on air, gateway health."""
         tg = self._talkgroup(name)
         emergency = self.emergencies.get(name)
-        if tg.gateway not in self.tetra:  # DMR: monitored, the air is the floor
+        radio = self._keyable(tg.gateway)
+        if radio is None:  # DMR: monitored, the air is the floor
             talker = self.on_air.get(name)
             return {"name": tg.name, "gssi": tg.gssi, "gateway": tg.gateway, "agency": tg.agency,
                     "min_priority": tg.min_priority.name.lower(),
@@ -443,7 +500,7 @@ class RadioService:
                     "talker_priority": "field_unit" if talker else None, "queue": [],
                     "keyed": False, "on_air": talker, "emergency": None, "monitor_only": True,
                     "gateway_state": self.state[tg.gateway]}
-        core = self.tetra[tg.gateway].floor
+        core = radio.floor
         priority = core.talker_priority(tg.gssi)
         return {"name": tg.name, "gssi": tg.gssi, "gateway": tg.gateway, "agency": tg.agency,
                 "min_priority": tg.min_priority.name.lower(),
@@ -459,6 +516,15 @@ class RadioService:
         self._hooks.append(hook)
         return lambda: self._hooks.remove(hook)
 
+    def add_talker_hook(self, hook: Callable[[str, str | None], None]) -> Callable[[], None]:
+        """Call ``hook(talkgroup, talker)`` when who is on air changes (patches couple floors)."""
+        self._talker_hooks.append(hook)
+        return lambda: self._talker_hooks.remove(hook)
+
+    def journal(self, actor: str, action: str, subject: str, details: dict[str, Any]) -> None:
+        """Queue an audit row (never waits on the database)."""
+        self._journal_add(actor, action, subject, details)
+
     # --- dispatcher requests ----------------------------------------------------------------
 
     def request_ptt(self, talkgroup: str, who: str, priority: Priority) -> list[dict[str, Any]]:
@@ -470,21 +536,24 @@ class RadioService:
                   f"(needs {tg.min_priority.name.lower()})"
         elif talkgroup in self.emergencies and priority < Priority.EMERGENCY:
             why = f"emergency call from {self.emergencies[talkgroup][1]} holds the group"
-        elif tg.gateway not in self.tetra:
+        radio = self._keyable(tg.gateway)
+        if why is None and radio is None:
             why = "DMR talkgroups are monitor-only (no vocoder for console audio)"
-        if why is not None:
-            denied = floor.FloorDenied(tg.gssi, who, asyncio.get_running_loop().time(), why)
+        if why is not None or radio is None:
+            denied = floor.FloorDenied(tg.gssi, who, asyncio.get_running_loop().time(),
+                                       why or "")
             self._on_event(tg.gateway, denied)
             return [self._describe(tg, denied)]
-        events = self.tetra[tg.gateway].request_ptt(tg.gssi, who, priority)
+        events = radio.request_ptt(tg.gssi, who, priority)
         return [self._describe(tg, e) for e in events if not isinstance(e, floor.Key | floor.Unkey)]
 
     def release_ptt(self, talkgroup: str, who: str) -> list[dict[str, Any]]:
         """``who`` lets go of PTT (or withdraws a queued request)."""
         tg = self._talkgroup(talkgroup)
-        if tg.gateway not in self.tetra:
+        radio = self._keyable(tg.gateway)
+        if radio is None:
             return []
-        events = self.tetra[tg.gateway].release_ptt(tg.gssi, who)
+        events = radio.release_ptt(tg.gssi, who)
         return [self._describe(tg, e) for e in events if not isinstance(e, floor.Key | floor.Unkey)]
 
     async def send_sds(self, text: str, who: str, *, talkgroup: str | None = None,
@@ -567,7 +636,7 @@ class RadioService:
         self._failing = True
         try:
             for name in gateways:
-                radio = self.tetra.get(name)
+                radio = self._keyable(name)
                 if radio is not None:
                     radio.revoke_all(reason)
                 self._alarm(name, "fault", reason)
@@ -639,6 +708,8 @@ class RadioService:
             # The handset let go: consoles may answer the emergency caller now.
             del self.emergencies[group]
         self.publish(RadioTalker(group, gateway, event.talker))
+        for hook in list(self._talker_hooks):
+            hook(group, event.talker)
 
     def _on_call_released(self, gateway: str, event: CallReleased) -> None:
         group = self._group(gateway, event.group)
@@ -782,7 +853,8 @@ class RadioService:
             return
         log.error("radio journal task crashed (a bug)", exc_info=exc)
         self.counts["handler_crashes"] += 1
-        self._fail_safe(list(self.tetra), f"radio service crashed: {type(exc).__name__}")
+        self._fail_safe([*self.tetra, *self.soundcards],
+                        f"radio service crashed: {type(exc).__name__}")
         self._start_writer()
 
     async def _write_journal(self) -> None:

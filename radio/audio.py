@@ -1,4 +1,4 @@
-"""The seam between radio gateways and the media engine (not built here).
+"""The seam between radio gateways and the media engine.
 
 A talkgroup, a satphone call or a sound-card radio joins a conference as a
 leg (DESIGN.md, "Calls and media").  The media engine owns mixing, jitter
@@ -21,6 +21,13 @@ its audio is the terminal's analogue/USB audio interface (a sound card, via
 ``hardware`` and pyaudio); a satphone's is its handset audio port or its
 docking gateway's SIP side; DMR's is AMBE+2 inside the ``DMRD`` payload and
 needs a vocoder (hardware dongle or a licensed codec) before it is PCM.
+
+Built so far: :class:`radio.soundcard.SoundcardGateway` implements this seam
+for a radio on a sound card; the media engine mixes such an object as a
+*local leg* (:mod:`telephony.media.local`, duck-typed: ``telephony`` does not
+import ``radio``); :mod:`dispatch.radio_patch` joins talkgroups to calls,
+conferences and each other.  TETRA and satphone audio through their own sound
+cards is not wired yet.
 """
 
 from __future__ import annotations

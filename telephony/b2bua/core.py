@@ -190,6 +190,9 @@ class B2bua(SipIo):
         self.on_event = on_event
         self.wall = wall_clock
         self.calls: dict[str, Call] = {}
+        #: In-dialog INFO consumed locally (PTT keying, telephony/media/pttkeys.py):
+        #: ``hook(leg_id, content_type, body)`` returns True to answer 200 and not relay.
+        self.info_hook: Callable[[str, str, bytes], bool] | None = None
         self.trunk_calls: dict[str, int] = {t.name: 0 for t in trunks}
         self.counts = {"offered": 0, "answered": 0, "abandoned": 0, "refused": 0,
                        "released": 0, "force_released": 0}
@@ -878,11 +881,14 @@ class B2bua(SipIo):
             self.respond(request, 200 if method == "INFO" else 488, to_tag=leg.local_tag)
         elif method == "BYE":
             self.respond(request, 200, to_tag=leg.local_tag)
-            leg.state = LegState.ENDED
+            self._end_leg(leg)  # ends it and frees its media (its ports leaked before)
             by = "caller" if leg.role is LegRole.CALLER else "agent"
             self._release(leg.call, f"{by}_hangup", by)
         elif method == "REFER":
             self.transfers.on_refer(leg, request)
+        elif method == "INFO" and self.info_hook is not None and self.info_hook(
+                leg.leg_id, request.headers.get("Content-Type") or "", request.body):
+            self.respond(request, 200, to_tag=leg.local_tag)
         elif method in _RELAYED:
             other = leg.call.other(leg)
             if other is None or other.dialog is None or not other.live:

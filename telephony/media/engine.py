@@ -23,6 +23,10 @@ SHA-256 is computed off the loop and written beside it, and
 :class:`~.anchor.RecordingFinished` is published.  A disk error never touches
 the call: it publishes :class:`~.anchor.RecordingFailed` and stops recording.
 
+A *local* leg (:meth:`MediaEngine.add_local`, :mod:`.local`) has no socket:
+its frame comes from an in-process object (a radio talkgroup's sound card)
+and its share of the mix is handed back to it; it is mixed like any other leg.
+
 Every ``housekeeping`` interval the engine checks for dead media (no accepted
 RTP for ``dead_media_s`` on a leg that should be receiving:
 :class:`~.anchor.DeadMedia`, once until RTP resumes) and sends a minimal RTCP
@@ -74,6 +78,7 @@ from telephony.media.jitter import (
     LatchVerdict,
     RtpLatch,
 )
+from telephony.media.local import LocalAudio, LocalPort
 from telephony.media.mixer import Channel, LegConfig, LegMode, Mixer
 from telephony.media.prompts import PromptError, PromptPlayer, SequencePlayer, load_prompt
 from telephony.media.recorder import RoomRecorder, recording_path
@@ -174,8 +179,8 @@ class _Rtp(asyncio.DatagramProtocol):
 class _Leg:
     leg_id: str
     port: int
-    rtp: asyncio.DatagramTransport
-    rtcp: asyncio.DatagramTransport
+    rtp: asyncio.DatagramTransport | None  # None: a local (in-process audio) leg
+    rtcp: asyncio.DatagramTransport | None
     jitter: JitterBuffer
     session_id: int
     ssrc: int
@@ -197,6 +202,7 @@ class _Leg:
     alaw: bool = False
     keys: ModeKeys | None = None
     sock: socket.socket | None = None  # the RTP socket itself: sending skips asyncio's buffering
+    local: LocalPort | None = None  # audio from/to an in-process object instead of RTP
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("rx", "rx_bad", "rx_foreign", "rx_ignored", "rx_bad_size", "rtcp_rx", "rtcp_bad",
          "tx", "tx_octets", "tx_dropped"), 0))
@@ -342,8 +348,8 @@ class MediaEngine:
             return leg
         raise MediaUnavailable(f"media: no free RTP port pair in {s.port_min}-{s.port_max}")
 
-    def _new_leg(self, leg_id: str, port: int, rtp: asyncio.DatagramTransport,
-                 rtcp: asyncio.DatagramTransport) -> _Leg:
+    def _new_leg(self, leg_id: str, port: int, rtp: asyncio.DatagramTransport | None,
+                 rtcp: asyncio.DatagramTransport | None) -> _Leg:
         r = self._rng
         leg = _Leg(leg_id, port, rtp, rtcp, JitterBuffer(self.settings.jitter),
                    session_id=r.getrandbits(62), ssrc=r.getrandbits(32),
@@ -416,7 +422,9 @@ class MediaEngine:
         talks = parsed is LegMode.TALK
         if r.caller is None and talks:
             r.caller = leg_id
-        channel = Channel.CALLER if r.caller == leg_id else Channel.CALL_TAKER
+        # A radio patched in is the far side, like the public caller.
+        channel = (Channel.CALLER if r.caller == leg_id or leg.local is not None
+                   else Channel.CALL_TAKER)
         self._mixer.remove_leg(leg_id)
         self._mixer.add_leg(leg_id, LegConfig(room, parsed, target, channel=channel))
         r.legs.append(leg_id)
@@ -433,9 +441,26 @@ class MediaEngine:
         self._leave_room(leg)
         self._mixer.remove_leg(leg_id)
         self._set_prompt(leg_id, leg, None)
+        if leg.local is not None:
+            leg.local.close()
+            return
         self._send_rtcp(leg, bye=True)
+        assert leg.rtp is not None and leg.rtcp is not None
         leg.rtp.close()
         leg.rtcp.close()
+
+    def add_local(self, leg_id: str, audio: LocalAudio) -> None:
+        """Anchor a leg whose audio is an in-process object (:mod:`.local`), then
+        :meth:`join` it to a room like any other leg; :meth:`release` detaches it."""
+        if leg_id in self._legs:
+            raise ValueError(f"leg {leg_id!r} already exists")
+        if len(leg_id) > 256 or not leg_id.isprintable():
+            raise ValueError("leg id must be printable and at most 256 characters")
+        if len(self._legs) >= self.settings.max_legs:
+            raise MediaUnavailable(f"media: {self.settings.max_legs} legs already anchored")
+        leg = self._new_leg(leg_id, 0, None, None)
+        leg.local = LocalPort(audio)
+        leg.local.open()
 
     def set_mode(self, leg_id: str, mode: str) -> None:
         """Switch a joined leg's mode mid-call (force-in: listen -> whisper -> barge)."""
@@ -612,6 +637,11 @@ class MediaEngine:
         rows: tuple[list[int], list[int]] = ([], [])
         payloads: tuple[list[bytes], list[bytes]] = ([], [])
         for i, leg in enumerate(legs):
+            if leg.local is not None:
+                frame = leg.local.pop()
+                if frame is not None:
+                    block[i] = frame
+                continue
             got = leg.jitter.pop(now)
             if isinstance(got, Frame):
                 law = int(leg.alaw)
@@ -695,6 +725,9 @@ class MediaEngine:
                 for i, payload in zip(rows, _split(encode(out[rows])), strict=True):
                     payloads[i] = payload
         for i, leg in enumerate(legs):
+            if leg.local is not None:
+                leg.local.send(out[i])
+                continue
             dest = leg.destination(symmetric)
             if dest is not None:
                 assert leg.negotiated is not None
@@ -752,6 +785,7 @@ class MediaEngine:
         packets: list[Any] = [first, RtcpUnknown(202, 1, sdes)]
         if bye:
             packets.append(RtcpUnknown(203, 1, leg.ssrc.to_bytes(4, "big")))
+        assert leg.rtcp is not None  # a local leg has no destination
         leg.rtcp.sendto(build_rtcp(packets), (dest[0], dest[1] + 1))
 
     # -- recording ---------------------------------------------------------------------
@@ -831,7 +865,8 @@ class MediaEngine:
 
     def leg_counters(self, leg_id: str) -> dict[str, int]:
         """Packet counters of one leg (received, rejected by kind, sent)."""
-        return dict(self._leg(leg_id).counters)
+        leg = self._leg(leg_id)
+        return dict(leg.local.counters if leg.local is not None else leg.counters)
 
     def rooms(self) -> dict[str, tuple[str, ...]]:
         """Every room and its legs."""
