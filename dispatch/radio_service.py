@@ -499,7 +499,7 @@ class RadioService:
                     "floor": "talking" if talker else "idle", "talker": talker,
                     "talker_priority": "field_unit" if talker else None, "queue": [],
                     "keyed": False, "on_air": talker, "emergency": None, "monitor_only": True,
-                    "gateway_state": self.state[tg.gateway]}
+                    "audio": False, "gateway_state": self.state[tg.gateway]}
         core = radio.floor
         priority = core.talker_priority(tg.gssi)
         return {"name": tg.name, "gssi": tg.gssi, "gateway": tg.gateway, "agency": tg.agency,
@@ -509,7 +509,8 @@ class RadioService:
                 "queue": list(core.queue(tg.gssi)), "keyed": tg.gssi in core.keyed(),
                 "on_air": self.on_air.get(name),
                 "emergency": None if emergency is None else emergency[1],
-                "monitor_only": False, "gateway_state": self.state[tg.gateway]}
+                "monitor_only": False, "audio": tg.gateway in self.soundcards,
+                "gateway_state": self.state[tg.gateway]}
 
     def add_position_hook(self, hook: PositionHook) -> Callable[[], None]:
         """Call ``hook(radio_id, lat, lon, at)`` for every unit position; returns a remover."""

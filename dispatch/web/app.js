@@ -28,6 +28,12 @@ const I18N = {
     new: "新建", acknowledged: "已受理", dispatched: "已派遣", on_scene: "已到场", contained: "已控制",
     closed: "已结案", merged: "已合并", available: "待命", en_route: "途中", returning: "返回",
     out_of_service: "停用", step_to: "→", reason_prompt: "请说明原因", no_units: "没有可用的力量",
+    conferences: "会商与通话", open_conference: "发起会商", conf_name: "会商名称",
+    participants: "参加方（账号、号码或 SIP 地址，逗号分隔）", add_party: "加入", target: "对象",
+    lock: "锁定", unlock: "解锁", end_conference: "结束", mute: "闭麦", unmute: "开麦",
+    deafen: "静听", undeafen: "恢复收听", drop: "移出", locked: "已锁定", no_conferences: "没有进行中的会商或通话",
+    kind_call: "通话", kind_conference: "会商", role: "角色", patch: "接入", unpatch: "断开接入",
+    patched_to: "已接入", patch_target: "接入到", end_reason: "结束原因",
     link_up: "在线", link_down: "离线", creg_0: "未注册", creg_1: "已注册", creg_2: "搜索网络",
     creg_3: "注册被拒", creg_4: "未知", creg_5: "漫游", satphone: "卫星电话", satphones: "卫星电话", signal: "信号", registration: "注册", call_state: "通话",
     dial: "拨打", answer: "接听", hang_up: "挂断", send_sms: "发短信", number: "号码", sms_text: "短信内容",
@@ -70,6 +76,12 @@ const I18N = {
     contained: "contained", closed: "closed", merged: "merged", available: "available",
     en_route: "en route", returning: "returning", out_of_service: "out of service", step_to: "→",
     reason_prompt: "Why?", no_units: "No available units", talkgroups: "Talkgroups",
+    conferences: "Conferences and calls", open_conference: "Open a conference", conf_name: "Name",
+    participants: "Participants (accounts, numbers or SIP URIs, comma-separated)", add_party: "Add",
+    target: "Who", lock: "Lock", unlock: "Unlock", end_conference: "End", mute: "Mute", unmute: "Unmute",
+    deafen: "Deafen", undeafen: "Undeafen", drop: "Drop", locked: "locked", no_conferences: "No conferences or calls",
+    kind_call: "call", kind_conference: "conference", role: "Role", patch: "Patch", unpatch: "Unpatch",
+    patched_to: "patched to", patch_target: "Patch into", end_reason: "Why end it?",
     link_up: "up", link_down: "down", creg_0: "not registered", creg_1: "registered",
     creg_2: "searching", creg_3: "denied", creg_4: "unknown", creg_5: "roaming", satphone: "Satphone", satphones: "Satellite phones", signal: "Signal", registration: "Registration", call_state: "Call",
     dial: "Dial", answer: "Answer", hang_up: "Hang up", send_sms: "Send SMS", number: "Number", sms_text: "SMS text",
@@ -401,8 +413,9 @@ async function loadTalkgroups() {
     button.addEventListener("click", () => ptt(g.name, mine || queued));
     return el("tr", { "data-talkgroup": g.name, class: g.keyed ? "keyed" : "" },
       el("td", {}, g.name), el("td", { class: "talker" }, g.talker || g.on_air || ""),
-      el("td", {}, g.queue.map((q) => q.who || q).join(", ")), el("td", {}, button));
+      el("td", {}, g.queue.map((q) => q.who || q).join(", ")), el("td", {}, button), el("td", { class: "patch" }));
   }));
+  await loadPatches();
 }
 
 async function ptt(name, release) {
@@ -415,6 +428,142 @@ async function ptt(name, release) {
   } catch (err) { $("#radio-error").textContent = err.message; }
   await loadTalkgroups();
 }
+
+// ---- conferences: every open conference and connected call, with its legs; dial out,
+// mute, deafen, drop, lock, end; talkgroups are patched into them from the talkgroup panel.
+let lastConferences = [];
+async function loadConferences() {
+  if (!can("calls.read")) return;
+  try { lastConferences = await api("/api/v1/conferences"); } catch (err) { lastConferences = []; }
+  const manage = can("conferences.manage");
+  $("#conference-form").hidden = !manage;
+  const blocks = lastConferences.map((c) => {
+    const head = el("div", { class: "row conf-head" },
+      el("strong", {}, c.name || c.id.slice(0, 8)), " ", el("span", { class: "muted" }, t(`kind_${c.kind}`)),
+      c.locked ? el("span", { class: "badge locked" }, t("locked")) : "");
+    const rows = c.legs.map((leg) => {
+      const cells = [el("td", {}, leg.target), el("td", {}, leg.role),
+        el("td", { class: "leg-flags" }, [leg.mode !== "talk" ? leg.mode : "", leg.muted ? t("mute") : "",
+          leg.deafened ? t("deafen") : ""].filter(Boolean).join(" "))];
+      const actions = el("td", {});
+      if (manage) {
+        const flip = (field, on, off) => {
+          const b = el("button", { type: "button", class: `leg-${field}` }, leg[field] ? t(off) : t(on));
+          b.addEventListener("click", () => confAction(`/api/v1/conferences/${c.id}/legs/${encodeURIComponent(leg.leg)}`,
+            "PATCH", { [field]: !leg[field] }));
+          return b;
+        };
+        actions.append(flip("muted", "mute", "unmute"), flip("deafened", "deafen", "undeafen"));
+        const drop = el("button", { type: "button", class: "leg-drop" }, t("drop"));
+        drop.addEventListener("click", () => confAction(
+          `/api/v1/conferences/${c.id}/legs/${encodeURIComponent(leg.leg)}?reason=${encodeURIComponent("console")}`, "DELETE"));
+        actions.append(drop);
+      }
+      return el("tr", { "data-leg": leg.leg, "data-target": leg.target }, ...cells, actions);
+    });
+    const table = el("table", { class: "legs" }, el("thead", {}, el("tr", {}, el("th", {}, t("target")),
+      el("th", {}, t("role")), el("th", {}, ""), el("th", {}, ""))), el("tbody", {}, ...rows));
+    const block = el("div", { class: "conference", "data-conference": c.id }, head, table);
+    if (manage) {
+      const add = el("input", { class: "add-target", maxlength: "255", placeholder: t("target") });
+      const addButton = el("button", { type: "button", class: "add-party" }, t("add_party"));
+      addButton.addEventListener("click", () => add.value.trim() && confAction(
+        `/api/v1/conferences/${c.id}/legs`, "POST", { target: add.value.trim(), reason: "console" }));
+      const lock = el("button", { type: "button", class: "lock" }, c.locked ? t("unlock") : t("lock"));
+      lock.addEventListener("click", () => confAction(`/api/v1/conferences/${c.id}`, "PATCH", { locked: !c.locked }));
+      const end = el("button", { type: "button", class: "end" }, t("end_conference"));
+      end.addEventListener("click", () => {
+        const reason = window.prompt(t("end_reason"));
+        if (reason) confAction(`/api/v1/conferences/${c.id}?reason=${encodeURIComponent(reason)}`, "DELETE");
+      });
+      block.append(el("div", { class: "row" }, add, addButton, lock, end));
+    }
+    return block;
+  });
+  $("#conferences").replaceChildren(...(blocks.length ? blocks : [el("p", { class: "muted" }, t("no_conferences"))]));
+  fillPatchTargets();
+}
+
+async function confAction(path, method, body) {
+  $("#conference-error").textContent = "";
+  try { await api(path, { method, body: body ? JSON.stringify(body) : undefined }); }
+  catch (err) { $("#conference-error").textContent = err.message; }
+  await loadConferences();
+}
+
+$("#conference-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const form = ev.target;
+  const participants = form.participants.value.split(/[,，\s]+/).map((x) => x.trim()).filter(Boolean);
+  const body = { name: form.conf_name.value.trim(), participants, reason: "console" };
+  if (selectedIncident) body.incident_id = selectedIncident;
+  $("#conference-error").textContent = "";
+  try {
+    await api("/api/v1/conferences", { method: "POST", body: JSON.stringify(body) });
+    form.reset();
+  } catch (err) { $("#conference-error").textContent = err.message; }
+  await loadConferences();
+});
+setInterval(() => { if (token && me && can("calls.read") && !$("#conferences-card").hidden) loadConferences().catch(() => {}); }, 2000);
+
+// ---- talkgroup patches: a group into a conference, a call or another group
+let lastPatches = {};
+async function loadPatches() {
+  if (!can("radio.read")) return;
+  try { lastPatches = await api("/api/v1/patches"); } catch (err) { lastPatches = {}; }
+  document.querySelectorAll("#talkgroups tr[data-talkgroup]").forEach((row) => {
+    const p = lastPatches[row.dataset.talkgroup];
+    const cell = row.querySelector("td.patch");
+    if (!cell) return;
+    cell.replaceChildren();
+    if (!p) return;
+    cell.append(`${t("patched_to")} ${p.target} `);
+    if (can("radio.ptt")) {
+      const b = el("button", { type: "button", class: "unpatch" }, t("unpatch"));
+      b.addEventListener("click", () => patchAction(row.dataset.talkgroup, null));
+      cell.append(b);
+    }
+  });
+  fillPatchTargets();
+}
+
+function fillPatchTargets() {
+  const box = $("#patch-form");
+  if (!box) return;
+  // Only talkgroups with an audio path (a sound-card gateway) can be patched.
+  const audible = lastTalkgroups.filter((g) => g.audio);
+  box.hidden = !can("radio.ptt") || !audible.length;
+  const group = $("#patch-group").value;
+  $("#patch-group").replaceChildren(...audible.map((g) => el("option", { value: g.name }, g.name)));
+  if (group) $("#patch-group").value = group;
+  const target = $("#patch-target").value;
+  const options = [
+    ...lastConferences.map((c) => el("option", { value: `${c.kind === "call" ? "call" : "room"}:${c.id}` },
+      `${t(`kind_${c.kind}`)} ${c.name || c.id.slice(0, 8)}`)),
+    ...audible.map((g) => el("option", { value: `talkgroup:${g.name}` }, `${t("talkgroup")} ${g.name}`)),
+  ];
+  $("#patch-target").replaceChildren(...options);
+  if (target) $("#patch-target").value = target;
+}
+
+async function patchAction(group, target) {
+  $("#radio-error").textContent = "";
+  try {
+    if (target === null) {
+      await api(`/api/v1/talkgroups/${encodeURIComponent(group)}/patch`, { method: "DELETE" });
+    } else {
+      const [kind, ...rest] = target.split(":");
+      await api(`/api/v1/talkgroups/${encodeURIComponent(group)}/patch`,
+        { method: "POST", body: JSON.stringify({ [kind]: rest.join(":") }) });
+    }
+  } catch (err) { $("#radio-error").textContent = err.message; }
+  await loadPatches();
+}
+$("#patch").addEventListener("click", () => {
+  const group = $("#patch-group").value;
+  const target = $("#patch-target").value;
+  if (group && target) patchAction(group, target);
+});
 
 // ---- satellite phones: link, signal, registration and call; dial, answer, hang up, SMS
 let satphoneCount = 0;
@@ -670,6 +819,7 @@ function onEvent(envelope) {
   if (envelope.topic.startsWith("incident.") && envelope.data.incident_id === selectedIncident) loadIncidentDetail().catch(() => {});
   if (envelope.topic === "unit.changed" || envelope.topic === "unit.position") loadUnits().catch(() => {});
   if (envelope.topic.startsWith("radio.")) { loadTalkgroups().catch(() => {}); loadSatphones().catch(() => {}); }
+  if (envelope.topic.startsWith("conference.")) loadConferences().catch(() => {});
   if (envelope.topic.startsWith("call_") || envelope.topic.startsWith("agent_")) loadCalls().catch(() => {});
   if (envelope.topic.startsWith("plan.")) loadActions().catch(() => {});
   if (envelope.topic.startsWith("campaign.")) loadCampaigns().catch(() => {});
@@ -693,7 +843,8 @@ function connect() {
     // Anything may have changed while we were away: reload the views.
     loadHealth().catch(() => {}); loadDutyLog().catch(() => {}); loadIncidents().catch(() => {});
     loadCampaigns().catch(() => {}); loadUnits().catch(() => {}); loadActions().catch(() => {});
-    loadTalkgroups().catch(() => {}); loadSatphones().catch(() => {}); loadTemplates().catch(() => {}); loadCalls().catch(() => {});
+    loadTalkgroups().catch(() => {}); loadSatphones().catch(() => {}); loadConferences().catch(() => {});
+    loadTemplates().catch(() => {}); loadCalls().catch(() => {});
     loadIncidentDetail().catch(() => {});
   };
   socket.onmessage = (msg) => onEvent(JSON.parse(msg.data));

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_chec
 from telephony.b2bua.config import SipTrunk
 from telephony.b2bua.legs import Call, CallState, Leg, LegRole, LegState
 from telephony.sip.errors import SipError
+from telephony.sip.headers import quote_string
 from telephony.sip.message import Destination
 from telephony.sip.uri import SipUri, parse_uri
 
@@ -167,6 +168,15 @@ def _clean(text: str, limit: int = 120) -> str:
     return _TEXT.sub(" ", text)[:limit].strip()
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _name(text: str, limit: int = 128) -> str:
+    """A conference's name as operators typed it (Chinese included), minus control
+    characters; in a From display name it is quoted (RFC 3261 allows UTF-8 there)."""
+    return " ".join(_CONTROL.sub(" ", text).split())[:limit]
+
+
 class Conferences:
     """Conferences of one B2BUA, and conference operations on its calls (module docs)."""
 
@@ -234,7 +244,7 @@ class Conferences:
         if pin:
             salt = secrets.token_hex(8)
             pin_hash = f"{salt}${hashlib.sha256((salt + pin).encode()).hexdigest()}"
-        self._info[conf_id] = _Info(_clean(name, 128) or "conference", actor, b.wall(),
+        self._info[conf_id] = _Info(_name(name) or "conference", actor, b.wall(),
                                     is_call=False, locked=locked, pin_hash=pin_hash,
                                     incident_id=incident_id)
         self._emit(conf_id, "created", actor=actor, detail=self._info[conf_id].name)
@@ -353,7 +363,8 @@ class Conferences:
             raise ConferenceError(404, f"{call.call_id} ended while dialling")
         info = self._info[call.call_id]
         request = b.new_invite(
-            request_uri, f'"{info.name}" <sip:conference@{domain}>', to, leg.local_tag, dest,
+            request_uri, f"{quote_string(info.name)} <sip:conference@{domain}>", to,
+            leg.local_tag, dest,
             sdp.encode(), [("X-Dispatchd-Conference", call.call_id)])
         b.track_invite(leg, request)
         self._emit(call.call_id, "ringing", leg_id=leg.leg_id, target=str(target),

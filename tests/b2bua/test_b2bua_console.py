@@ -148,3 +148,61 @@ async def test_supervisor_forces_into_a_call_from_the_console(
     assert api.post(f"/api/v1/calls/{call_id}/release", json={"reason": "done"}).status_code == 200
     code, out = await caller
     assert code == 0, out + errors(tmp_path)
+
+
+async def test_a_dispatcher_runs_a_conference_from_the_console(
+        tmp_path: Path, started: list[object]) -> None:  # noqa: F811 - the fixture
+    """Open a conference dialling two phones (SIPp), mute one, lock it (a new leg is refused
+    with the reason), drop one, end it: each step reaches the real phones and the audit."""
+    from b2bua_helpers import PASSWORD
+    from test_b2bua_media import media
+
+    sip = SipDaemon(tmp_path, agents={"alice": ["police"]},
+                    accounts={"alice": PASSWORD, "unit1": PASSWORD, "unit2": PASSWORD},
+                    media=media(tmp_path))
+    started.append(sip)
+    sip.api()  # creates the supervisor "sup"
+    ports = {"unit1": free_port(), "unit2": free_port()}
+    for port in ports.values():
+        started.append(SippServer("agent_uas.xml", port, tmp_path))
+    assert (await register_agents(sip, tmp_path, ports))[0] == 0
+
+    def steps() -> list[str]:
+        return [a for (a,) in sip.rows("SELECT action FROM audit_log WHERE action LIKE "
+                                       "'conference.%' ORDER BY id")]
+
+    async with browser_page() as page:
+        await log_in(page, sip.proc.url, "sup", "supervisor-password-1")
+        await page.fill("#conference-form input[name=conf_name]", "东城火灾会商")
+        await page.fill("#conference-form input[name=participants]", "unit1, unit2")
+        await page.click("#conference-form button[type=submit]")
+        block = "#conferences .conference:has-text('东城火灾会商')"
+        for unit in ports:
+            await page.wait_for_selector(f"{block} tr[data-target='user:{unit}']")
+        await wait_for(lambda: sip.rows("SELECT 1 FROM audit_log WHERE action = "
+                                        "'conference.joined'")[1:], "both phones answered")
+        await page.click(f"{block} tr[data-target='user:unit1'] button.leg-muted")
+        await page.wait_for_selector(f"{block} tr[data-target='user:unit1'] button.leg-muted"
+                                     ":has-text('Unmute')")
+        await page.click(f"{block} button.lock")
+        await page.wait_for_selector(f"{block} .badge.locked")
+        await page.fill(f"{block} input.add-target", "alice")
+        await page.click(f"{block} button.add-party")
+        await page.wait_for_selector("#conference-error:has-text('locked')")
+        ARTEFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTEFACTS / "console-conference.png"), full_page=True)
+        await page.click(f"{block} tr[data-target='user:unit2'] button.leg-drop")
+        await uas_done(tmp_path, ports["unit2"])  # the dropped phone got its BYE
+
+        async def accept(dialog: Any) -> None:
+            await dialog.accept("drill over")
+
+        page.on("dialog", lambda d: asyncio.ensure_future(accept(d)))
+        await page.click(f"{block} button.end")
+        await uas_done(tmp_path, ports["unit1"])
+        await page.wait_for_selector(block, state="detached")
+        assert page.errors == []
+    done = steps()
+    for step in ("conference.created", "conference.muted", "conference.locked",
+                 "conference.removed", "conference.ended"):
+        assert step in done, (step, done)

@@ -510,3 +510,14 @@ async def test_a_pyvoip_phone_in_a_conference_hears_and_is_heard_though_recordin
                       ).status_code == 200
     await asyncio.to_thread(ph["disp"].wait_event, "CALL_CLOSED", 30)
     await wait_for(lambda: pv.ended == 1, "pyVoIP's call ended by our BYE")
+
+
+def test_a_conference_name_keeps_chinese_and_is_quoted_safely() -> None:
+    from telephony.b2bua.conference import _name
+    from telephony.sip.headers import parse_name_addr, quote_string
+
+    assert _name("东城\x07 火灾\n会商 ") == "东城 火灾 会商"
+    assert _name("x" * 300) == "x" * 128
+    typed = '会商 "A" \\ B'
+    parsed = parse_name_addr(quote_string(_name(typed)) + " <sip:c@d.test>")
+    assert parsed.display_name == typed

@@ -316,3 +316,32 @@ async def test_patch_refusals_name_the_reason(rig: Rig) -> None:
         assert r.status_code == 403  # call takers do not patch radios
         assert rig.patches.describe() == {}
         assert rig.daemon.media.engine.rooms() == {}  # type: ignore[union-attr]
+
+
+async def test_a_dispatcher_patches_two_talkgroups_from_the_web_console(rig: Rig) -> None:
+    """The talkgroup panel offers only groups with an audio path; patching fire into police
+    shows on both rows and in the API, and unpatching clears it."""
+    from test_web_console import ARTEFACTS, browser_page, log_in
+
+    await rig.daemon.users.add_user("disp", Role.DISPATCHER, "disp-password", actor="test")
+    async with browser_page() as page:
+        await log_in(page, rig.url, "disp", "disp-password")
+        await page.wait_for_selector("#patch-form:not([hidden])")
+        offered = await page.eval_on_selector_all("#patch-group option", "os => os.map(o => o.value)")
+        assert offered == ["fire", "police"], "command (TETRA, no audio path) is not offered"
+        await page.select_option("#patch-group", "fire")
+        await page.select_option("#patch-target", "talkgroup:police")
+        await page.click("#patch")
+        await page.wait_for_selector("#talkgroups tr[data-talkgroup=fire] td.patch:has-text('police')")
+        await page.wait_for_selector("#talkgroups tr[data-talkgroup=police] td.patch:has-text('fire')")
+        assert rig.patches.describe()["fire"]["by"] == "disp"
+        ARTEFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTEFACTS / "console-patch.png"), full_page=True)
+        await page.click("#talkgroups tr[data-talkgroup=fire] button.unpatch")
+        await page.wait_for_selector("#talkgroups tr[data-talkgroup=fire] button.unpatch",
+                                     state="detached")
+        assert rig.patches.describe() == {}
+        rows = await rig.audited("radio.unpatched")
+        assert sorted((r.actor, r.subject) for r in rows) == [
+            ("disp", "talkgroup:fire"), ("disp", "talkgroup:police")], "both directions"
+        assert page.errors == []
