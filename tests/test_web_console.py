@@ -352,6 +352,6 @@ def test_every_console_string_exists_in_chinese_and_english() -> None:
     assert english - chinese == set(), "missing in Chinese"
     assert chinese - english == set(), "missing in English"
     html = (Path(__file__).parents[1] / "dispatch" / "web" / "index.html").read_text()
-    used = set(re.findall(r't\("([a-z_0-9]+)"\)', source)) | set(
+    used = set(re.findall(r'(?<![\w.])t\("([a-z_0-9]+)"\)', source)) | set(
         re.findall(r'data-i18n(?:-placeholder)?="([a-z_0-9]+)"', html))
     assert used - english == set(), "used but never defined"
