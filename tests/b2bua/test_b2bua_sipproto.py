@@ -342,7 +342,8 @@ async def test_digest_authenticated_trunk(tmp_path: Path, started: list[object])
     code, out = await call(sip, tmp_path, "trunk_call_auth.xml", "110", carrier,
                            *auth, "-ap", "wrong-pass", "-d", "200", timeout=30)
     assert code != 0  # challenged again, never queued
-    code, out = await call(sip, tmp_path, "trunk_call_auth.xml", "110", carrier,
+    # A new local port: the refused SIPp may still hold the first one (errno 98).
+    code, out = await call(sip, tmp_path, "trunk_call_auth.xml", "110", free_port(),
                            *auth, "-ap", "trunk-pass-1", "-d", "200")
     assert code == 0, out + errors(tmp_path)
     row = await wait_for(lambda: sip.rows(
