@@ -35,7 +35,6 @@ from telephony.acd.engine import AcdEngine
 from telephony.acd.events import AgentState, AgentStateChanged
 from telephony.b2bua.config import load_telephony
 
-
 WAIT = 20.0
 
 
