@@ -33,9 +33,17 @@ def leased_radio(cluster: ClusterService, radio: Any) -> LeasedService:
     return LeasedService(radio, cluster, RADIO_LEASE, ttl_s=cluster.dead_after_s)
 
 
-def wire_acd(daemon: Any, cluster: ClusterService | None) -> Any:
-    """Persist the call takers' states; mirror them across nodes when clustered."""
+def wire_sip(daemon: Any, cluster: ClusterService | None) -> Any:
+    """Persist the call takers' states (a service, returned); when clustered, mirror them
+    across nodes and complete a dead node's call records from its events."""
     from dispatch.acd_store import AcdCluster
+    from dispatch.cluster_cdr import CallShadow
+
+    if cluster is not None:
+        shadow = CallShadow(daemon.db, daemon.audit, daemon.clock,
+                            refile=daemon.sip.recorder.refile)
+        cluster.on_remote(shadow.note)
+        cluster.on_takeover(shadow.node_dead)
 
     node = cluster.node_id if cluster is not None else daemon.settings.node.name
     acd = AcdCluster(daemon.db, daemon.sip.b2bua, node, daemon.clock,

@@ -250,10 +250,10 @@ class Daemon:
             from dispatch.call_commands import add_call_commands
 
             add_call_commands(self.commands, self.sip)
-            from dispatch.clusterwire import wire_acd
+            from dispatch.clusterwire import wire_sip
 
             # Call takers' states survive a restart and are shared across nodes.
-            self.services.add(wire_acd(self, self.cluster), required=False, retry_s=30.0)
+            self.services.add(wire_sip(self, self.cluster), required=False, retry_s=30.0)
         self.services.add(self.http, required=True)
 
     async def _sms_receipt(self, message_ids: list[str], state: str) -> bool:
