@@ -53,3 +53,14 @@ def wire_sip(daemon: Any, cluster: ClusterService | None) -> Any:
         cluster.on_remote(acd.on_remote)
         cluster.on_takeover(acd.node_dead)
     return acd
+
+
+def forward_calls(app: Any, cluster: ClusterService, sip: Any) -> Any:
+    """Forward supervisor commands about another node's call to that node."""
+    from dispatch.cluster_forward import ForwardCallCommands
+
+    if sip is not None:
+        app.add_middleware(ForwardCallCommands, node=cluster.node_id, owner=cluster.calls.owner,
+                           url_of=cluster.url_of,
+                           is_local=lambda call_id: call_id in sip.b2bua.calls)
+    return app

@@ -306,7 +306,7 @@ class Daemon:
                 "published": dict(self.hub.published)}
 
     def _make_app(self) -> Any:
-        return create_app(AppContext(
+        app = create_app(AppContext(
             db=self.db, users=self.users, audit=self.audit, hub=self.hub, metrics=self.metrics,
             health=self.services.health, clock=self.clock,
             session_ttl_s=self.settings.http.session_ttl_s,
@@ -317,6 +317,12 @@ class Daemon:
             webhook_secret=self.settings.intake.webhook_secret,
             districts=self._districts, sip=self.sip,
         ))
+        if self.cluster is not None:
+            from dispatch.clusterwire import forward_calls
+
+            # A supervisor on this node forces into a call on another (media stays there).
+            forward_calls(app, self.cluster, self.sip)
+        return app
 
     def _districts(self) -> dict[str, Any] | None:
         """The console map's district layer, read once (checked when the config loaded)."""

@@ -30,7 +30,8 @@ async def cluster_factory(pg_server: Any, tmp_path: Path) -> AsyncIterator[Any]:
         layout = script.Layout(tmp_path / "cluster", pg_port=0, kam_port=free_port(),
                                nodes=[("n1", free_port(), free_port(socket.SOCK_STREAM)),
                                       ("n2", free_port(), free_port(socket.SOCK_STREAM))],
-                               agents=agents, heartbeat_s=0.5, dead_after_s=3.0, extra=extra)
+                               agents=agents, heartbeat_s=0.5, dead_after_s=3.0, extra=extra,
+                               media_base=40000 + 2000 * (free_port() % 10))
         layout.database = url
         await script.prepare_db(layout, "agent-password-1")
         cluster = Cluster(script, layout)

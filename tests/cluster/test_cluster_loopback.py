@@ -149,6 +149,40 @@ async def test_console_on_one_node_sees_the_other_and_queues_are_cluster_wide(
             await next_event(lambda e: e["topic"] == "call_answered"
                              and e["data"].get("origin_node") == "n2"
                              and e["data"]["agent_id"] in via_n1)
+
+            # A supervisor on n1 forces into a call that lives on n2, then ends it.
+            start = len(seen)
+            held = subprocess.Popen(
+                ["sipp", f"127.0.0.1:{c.sip_port}", "-sf", str(SIPP_DIR / "trunk_call.xml"),
+                 "-s", "110", "-i", "127.0.0.1", "-p", str(free_port()), "-mp",
+                 str(free_port()), "-m", "2", "-r", "10", "-d", "60000", "-nostdin"],
+                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                on_n2 = await next_event(lambda e: e["topic"] == "call_answered"
+                                         and e["data"].get("origin_node") == "n2", start)
+                call_id = on_n2["data"]["call_id"]
+                spare = sorted(set(agents) - {e["data"]["agent_id"] for e in seen[start:]
+                                              if e["topic"] == "call_answered"})[0]
+                async with httpx.AsyncClient(base_url=c.url("n1"), timeout=30) as h:
+                    r = await h.post(f"/api/v1/calls/{call_id}/monitor", headers=headers,
+                                     json={"account": spare, "mode": "listen"})
+                    assert r.status_code == 202, r.text
+                    assert r.headers["x-dispatchd-node"] == "n2"
+                    r = await h.post(f"/api/v1/calls/{call_id}/release", headers=headers,
+                                     json={"reason": "prank call, supervisor ends it"})
+                    assert r.status_code == 200, r.text
+                    assert r.json() == {"call_id": call_id, "released": True}
+                    assert r.headers["x-dispatchd-node"] == "n2"
+                    r = await h.post("/api/v1/calls/no-such-call/release", headers=headers,
+                                     json={"reason": "x"})
+                    assert r.status_code == 404 and "x-dispatchd-node" not in r.headers
+                released = await next_event(lambda e: e["topic"] == "call_released"
+                                            and e["data"]["call_id"] == call_id, start)
+                assert released["data"]["origin_node"] == "n2"
+                assert released["data"]["by"] == "boss"
+            finally:
+                held.terminate()
+                await asyncio.to_thread(held.wait, 10)
             reader.cancel()
     finally:
         uas.terminate()
