@@ -6,6 +6,8 @@ Clocks are stepped; nothing sleeps to wait for something (events are awaited).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import tomllib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,8 +30,10 @@ from dispatch.cluster import (
     decode_payload,
     encode_batch,
 )
+from dispatch.cluster_cdr import CallShadow
+from dispatch.config import ConfigError, parse_settings
 from dispatch.events import Envelope, EventHub
-from dispatch.models import AcdAgentRow, AuditEntry, CampaignRecipientRow
+from dispatch.models import AcdAgentRow, AuditEntry, CallRecordRow, CampaignRecipientRow
 from dispatch.storage import Database
 from telephony.acd.engine import AcdEngine
 from telephony.acd.events import AgentState, AgentStateChanged
@@ -343,3 +347,93 @@ def test_remote_events_reach_consoles_but_not_local_listeners() -> None:
         assert sub.queue.empty() and heard == []
     finally:
         loop.close()
+
+
+# ------------------------------------------------------------------ configuration
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("[cluster]\nenabled = true",
+     "f.toml: cluster.enabled: a cluster shares one PostgreSQL"),
+    ('[database]\nurl = "postgresql://x@h/db"\n[cluster]\nenabled = true\nnode = "a"',
+     "f.toml: cluster.node: unknown key"),
+    ('[database]\nurl = "postgresql://x@h/db"\n[cluster]\nheartbeat_s = 5.0',
+     "f.toml: cluster: dead_after_s must be at least 3 x heartbeat_s"),
+    ('[cluster]\nchannel = "bad channel"', "f.toml: cluster.channel:"),
+    ('[cluster]\nnode_id = "a b"', "f.toml: cluster.node_id:"),
+])
+def test_cluster_settings_are_checked(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_settings(tomllib.loads(text), "f.toml")
+    assert len(err.value.problems) == 1
+    assert err.value.problems[0].startswith(expected), err.value.problems
+
+
+def test_a_postgresql_cluster_node_is_accepted() -> None:
+    settings = parse_settings(tomllib.loads(
+        '[database]\nurl = "postgresql://x@h/db"\n[cluster]\nenabled = true\nnode_id = "n7"'),
+        "f.toml")
+    assert settings.cluster.enabled and settings.cluster.node_id == "n7"
+
+
+# ------------------------------------------------------------------ a dead node's CDRs
+
+
+@pytest.mark.usefixtures("reactor")
+async def test_a_survivor_completes_the_dead_nodes_cdrs_from_its_events(pg: Database) -> None:
+    clock = Clock(1_800_000_100.0)
+    hub = EventHub(clock)
+    refiled: list[int] = []
+
+    async def refile() -> int:
+        refiled.append(1)
+        return 0
+
+    shadow = CallShadow(pg, AuditTrail(hub.publish, clock), clock, refile=refile)
+
+    def offered(call_id: str) -> dict[str, Any]:
+        return {"call_id": call_id, "sip_call_id": f"sip-{call_id}", "caller": "13800000001",
+                "called": "110", "hotline": "110", "queue": "police", "priority": 10,
+                "trunk": "carrier", "route": "hotline", "at": 1_800_000_000.0}
+
+    # c1: the dead node stored only the offer; it was answered and then hung up.
+    # c2: never reached the database at all; answered, still live at the death.
+    # c3: waiting in the queue at the death.  c4: complete in the database already.
+    async with pg.session() as s:
+        for call_id in ("c1", "c3", "c4"):
+            s.add(CallRecordRow(id=call_id, sip_call_id=f"sip-{call_id}", caller="1",
+                                called="110", hotline="110", queue="police", trunk="carrier",
+                                priority=10, agent_id="", outcome=None, cause="",
+                                released_by="", offered_at=dt.datetime.fromtimestamp(
+                                    1_800_000_000, dt.UTC), timeline=[]))
+    async with pg.session() as s:
+        row = await s.get(CallRecordRow, "c4")
+        assert row is not None
+        row.answered_at = row.released_at = dt.datetime.fromtimestamp(1_800_000_050, dt.UTC)
+        row.agent_id, row.outcome, row.cause, row.report_id = "bob", "answered", "agent", "r4"
+    for call_id in ("c1", "c2", "c3", "c4"):
+        shadow.note("n2", "call_offered", offered(call_id))
+    for call_id, agent in (("c1", "alice"), ("c2", "carol"), ("c4", "mallory")):
+        shadow.note("n2", "call_answered", {"call_id": call_id, "agent_id": agent,
+                                            "queue": "police", "wait": 2.0,
+                                            "at": 1_800_000_010.0})
+    shadow.note("n2", "call_released", {"call_id": "c1", "cause": "caller_hangup",
+                                        "by": "caller", "at": 1_800_000_020.0})
+    shadow.note("n1", "call_offered", offered("elsewhere"))
+    shadow.note("n2", "report_received", {"call_id": "ignored"})
+
+    assert await shadow.repair("n2") == 3
+    async with pg.session() as s:
+        rows = {r.id: r for r in await s.scalars(select(CallRecordRow))}
+    assert "elsewhere" not in rows
+    c1, c2, c3, c4 = rows["c1"], rows["c2"], rows["c3"], rows["c4"]
+    assert (c1.agent_id, c1.outcome, c1.cause, c1.released_by) == (
+        "alice", "answered", "caller_hangup", "caller")
+    assert c1.released_at == dt.datetime.fromtimestamp(1_800_000_020, dt.UTC)
+    assert (c2.sip_call_id, c2.agent_id, c2.outcome, c2.cause) == (
+        "sip-c2", "carol", "answered", "node_died")
+    assert c2.released_at == dt.datetime.fromtimestamp(1_800_000_100, dt.UTC)
+    assert (c3.answered_at, c3.outcome, c3.cause) == (None, "abandoned", "node_died")
+    assert (c4.agent_id, c4.cause) == ("bob", "agent")  # never overwritten
+    assert refiled == [1]
+    assert await shadow.repair("n2") == 0  # forgotten once repaired
