@@ -349,6 +349,7 @@ class ClusterService:
         self._on_takeover: list[Callable[[str], None]] = []
         self._hub_deliver: Callable[[str, float, dict[str, Any]], object] | None = None
         self._leases: dict[str, float] = {}
+        self._lost: dict[str, Callable[[], Awaitable[None]]] = {}
         self._task: asyncio.Task[None] | None = None
         self.takeovers = 0
 
@@ -451,6 +452,13 @@ class ClusterService:
             if not await self.acquire(name, self._leases[name]):
                 log.error("lost the cluster lease %s to another node", name)
                 self._leases.pop(name, None)
+                lost = self._lost.get(name)
+                if lost is not None:
+                    await lost()
+
+    def on_lease_lost(self, name: str, handler: Callable[[], Awaitable[None]]) -> None:
+        """Await ``handler()`` when this node finds lease ``name`` taken by another."""
+        self._lost[name] = handler
 
     async def sweep(self) -> list[str]:
         """Take over every node found dead; returns the ones this node took over."""
@@ -561,6 +569,16 @@ class LeasedService:
         """Wrap ``inner`` (a service) behind ``lease``."""
         self.inner, self.cluster, self.lease, self.ttl_s = inner, cluster, lease, ttl_s
         self.name = inner.name
+        self.running = False
+        cluster.on_lease_lost(lease, self._lost)
+
+    async def _lost(self) -> None:
+        # Another node drives the gateways now (we stalled past the lease): let go of
+        # them at once, unkeying first, so two nodes never key one radio.
+        if self.running:
+            self.running = False
+            with contextlib.suppress(Exception):
+                await self.inner.stop()
 
     async def start(self) -> None:
         """Take the lease, then start the inner service; raise if another node holds it."""
@@ -572,9 +590,11 @@ class LeasedService:
         except BaseException:
             await self.cluster.release(self.lease)
             raise
+        self.running = True
 
     async def stop(self) -> None:
         """Stop the inner service, then give the lease up."""
+        self.running = False
         try:
             await self.inner.stop()
         finally:

@@ -25,6 +25,7 @@ from dispatch.cluster import (
     PAYLOAD_LIMIT,
     ClusterService,
     EventBridge,
+    LeasedService,
     PayloadError,
     asyncpg_dsn,
     decode_payload,
@@ -437,3 +438,57 @@ async def test_a_survivor_completes_the_dead_nodes_cdrs_from_its_events(pg: Data
     assert (c4.agent_id, c4.cause) == ("bob", "agent")  # never overwritten
     assert refiled == [1]
     assert await shadow.repair("n2") == 0  # forgotten once repaired
+
+
+# ------------------------------------------------------------------ the radio lease
+
+
+class _Gateways:
+    """A service that records whether it runs (the radio gateways' lifecycle)."""
+
+    name = "radio"
+
+    def __init__(self) -> None:
+        self.running = False
+        self.stops = 0
+
+    async def start(self) -> None:
+        self.running = True
+
+    async def stop(self) -> None:
+        self.running = False
+        self.stops += 1
+
+
+@pytest.mark.usefixtures("reactor")
+async def test_one_node_drives_the_radios_and_a_survivor_takes_them_over(
+        pg: Database) -> None:
+    clock = Clock()
+    n1, n2 = _node(pg, "r1", clock), _node(pg, "r2", clock)
+    g1, g2 = _Gateways(), _Gateways()
+    s1, s2 = LeasedService(g1, n1, "radio", 10.0), LeasedService(g2, n2, "radio", 10.0)
+    await n1.start()
+    await n2.start()
+    try:
+        await s1.start()
+        with pytest.raises(RuntimeError, match="held by another node; standing by"):
+            await s2.start()
+        assert (g1.running, g2.running) == (True, False)
+        assert s1.health()["lease_held"] and not s2.health()["lease_held"]
+
+        # r1 stalls past its lease and r2's retry takes the radios over...
+        clock.now += 11.0
+        await s2.start()
+        assert g2.running
+        # ...and r1, beating again, finds the lease gone and lets go of its gateways.
+        await n1.heartbeat()
+        assert not g1.running and g1.stops == 1
+
+        await s2.stop()  # a clean stop gives the lease back at once
+        assert not g2.running
+        await s1.start()
+        assert g1.running
+        await s1.stop()
+    finally:
+        await n1.stop()
+        await n2.stop()
