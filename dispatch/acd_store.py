@@ -156,6 +156,11 @@ class AcdCluster:
 
     # -- other nodes' changes: mirror ---------------------------------------------
 
+    @staticmethod
+    def is_mirror(env: Envelope) -> bool:
+        """True for a change the mirror made (the other nodes know it already)."""
+        return env.topic == TOPIC and str(getattr(env.event, "reason", "")).startswith(MIRROR)
+
     def on_remote(self, node: str, topic: str, data: dict[str, Any]) -> None:
         """Cluster handler: mirror another node's agent change; drop stale bindings."""
         if topic in ("binding_added", "binding_removed", "binding_expired",

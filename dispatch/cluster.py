@@ -346,6 +346,7 @@ class ClusterService:
         self.bridge = EventBridge(asyncpg_dsn(db.url), node_id, channel, self._deliver,
                                   batch_ms=batch_ms)
         self._remote: list[RemoteHandler] = []
+        self._local_only: list[Callable[[Envelope], bool]] = []
         self._on_takeover: list[Callable[[str], None]] = []
         self._hub_deliver: Callable[[str, float, dict[str, Any]], object] | None = None
         self._leases: dict[str, float] = {}
@@ -372,9 +373,16 @@ class ClusterService:
         """Call ``handler(dead_node_id)`` after this node took a dead node's work over."""
         self._on_takeover.append(handler)
 
+    def keep_local(self, predicate: Callable[[Envelope], bool]) -> None:
+        """Events for which ``predicate`` is true are not sent to the other nodes."""
+        self._local_only.append(predicate)
+
     def _local(self, env: Envelope) -> None:
+        if any(keep(env) for keep in self._local_only):
+            return
         self.bridge.offer(env)
-        self.calls.note(env.topic, self.node_id, to_jsonable(env.event))
+        if env.topic.startswith("call_"):
+            self.calls.note(env.topic, self.node_id, to_jsonable(env.event))
 
     def _deliver(self, node: str, topic: str, at: float, data: Any) -> None:
         payload = dict(data) if isinstance(data, dict) else {"value": data}
@@ -407,6 +415,15 @@ class ClusterService:
         await self.bridge.stop()
         with contextlib.suppress(Exception):
             async with self.db.session() as s:
+                # The campaign sender stopped before us; what it could not settle goes
+                # back to the queue now (to be replaced, not duplicated), so a survivor
+                # sends it even if this node never comes back.
+                await s.execute(
+                    update(CampaignRecipientRow)
+                    .where(CampaignRecipientRow.state == "submitting",
+                           CampaignRecipientRow.lease_owner == self.lease_name)
+                    .values(state="queued", resend_replace=True, lease_owner=None,
+                            updated_at=self._now()))
                 await s.execute(delete(ClusterLeaseRow).where(
                     ClusterLeaseRow.owner == self.node_id))
                 await s.execute(update(ClusterNodeRow).where(

@@ -51,6 +51,7 @@ def wire_sip(daemon: Any, cluster: ClusterService | None) -> Any:
     daemon.hub.listen(acd.on_local)
     if cluster is not None:
         cluster.on_remote(acd.on_remote)
+        cluster.keep_local(acd.is_mirror)
         cluster.on_takeover(acd.node_dead)
     return acd
 
