@@ -492,3 +492,44 @@ async def test_one_node_drives_the_radios_and_a_survivor_takes_them_over(
     finally:
         await n1.stop()
         await n2.stop()
+
+
+# ------------------------------------------------------------------ forwarding
+
+
+async def test_call_commands_go_to_the_owning_node_once_and_never_bounce() -> None:
+    import httpx
+    from fastapi import FastAPI
+
+    from dispatch.cluster_forward import ForwardCallCommands
+
+    app = FastAPI()
+    handled: list[str] = []
+
+    @app.post("/api/v1/calls/{call_id}/release")
+    async def release(call_id: str) -> dict[str, str]:
+        handled.append(call_id)
+        return {"here": call_id}
+
+    async def url_of(node: str) -> str | None:
+        return {"n2": "http://127.0.0.1:9"}.get(node)  # nothing listens on port 9
+
+    app.add_middleware(ForwardCallCommands, node="n1",
+                       owner={"c-b": "n2", "c-gone": "n3"}.get,
+                       url_of=url_of, is_local=lambda call_id: call_id == "c-a")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://n1") as c:
+        assert (await c.post("/api/v1/calls/c-a/release", json={})).json() == {"here": "c-a"}
+        # Owned by n2, which does not answer: 502, not a silent local 404.
+        r = await c.post("/api/v1/calls/c-b/release", json={"reason": "x"})
+        assert r.status_code == 502 and "did not answer" in r.text
+        # Already forwarded once: handled here whatever the directory says.
+        r = await c.post("/api/v1/calls/c-b/release", json={},
+                         headers={"X-Dispatchd-Forwarded": "n3"})
+        assert r.json() == {"here": "c-b"}
+        # A node that is gone (no URL): handled here (the route answers as on one node).
+        assert (await c.post("/api/v1/calls/c-gone/release", json={})).json() == {
+            "here": "c-gone"}
+        r = await c.post("/api/v1/calls/c-b/release", content=b"x" * 70_000)
+        assert r.status_code == 413
+    assert handled == ["c-a", "c-b", "c-gone"]
