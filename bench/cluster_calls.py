@@ -14,7 +14,13 @@ and the ones Kamailio sent it before it was marked down).
 
     python bench/cluster_calls.py [--rates 25,50,75,100,125,150] [--duration 15]
 
-Last line: ``one_node_cps=X two_node_cps=Y ratio=R death_failed=F death_calls=N``.
+Beside the rates, the nodes' CPU per call (all of it: the call, and the CDR, audit and
+voice report written after it, measured from /proc until the nodes are idle again) with
+one node and with two: on a machine whose cores are already busy, that, not the rate,
+says what a second node costs and what it can add.
+
+Last line: ``one_node_cps=X two_node_cps=Y ratio=R death_failed=F death_calls=N
+cpu_ms_per_call_one=A cpu_ms_per_call_two=B``.
 """
 
 from __future__ import annotations
@@ -137,10 +143,42 @@ class Bench:
                        timeout=300, check=False)
         time.sleep(2.0)  # a benchmark, not a test: let the logins reach every node
 
+    def cpu_s(self) -> float:
+        """CPU seconds the running nodes have used (user + system)."""
+        import os
+
+        total = 0
+        for proc in self.nodes.values():
+            if proc.poll() is None:
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def settle(self) -> None:
+        """Wait until the nodes are idle again (their record writers have caught up)."""
+        last = self.cpu_s()
+        for _ in range(60):
+            time.sleep(3)
+            now = self.cpu_s()
+            if now - last < 0.05 * len(self.nodes):
+                return
+            last = now
+
+    def cpu_per_call(self, rate: int, calls: int, hold: int) -> float:
+        """Node CPU ms per call, all of it: the call and the records written after it."""
+        self.settle()
+        before = self.cpu_s()
+        stf = self.tmp / f"cpu-{len(self.nodes)}.csv"
+        sipp_load(self.layout.kam_port, rate, calls, hold, stf, self.tmp,
+                  calls / rate * 3 + 30).wait(calls / rate * 4 + 60)
+        self.settle()
+        return (self.cpu_s() - before) * 1000 / calls
+
     def ladder(self, label: str, rates: list[int], duration: int, hold: int) -> float:
         """The highest sustained rate (SIPp's achieved call rate)."""
         best = 0.0
         for rate in rates:
+            self.settle()
             stf = self.tmp / f"{label}-{rate}.csv"
             proc = sipp_load(self.layout.kam_port, rate, rate * duration, hold, stf, self.tmp,
                              duration * 3 + 30)
@@ -210,10 +248,14 @@ def main() -> None:
             bench.node("n1")
             bench.front(["n1"])
             bench.register()
+            cpu_one = bench.cpu_per_call(rates[0], rates[0] * args.duration, args.hold)
+            print(f"one_node: cpu_ms_per_call={cpu_one:.1f}", flush=True)
             one = bench.ladder("one_node", rates, args.duration, args.hold)
             bench.node("n2")
             bench.front(["n1", "n2"])
             bench.register()
+            cpu_two = bench.cpu_per_call(rates[0], rates[0] * args.duration, args.hold)
+            print(f"two_nodes: cpu_ms_per_call={cpu_two:.1f}", flush=True)
             two = bench.ladder("two_nodes", rates, args.duration, args.hold)
             rate = args.death_rate or max(10, int(two / 2))
             failed, total = bench.death(rate, max(30, args.duration * 2), args.hold)
@@ -222,7 +264,8 @@ def main() -> None:
             bench.stop()
     ratio = two / one if one else 0.0
     print(f"one_node_cps={one:.0f} two_node_cps={two:.0f} ratio={ratio:.2f} "
-          f"death_failed={failed} death_calls={total}")
+          f"death_failed={failed} death_calls={total} cpu_ms_per_call_one={cpu_one:.0f} "
+          f"cpu_ms_per_call_two={cpu_two:.0f}")
 
 
 if __name__ == "__main__":

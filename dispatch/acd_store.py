@@ -40,7 +40,7 @@ from dispatch.storage import Database
 
 log = logging.getLogger(__name__)
 
-MIRROR = "cluster:"
+MIRROR = "cluster:"  # also known to dispatch.call_records (not audited)
 TOPIC = "agent_state_changed"
 _OFFERED = frozenset({"ringing", "busy", "wrap_up", "not_ready"})
 WRITE_QUEUE = 10_000
