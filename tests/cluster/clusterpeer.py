@@ -7,12 +7,14 @@ a fresh one on the session's private PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
 import importlib.util
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -77,6 +79,19 @@ class Cluster:
         if not any(e.get("msg") == "dispatchd ready" for e in proc.lines):
             proc.read_until(lambda e: e.get("msg") == "dispatchd ready", 60)
         return proc
+
+    def drain(self, name: str) -> None:
+        """Keep reading a node's log in a thread, so a full pipe never stalls it.
+
+        After this, read the node's lines from ``lines`` only (not ``read_until``).
+        """
+        proc = self.nodes[name]
+
+        def read() -> None:
+            with contextlib.suppress(Exception):
+                proc.read_until(lambda _e: False, 3600)
+
+        threading.Thread(target=read, daemon=True).start()
 
     def url(self, name: str) -> str:
         """A node's HTTP base URL."""
