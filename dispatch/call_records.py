@@ -54,6 +54,7 @@ LIVE_ROWS = 50_000
 RECORDS_FLUSH_S = 60.0
 """How long :meth:`CallRecorder.stop` may take to write what is queued."""
 _OPERATOR_STATES = (AgentState.LOGGED_OUT, AgentState.NOT_READY)
+CLUSTER_MIRROR = "cluster:"  # reason of the changes dispatch.acd_store's mirror makes
 RECORDED = (CallOffered, CallAnswered, CallReleased, Abandoned, CallFinished, AgentStateChanged,
             AuthFailed, SourceBlocked, CallMonitor, CallMediaDead, RecordingFinished,
             RecordingFailed, CallTransferred, CallTransferFailed, CallPreempted)
@@ -95,9 +96,12 @@ class CallRecorder:
         """Queue an event for writing (never blocks the call path)."""
         if not isinstance(event, RECORDED):
             return
-        if isinstance(event, AgentStateChanged) and not (
-                event.old in _OPERATOR_STATES or event.new in _OPERATOR_STATES):
-            return  # ringing/busy/wrap-up are in the CDR timeline; the audit keeps log-ins
+        if isinstance(event, AgentStateChanged) and (not (
+                event.old in _OPERATOR_STATES or event.new in _OPERATOR_STATES)
+                or event.reason.startswith(CLUSTER_MIRROR)):
+            # ringing/busy/wrap-up are in the CDR timeline; the audit keeps log-ins.  A
+            # cluster node holding an agent for another node's call is not an operator's act.
+            return
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:

@@ -642,6 +642,25 @@ class SipSettings(_Section):
 _Tables = Annotated[tuple[dict[str, Any], ...], Field(strict=False)]
 
 
+class ClusterSettings(_Section):
+    """Several nodes sharing one PostgreSQL behind Kamailio (see dispatch/cluster.py)."""
+
+    enabled: bool = False
+    node_id: Name | None = None  # default: node.name; unique in the cluster
+    # How other nodes reach this one's HTTP API (supervisor commands are forwarded there).
+    advertise_url: Annotated[str, Field(max_length=200, pattern=r"^https?://[^\s]+$")] | None = None
+    channel: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "dispatchd_events"
+    heartbeat_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    dead_after_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    batch_ms: Annotated[int, Field(ge=0, le=1000)] = 20
+
+    @model_validator(mode="after")
+    def _dead_after(self) -> ClusterSettings:
+        if self.dead_after_s < 3 * self.heartbeat_s:
+            raise ValueError("dead_after_s must be at least 3 x heartbeat_s")
+        return self
+
+
 class Settings(_Section):
     """Every setting of the daemon; one frozen tree passed in explicitly."""
 
@@ -661,6 +680,7 @@ class Settings(_Section):
     devices: Annotated[tuple[DeviceSettings, ...], Field(strict=False)] = ()
     radio: RadioSettings = RadioSettings()
     sip: SipSettings = SipSettings()
+    cluster: ClusterSettings = ClusterSettings()
     # Telephony tables are validated by telephony's own loaders (which name the
     # key path of every problem); see :meth:`telephony`.
     routing: dict[str, Any] = Field(default_factory=dict)
@@ -678,6 +698,14 @@ class Settings(_Section):
             if device.name in seen:
                 raise ValueError(f"devices: name {device.name!r} is used twice")
             seen.add(device.name)
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_needs_postgresql(self) -> Settings:
+        url = os.environ.get(DATABASE_URL_ENV) or self.database.url or "sqlite:"
+        if self.cluster.enabled and not url.startswith("postgres"):
+            raise ValueError("cluster.enabled: a cluster shares one PostgreSQL; "
+                             "set database.url = \"postgresql://...\"")
         return self
 
     @model_validator(mode="after")

@@ -145,6 +145,13 @@ class Daemon:
         self._reload_requested = False
 
         self.services.add(DatabaseService(self.db, settings.auto_migrate(url)), required=True)
+        self.cluster: Any = None
+        if settings.cluster.enabled:
+            from dispatch.clusterwire import build_cluster
+
+            # Events cross nodes, dead nodes are taken over (see dispatch/cluster.py).
+            self.cluster = build_cluster(self)
+            self.services.add(self.cluster, required=True)
         rules = Path(settings.intake.rules_dir) if settings.intake.rules_dir else None
         self.reports = ReportService(self.db, self.audit, self.hub.publish, clock, rules)
         self.services.add(self.reports, required=True)
@@ -163,6 +170,10 @@ class Daemon:
                                          batch=max(200, 2 * concurrency),
                                          concurrency=concurrency)
         self.services.add(self.campaigns, required=True)
+        if self.cluster is not None:
+            from dispatch.clusterwire import wire_campaigns
+
+            wire_campaigns(self.cluster, self.campaigns)
         from dispatch.dispatchwire import build_dispatch
 
         # Incidents, units, plans (预案), roster and notifications; a bad plan file → exit 2.
@@ -192,7 +203,13 @@ class Daemon:
                                       audit=self.audit, publish=self.hub.publish,
                                       reports=self.reports, clock=clock)
             # Optional: a missing radio is an alarm in /health, never a reason to refuse calls.
-            self.services.add(self.radio, required=False, retry_s=30.0)
+            # In a cluster one node drives the gateways (a lease); the others stand by.
+            radio_service: Any = self.radio
+            if self.cluster is not None:
+                from dispatch.clusterwire import leased_radio
+
+                radio_service = leased_radio(self.cluster, self.radio)
+            self.services.add(radio_service, required=False, retry_s=30.0)
             from dispatch.radio_glue import PositionFeed, RadioFirstNotifier
 
             self.radio.add_position_hook(PositionFeed(self.dispatch.units))
@@ -240,6 +257,10 @@ class Daemon:
             from dispatch.call_commands import add_call_commands
 
             add_call_commands(self.commands, self.sip)
+            from dispatch.clusterwire import wire_sip
+
+            # Call takers' states survive a restart and are shared across nodes.
+            self.services.add(wire_sip(self, self.cluster), required=False, retry_s=30.0)
         self.patches: Any = None
         if self.radio is not None and self.media is not None:
             from dispatch.radio_patch import wire_patches
@@ -313,7 +334,7 @@ class Daemon:
                 "published": dict(self.hub.published)}
 
     def _make_app(self) -> Any:
-        return create_app(AppContext(
+        app = create_app(AppContext(
             db=self.db, users=self.users, audit=self.audit, hub=self.hub, metrics=self.metrics,
             health=self.services.health, clock=self.clock,
             session_ttl_s=self.settings.http.session_ttl_s,
@@ -325,6 +346,12 @@ class Daemon:
             districts=self._districts, sip=self.sip, conferences=self.conferences,
             patches=self.patches,
         ))
+        if self.cluster is not None:
+            from dispatch.clusterwire import forward_calls
+
+            # A supervisor on this node forces into a call on another (media stays there).
+            forward_calls(app, self.cluster, self.sip)
+        return app
 
     def _districts(self) -> dict[str, Any] | None:
         """The console map's district layer, read once (checked when the config loaded)."""

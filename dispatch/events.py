@@ -119,6 +119,19 @@ class EventHub:
                 self._offer(sub, env)
         return env
 
+    def deliver_remote(self, topic: str, at: float, data: dict[str, Any]) -> Envelope:
+        """Hand an event another node published (already JSON data) to the subscribers.
+
+        In-process listeners never see it: they act on this node's events only,
+        so a plan or a campaign is never triggered twice by one event.
+        """
+        self._seq += 1
+        env = Envelope(self._seq, at, topic, data)
+        for sub in list(self._subs):
+            if sub.wants(topic):
+                self._offer(sub, env)
+        return env
+
     def _offer(self, sub: Subscription, env: Envelope) -> None:
         # Keep one slot free for the closing None, so a cut-off is always seen.
         if sub.queue.qsize() >= self.queue_size - 1:

@@ -566,3 +566,38 @@ class ConferenceRow(Base):
     ended_by: Mapped[str] = mapped_column(String(64), default="")
     end_reason: Mapped[str] = mapped_column(String(200), default="")
     history: Mapped[list[Any]] = mapped_column(JSON, default=list)
+class ClusterNodeRow(Base):
+    """One dispatchd node of a cluster: where it answers and when it was last alive."""
+
+    __tablename__ = "cluster_nodes"
+
+    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    lease_name: Mapped[str] = mapped_column(String(64))  # the name its campaign leases carry
+    http_url: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    alive: Mapped[bool] = mapped_column(Boolean)
+
+
+class ClusterLeaseRow(Base):
+    """A named lease (a radio gateway, a singleton job) held by one node until it expires."""
+
+    __tablename__ = "cluster_leases"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    acquired_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class AcdAgentRow(Base):
+    """A call taker's ACD state as last seen anywhere in the cluster (survives restarts)."""
+
+    __tablename__ = "acd_agents"
+
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    node: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(120))
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())

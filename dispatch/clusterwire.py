@@ -1,0 +1,67 @@
+"""Wiring of the cluster parts into a daemon (kept out of daemon.py, a shared file)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dispatch.cluster import ClusterService, LeasedService
+
+RADIO_LEASE = "radio"
+
+
+def build_cluster(daemon: Any) -> ClusterService:
+    """The cluster service for ``daemon``: hub bridged, campaigns woken on a takeover."""
+    settings = daemon.settings
+    c = settings.cluster
+    http = settings.http
+    url = c.advertise_url or (f"http://{http.host}:{http.port}" if http.port else "")
+    cluster = ClusterService(
+        daemon.db, daemon.audit, daemon.clock, node_id=c.node_id or settings.node.name,
+        lease_name=settings.node.name, http_url=url, channel=c.channel,
+        heartbeat_s=c.heartbeat_s, dead_after_s=c.dead_after_s, batch_ms=c.batch_ms)
+    cluster.attach_hub(daemon.hub.listen, daemon.hub.deliver_remote)
+    return cluster
+
+
+def wire_campaigns(cluster: ClusterService, campaigns: Any) -> None:
+    """A dead node's recipients were re-queued: wake this node's sender."""
+    cluster.on_takeover(lambda _node: campaigns._wake.set())
+
+
+def leased_radio(cluster: ClusterService, radio: Any) -> LeasedService:
+    """The radio gateways behind one cluster lease (a survivor takes them over)."""
+    return LeasedService(radio, cluster, RADIO_LEASE, ttl_s=cluster.dead_after_s)
+
+
+def wire_sip(daemon: Any, cluster: ClusterService | None) -> Any:
+    """Persist the call takers' states (a service, returned); when clustered, mirror them
+    across nodes and complete a dead node's call records from its events."""
+    from dispatch.acd_store import AcdCluster
+    from dispatch.cluster_cdr import CallShadow
+
+    if cluster is not None:
+        shadow = CallShadow(daemon.db, daemon.audit, daemon.clock,
+                            refile=daemon.sip.recorder.refile)
+        cluster.on_remote(shadow.note)
+        cluster.on_takeover(shadow.node_dead)
+
+    node = cluster.node_id if cluster is not None else daemon.settings.node.name
+    acd = AcdCluster(daemon.db, daemon.sip.b2bua, node, daemon.clock,
+                     bindings=daemon.sip.bindings)
+    daemon.hub.listen(acd.on_local)
+    if cluster is not None:
+        cluster.on_remote(acd.on_remote)
+        cluster.keep_local(acd.is_mirror)
+        cluster.on_takeover(acd.node_dead)
+    return acd
+
+
+def forward_calls(app: Any, cluster: ClusterService, sip: Any) -> Any:
+    """Forward supervisor commands about another node's call to that node."""
+    from dispatch.cluster_forward import ForwardCallCommands
+
+    if sip is not None:
+        app.add_middleware(ForwardCallCommands, node=cluster.node_id, owner=cluster.calls.owner,
+                           url_of=cluster.url_of,
+                           is_local=lambda call_id: call_id in sip.b2bua.calls)
+    return app
