@@ -9,9 +9,29 @@ digit with ``now``; it returns the mode string to apply (as accepted by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-__all__ = ["ModeKeys"]
+__all__ = ["ModeKeys", "StarCode"]
+
+
+@dataclass
+class StarCode:
+    """``*`` then one key within ``timeout_s``: :meth:`feed` returns that key, else None
+    (a late key, or any key without a ``*`` before it).  Shared by the force-in mode
+    keys and the PTT keys (:mod:`telephony.media.pttkeys`)."""
+
+    timeout_s: float = 3.0
+    _star_at: float | None = None
+
+    def feed(self, digit: str, now: float) -> str | None:
+        """One digit at ``now``; the key that completed a ``*`` code, or None."""
+        if digit == "*":
+            self._star_at = now
+            return None
+        star, self._star_at = self._star_at, None
+        if star is None or now - star > self.timeout_s:
+            return None
+        return digit
 
 
 @dataclass
@@ -20,14 +40,14 @@ class ModeKeys:
 
     whisper_to: str
     timeout_s: float = 3.0
-    _star_at: float | None = None
+    _code: StarCode = field(init=False)
+
+    def __post_init__(self) -> None:
+        """The ``*`` code reader, with this timeout."""
+        self._code = StarCode(self.timeout_s)
 
     def feed(self, digit: str, now: float) -> str | None:
         """One digit at ``now``; the new mode, or None if this digit changes nothing."""
-        if digit == "*":
-            self._star_at = now
-            return None
-        star, self._star_at = self._star_at, None
-        if star is None or now - star > self.timeout_s:
-            return None
-        return {"1": "listen", "2": f"whisper:{self.whisper_to}", "3": "barge"}.get(digit)
+        key = self._code.feed(digit, now)
+        return None if key is None else {
+            "1": "listen", "2": f"whisper:{self.whisper_to}", "3": "barge"}.get(key)

@@ -18,8 +18,10 @@ Anything else is not ours (None) and the INFO is relayed as before.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from telephony.media.forcein import StarCode
 
 __all__ = ["MAX_INFO_BODY", "PttAction", "PttKeys", "parse_info"]
 
@@ -33,17 +35,16 @@ class PttKeys:
     """Turns one leg's digits into floor requests (``*7`` key, ``*8`` unkey)."""
 
     timeout_s: float = 3.0
-    _star_at: float | None = None
+    _code: StarCode = field(init=False)
+
+    def __post_init__(self) -> None:
+        """The ``*`` code reader, with this timeout."""
+        self._code = StarCode(self.timeout_s)
 
     def feed(self, digit: str, now: float) -> PttAction | None:
         """One digit at ``now``: the PTT action it completes, or None."""
-        if digit == "*":
-            self._star_at = now
-            return None
-        star, self._star_at = self._star_at, None
-        if star is None or now - star > self.timeout_s:
-            return None
-        return "key" if digit == "7" else "unkey" if digit == "8" else None
+        key = self._code.feed(digit, now)
+        return "key" if key == "7" else "unkey" if key == "8" else None
 
 
 def parse_info(content_type: str, body: bytes) -> PttAction | str | None:
