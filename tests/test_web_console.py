@@ -131,6 +131,13 @@ async def test_login_health_duty_log_live_and_language(daemon: Any, page: Any) -
     await page.click("#report-form button[type=submit]")
     await page.wait_for_selector("#preview:has-text('Saved in incident')")
     await page.wait_for_selector("#incidents li .grade.yellow")
+    # Typed and sent at once: the live preview still pending must not wipe the confirmation.
+    await page.evaluate("document.querySelector('#preview').textContent = ''")
+    await page.fill("#report-form textarea", "南城大道一辆货车侧翻，司机受伤")
+    await page.click("#report-form button[type=submit]")
+    await page.wait_for_selector("#preview:has-text('Saved in incident')")
+    await page.wait_for_timeout(1000)  # past the 250 ms preview debounce and its answer
+    assert (await page.text_content("#preview") or "").startswith("Saved in incident")
     # The offline map: the configured districts (conf/sms/districts.geojson) and the
     # incident as a yellow dot inside the district that holds its coordinates.
     await page.wait_for_selector("#map circle.inc.yellow")

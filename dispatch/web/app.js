@@ -773,7 +773,7 @@ function schedulePreview() {
         c.subtype ? el("span", { class: "tag" }, c.subtype) : "",
         ...c.agencies.map((a) => el("span", { class: "tag" }, a)),
         el("div", {}, c.reasons.join("; ")));
-    } catch (err) { $("#preview").textContent = err.message; }
+    } catch (err) { if (seq === previewSeq) $("#preview").textContent = err.message; }
   }, 250);
 }
 
@@ -939,6 +939,10 @@ $("#report-form").addEventListener("submit", async (ev) => {
   const body = { text: f.text.value.trim(), caller: f.caller.value.trim() };
   if (f.lat.value !== "" && f.lon.value !== "") { body.lat = Number(f.lat.value); body.lon = Number(f.lon.value); }
   $("#report-error").textContent = "";
+  // A live-classification preview still pending or in flight must not replace (or, once the
+  // form is reset, clear) the confirmation below.
+  clearTimeout(previewTimer);
+  previewSeq += 1;
   try {
     const placed = myCall
       ? await api(`/api/v1/calls/${myCall.call_id}/describe`, { method: "POST",
