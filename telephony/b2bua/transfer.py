@@ -134,14 +134,15 @@ class Transfers:
     def on_refer(self, leg: Leg, request: SipRequest, waited: int = 0) -> None:
         """REFER in the call taker's dialog: 202 and dial, or the reason it cannot.
 
-        A phone may REFER the moment it has our ACK, while the caller's side is still
-        being answered (``CONNECTING``): the REFER then waits for that, up to
+        A phone may REFER the moment it has our ACK, before the call is bridged (the
+        ACD's connect, the caller's 200): the REFER then waits for that, up to
         :data:`CONNECT_WAIT_S` (its retransmissions are absorbed by the server
         transaction), instead of being refused -- baresip hangs up on a refused REFER."""
         b2bua = self.b2bua
         call = leg.call
-        if call.state is CallState.CONNECTING and call.connected is leg and leg.live \
-                and waited * CONNECT_POLL_S < CONNECT_WAIT_S:
+        answering = call.state not in (CallState.CONNECTED, CallState.ENDED) and \
+            leg.role is LegRole.AGENT and leg.state is LegState.CONFIRMED
+        if answering and leg.live and waited * CONNECT_POLL_S < CONNECT_WAIT_S:
             asyncio.get_running_loop().call_later(CONNECT_POLL_S, self.on_refer, leg, request,
                                                   waited + 1)
             return
