@@ -88,7 +88,9 @@ async def test_refer_bridges_the_caller_to_the_target_and_releases_the_call_take
     steps = [t for t in json.loads(cdr[0][2]) if t["kind"] == "transferred"]
     assert steps == [{"kind": "transferred", "agent": "alice", "target": "119001",
                       "by": "agent:alice"}]
-    assert [a for a, _ in audit(sip, "call.transferred")] == ["agent:alice"]
+    # The CDR writer batches its rows: wait for the audit row rather than race it.
+    assert await wait_for(lambda: [a for a, _ in audit(sip, "call.transferred")],
+                          "the transfer audited") == ["agent:alice"]
     # The call taker is free again (wrap-up or ready), not busy with the caller.
     agents = sip.api().get("/api/v1/agents").json()
     assert agents[0]["state"] != "busy" and agents[0]["call_id"] is None
@@ -127,7 +129,9 @@ async def test_baresip_call_taker_transfers_with_refer(
                                    if c["agent_id"] == "transfer:119005"],
                           "the caller bridged to 119005")
     assert not caller.done()
-    assert [a for a, _ in audit(sip, "call.transferred")] == ["agent:alice"]
+    # The CDR writer batches its rows: wait for the audit row rather than race it.
+    assert await wait_for(lambda: [a for a, _ in audit(sip, "call.transferred")],
+                          "the transfer audited") == ["agent:alice"]
     assert sip.api().post(f"/api/v1/calls/{live[0]['call_id']}/release",
                           json={"reason": "done"}).status_code == 200
     code, out = await caller
@@ -149,7 +153,9 @@ async def test_call_taker_hanging_up_after_202_does_not_drop_the_caller(
                           json={"reason": "done"}).status_code == 200
     code, out = await caller
     assert code == 0, out + errors(tmp_path)
-    assert [a for a, _ in audit(sip, "call.transferred")] == ["agent:alice"]
+    # The CDR writer batches its rows: wait for the audit row rather than race it.
+    assert await wait_for(lambda: [a for a, _ in audit(sip, "call.transferred")],
+                          "the transfer audited") == ["agent:alice"]
 
 
 async def test_failed_refer_keeps_the_caller_with_the_call_taker(
@@ -186,7 +192,9 @@ async def test_api_transfer_of_a_connected_call(tmp_path: Path, started: list[ob
     await wait_for(lambda: [c for c in api.get("/api/v1/calls").json()
                             if c["agent_id"] == "transfer:119003"], "bridged to 119003")
     assert [a for a, _ in audit(sip, "call.transfer_requested")] == ["sup"]
-    assert [a for a, _ in audit(sip, "call.transferred")] == ["sup"]
+    # The CDR writer batches its rows: wait for the audit row rather than race it.
+    assert await wait_for(lambda: [a for a, _ in audit(sip, "call.transferred")],
+                          "the transfer audited") == ["sup"]
     assert api.post(f"/api/v1/calls/{call_id}/release",
                     json={"reason": "done"}).status_code == 200
     code, out = await caller
