@@ -769,15 +769,7 @@ class B2bua(SipIo):
         early_answered = await self.reliable.before_final(caller)
         if call.state is not CallState.CONNECTING or not caller.live:
             return
-        control = self.control()
-        if control is not None:
-            try:
-                control.stop_prompt(caller.leg_id)
-                control.expect_media(caller.leg_id)
-                control.expect_media(leg.leg_id)
-                control.record(call.call_id)  # recorded from answer to release
-            except ValueError:
-                log.info("call %s: a leg left the media engine while connecting", call.call_id)
+        self.bridge_media(call, caller, leg)
         assert caller.invite is not None
         headers = self.answer_headers(caller.peer) + self.sessions.uas_headers(caller.invite)
         if early_answered:  # the reliable 183 completed offer/answer (RFC 3262 section 5)
@@ -796,6 +788,21 @@ class B2bua(SipIo):
         self.counts["answered"] += 1
         self._emit(CallAnswered(call.call_id, leg.agent_id, call.queue, action.wait,
                                 call.answered_at))
+
+    def bridge_media(self, call: Call, caller: Leg, leg: Leg) -> None:
+        """The caller and ``leg`` now talk: stop the caller's prompt, restart both legs'
+        dead-media clocks and record the room (from answer to release; a no-op if it
+        already records).  Used on connect and on a pre-empted caller's reconnect."""
+        control = self.control()
+        if control is None:
+            return
+        try:
+            control.stop_prompt(caller.leg_id)
+            control.expect_media(caller.leg_id)
+            control.expect_media(leg.leg_id)
+            control.record(call.call_id)
+        except ValueError:
+            log.info("call %s: a leg left the media engine while connecting", call.call_id)
 
     def _retransmit(self, leg: Leg, response: SipResponse) -> None:
         leg.retransmitter = AnswerRetransmitter(response, leg.peer, self.mono(), self.timers())

@@ -126,15 +126,7 @@ class Preemptor:
             return
         if call.state is not CallState.CONNECTING or caller.state is LegState.ENDED:
             return
-        control = b.control()
-        if control is not None:
-            try:
-                control.stop_prompt(caller.leg_id)
-                control.expect_media(caller.leg_id)
-                control.expect_media(leg.leg_id)
-            except ValueError:
-                log.info("call %s: a leg left the media engine while reconnecting",
-                         call.call_id)
+        b.bridge_media(call, caller, leg)
         call.state = CallState.CONNECTED
         call.answered_at = b.wall()
         b.emit(CallAnswered(call.call_id, leg.agent_id, call.queue, action.wait,
