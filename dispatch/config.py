@@ -414,11 +414,75 @@ class SoundcardRadioSettings(_Section):
     vox_hang_s: Annotated[float, Field(ge=0, le=10)] = 0.5
 
 
+class RoipRadioSettings(_Section):
+    """A RoIP box that is a SIP endpoint, held on one permanent call (see radio/roip.py)."""
+
+    #: The device's SIP URI, or the account it registers with here (exactly one).
+    uri: Annotated[str | None, Field(max_length=255,
+                                     pattern=r"^sip:([^@\s<>;]+@)?[A-Za-z0-9.\-\[\]:]+$")] = None
+    account: Name | None = None
+    #: Our address the device reaches (bound, and put in SDP and Contact).
+    local_host: str = "127.0.0.1"
+    codec: Literal["PCMU", "PCMA"] = "PCMU"
+    #: PTT to the device and squelch (COS) from it: "dtmf", "info" or "vox".
+    ptt: Literal["dtmf", "info", "vox"] = "dtmf"
+    cos: Literal["dtmf", "info", "vox"] = "vox"
+    key_digits: Annotated[str, Field(pattern=r"^[0-9*#A-D]{1,16}$")] = "*"
+    unkey_digits: Annotated[str, Field(pattern=r"^[0-9*#A-D]{1,16}$")] = "#"
+    cos_open_digits: Annotated[str, Field(pattern=r"^[0-9*#A-D]{1,16}$")] = "A"
+    cos_close_digits: Annotated[str, Field(pattern=r"^[0-9*#A-D]{1,16}$")] = "B"
+    digit_timeout_s: Annotated[float, Field(gt=0, le=10)] = 1.0
+    info_content_type: Annotated[str, Field(max_length=64,
+                                            pattern=r"^[a-z0-9.+-]+/[a-z0-9.+-]+$")] = \
+        "application/x-ptt"
+    info_key_body: Annotated[str, Field(min_length=1, max_length=128,
+                                        pattern=r"^[ -~]+$")] = "PTT: on"
+    info_unkey_body: Annotated[str, Field(min_length=1, max_length=128,
+                                          pattern=r"^[ -~]+$")] = "PTT: off"
+    info_cos_open_body: Annotated[str, Field(min_length=1, max_length=128,
+                                             pattern=r"^[ -~]+$")] = "COS: on"
+    info_cos_close_body: Annotated[str, Field(min_length=1, max_length=128,
+                                              pattern=r"^[ -~]+$")] = "COS: off"
+    vox_threshold_dbfs: Annotated[float, Field(ge=-90, le=0)] = -40.0
+    vox_hang_s: Annotated[float, Field(ge=0, le=10)] = 0.5
+    #: In-dialog OPTIONS this often; unanswered within request_timeout_s = the device is lost.
+    keepalive_s: Annotated[float, Field(ge=0.05, le=3600)] = 10.0
+    request_timeout_s: Annotated[float, Field(ge=0.05, le=64)] = 4.0
+    invite_timeout_s: Annotated[float, Field(ge=0.1, le=300)] = 8.0
+    #: Redial after a loss: the gateway's retry_s, doubling up to this.
+    retry_max_s: Annotated[float, Field(ge=0.01, le=3600)] = 60.0
+
+    @field_validator("local_host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
+        if address.is_unspecified:
+            raise ValueError("local_host must be an address the device can reach, not "
+                             f"{value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RoipRadioSettings:
+        if (self.uri is None) == (self.account is None):
+            raise ValueError("a roip device needs exactly one of uri or account")
+        if self.key_digits == self.unkey_digits:
+            raise ValueError("key_digits and unkey_digits must differ")
+        if self.cos_open_digits == self.cos_close_digits:
+            raise ValueError("cos_open_digits and cos_close_digits must differ")
+        if self.info_key_body == self.info_unkey_body or \
+                self.info_cos_open_body == self.info_cos_close_body:
+            raise ValueError("the INFO bodies for on and off must differ")
+        return self
+
+
 class RadioGatewaySettings(_Section):
     """A radio gateway: a TETRA terminal's PEI or a satphone on a serial port, or a DMR master."""
 
     name: Name
-    kind: Literal["tetra", "satphone", "dmr", "soundcard"]
+    kind: Literal["tetra", "satphone", "dmr", "soundcard", "roip"]
     device: Annotated[str | None, Field(min_length=1, max_length=255)] = None
     #: DMR (Homebrew protocol): the master's address, our peer id, the passphrase's file.
     host: Annotated[str | None, Field(min_length=1, max_length=255)] = None
@@ -444,9 +508,19 @@ class RadioGatewaySettings(_Section):
     poll_s: Annotated[float, Field(ge=0.1, le=3600)] = 30.0
     #: Sound-card radios (kind = "soundcard"): see radio/soundcard.py.
     soundcard: SoundcardRadioSettings | None = None
+    #: RoIP boxes that speak SIP (kind = "roip"): see radio/roip.py.
+    roip: RoipRadioSettings | None = None
 
     @model_validator(mode="after")
     def _kind_fits(self) -> RadioGatewaySettings:
+        if (self.kind == "roip") != (self.roip is not None):
+            raise ValueError(f"radio gateway {self.name!r}: [radio.gateways.roip] is "
+                             "needed by, and only allowed for, kind = \"roip\"")
+        if self.kind == "roip":
+            if self.device or self.host or self.peer_id or self.password_file or self.groups:
+                raise ValueError(f"radio gateway {self.name!r}: a roip gateway is reached by "
+                                 "[radio.gateways.roip] uri or account, not device/host/groups")
+            return self
         if (self.kind == "soundcard") != (self.soundcard is not None):
             raise ValueError(f"radio gateway {self.name!r}: [radio.gateways.soundcard] is "
                              "needed by, and only allowed for, kind = \"soundcard\"")
@@ -529,13 +603,14 @@ class RadioSettings(_Section):
         for tg in self.talkgroups:
             if tg.name in names:
                 raise ValueError(f"radio.talkgroups: name {tg.name!r} is used twice")
-            if kinds.get(tg.gateway) not in ("tetra", "dmr", "soundcard"):
+            if kinds.get(tg.gateway) not in ("tetra", "dmr", "soundcard", "roip"):
                 raise ValueError(f"radio.talkgroups: {tg.name!r} names gateway {tg.gateway!r}, "
-                                 "which is not a configured tetra, dmr or soundcard gateway")
-            if kinds[tg.gateway] == "soundcard" and tg.gateway in soundcards:
-                raise ValueError(f"radio.talkgroups: sound-card gateway {tg.gateway!r} carries "
-                                 "one talkgroup only")
-            if kinds[tg.gateway] == "soundcard":
+                                 "which is not a configured tetra, dmr, soundcard or roip "
+                                 "gateway")
+            if kinds[tg.gateway] in ("soundcard", "roip") and tg.gateway in soundcards:
+                raise ValueError(f"radio.talkgroups: {kinds[tg.gateway]} gateway "
+                                 f"{tg.gateway!r} carries one talkgroup only")
+            if kinds[tg.gateway] in ("soundcard", "roip"):
                 soundcards.add(tg.gateway)
             if (tg.gateway, tg.gssi) in gssis:
                 raise ValueError(f"radio.talkgroups: GSSI {tg.gssi} is configured twice on "

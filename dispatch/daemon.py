@@ -257,6 +257,11 @@ class Daemon:
             from dispatch.call_commands import add_call_commands
 
             add_call_commands(self.commands, self.sip)
+            if self.radio is not None:  # RoIP devices configured by account: registered here
+                from dispatch.radio_glue import registrar_resolver
+
+                sip: Any = self.sip
+                self.radio.use_sip_resolver(registrar_resolver(sip.registrar, sip.b2bua.wall))
             from dispatch.clusterwire import wire_sip
 
             # Call takers' states survive a restart and are shared across nodes.

@@ -5,6 +5,8 @@
 * A unit sent to an incident is told over radio SDS first when it has a radio
   id and a gateway is up; otherwise (or if the SDS cannot be sent) the
   notification service texts its phone.
+* A RoIP device configured by ``account`` is called at the contact it
+  registered with our registrar (:func:`registrar_resolver`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dispatch.radio_service import RadioService
@@ -58,3 +61,21 @@ class PositionFeed:
                                              source="radio", at=at)
         except Exception:  # a database outage: the next report will do
             log.exception("recording a radio position failed", extra={"radio_id": radio_id})
+
+
+def registrar_resolver(registrar: Any, wall: Callable[[], float]
+                       ) -> Callable[[str], Awaitable[tuple[str, str, int] | None]]:
+    """A RoIP gateway's resolver: its account's freshest binding (URI, source host, port).
+
+    The device is called where its REGISTER came from (it may sit behind NAT), with its
+    Contact as the Request-URI; a binding over TCP/TLS is not usable by the UDP link.
+    """
+    async def resolve(account: str) -> tuple[str, str, int] | None:
+        bindings = [b for b in await registrar.lookup(registrar.aor_for(account), wall())
+                    if b.source_transport.upper() == "UDP"]
+        if not bindings:
+            return None
+        best = max(bindings, key=lambda b: (b.q or 0.0, b.registered_at))
+        return best.contact, best.source_host, best.source_port
+
+    return resolve

@@ -38,7 +38,9 @@ Audio: a talkgroup joins a conference as a leg through
 :class:`radio.audio.RadioAudioLeg` -- 20 ms frames of 8 kHz 16-bit mono PCM,
 transmitted only between ``RadioKeyed`` and ``RadioUnkeyed``, received while
 another talker is on air.  Sound-card gateways (``kind = "soundcard"``,
-:class:`radio.soundcard.SoundcardGateway`) carry it (:meth:`RadioService.audio_leg`);
+:class:`radio.soundcard.SoundcardGateway`) and RoIP devices (``kind = "roip"``,
+:class:`radio.roip.RoipGateway`, kept with them in ``soundcards``: the audio
+gateways) carry it (:meth:`RadioService.audio_leg`);
 :mod:`dispatch.radio_patch` patches them.  See :mod:`radio.audio` for where each
 gateway's audio physically is.
 """
@@ -78,6 +80,7 @@ from radio.dmr import (
 from radio.dmr_bridge import BridgeMember, DmrBridge
 from radio.floor import FloorSettings, Priority
 from radio.lip import PID_LIP, LipError, decode_lip
+from radio.roip import Resolver, RoipGateway, RoipSettings
 from radio.satphone import (
     CallStateChanged,
     RegistrationChanged,
@@ -293,8 +296,11 @@ class RadioService:
                  reports: ReportService, clock: Callable[[], float],
                  port_factory: PortFactory = twisted_serial_port,
                  audio_factory: AudioFactory | None = None,
-                 lines_factory: LinesFactory | None = None) -> None:
-        """Build every gateway from ``settings``; nothing is opened until :meth:`start`."""
+                 lines_factory: LinesFactory | None = None,
+                 sip_resolver: Resolver | None = None) -> None:
+        """Build every gateway from ``settings``; nothing is opened until :meth:`start`.
+
+        ``sip_resolver`` finds the contact a RoIP device registered under its account."""
         self.settings = settings
         self.db, self.audit, self.publish = db, audit, publish
         self.reports, self.clock = reports, clock
@@ -306,7 +312,7 @@ class RadioService:
         self.satphones: dict[str, SatphoneGateway] = {}
         self.dmr: dict[str, DmrGateway] = {}
         self.bridges = _dmr_bridges(settings)
-        self.soundcards: dict[str, SoundcardGateway] = {}
+        self.soundcards: dict[str, SoundcardGateway | RoipGateway] = {}  # audio gateways
         self.kinds: dict[str, str] = {}
         self.configured: dict[str, RadioGatewaySettings] = {}
         for gw in settings.gateways:
@@ -315,6 +321,9 @@ class RadioService:
             on_event = functools.partial(self._on_event, gw.name)
             if gw.kind == "dmr":
                 continue  # built at start: its passphrase is read from a file then
+            if gw.kind == "roip":
+                self.soundcards[gw.name] = _roip(gw, settings, on_event, sip_resolver)
+                continue
             if gw.kind == "soundcard":
                 assert gw.soundcard is not None
                 tg_gssi = next((t.gssi for t in self.talkgroups.values()
@@ -365,23 +374,23 @@ class RadioService:
         for name in self.kinds:
             await self._start_gateway(name)
 
-    def _gateway(self, name: str
-                 ) -> TetraGateway | SatphoneGateway | DmrGateway | SoundcardGateway | None:
+    def _gateway(self, name: str) -> (TetraGateway | SatphoneGateway | DmrGateway
+                                      | SoundcardGateway | RoipGateway | None):
         return (self.tetra.get(name) or self.satphones.get(name) or self.dmr.get(name)
                 or self.soundcards.get(name))
 
-    def _keyable(self, name: str) -> TetraGateway | SoundcardGateway | None:
+    def _keyable(self, name: str) -> TetraGateway | SoundcardGateway | RoipGateway | None:
         """The gateway whose floor we control (TETRA or sound card), if ``name`` is one."""
         return self.tetra.get(name) or self.soundcards.get(name)
 
-    def audio_leg(self, talkgroup: str) -> SoundcardGateway:
+    def audio_leg(self, talkgroup: str) -> SoundcardGateway | RoipGateway:
         """The audio of ``talkgroup`` (a :class:`radio.audio.RadioAudioLeg`), or 409."""
         tg = self._talkgroup(talkgroup)
         gateway = self.soundcards.get(tg.gateway)
         if gateway is None:
             raise RadioServiceError(409, f"talkgroup {tg.name!r} has no audio path here "
                                     f"(gateway {tg.gateway!r} is {self.kinds[tg.gateway]}; "
-                                    "only soundcard gateways carry audio)")
+                                    "only soundcard and roip gateways carry audio)")
         return gateway
 
     def _make_dmr(self, name: str) -> DmrGateway:
@@ -438,7 +447,7 @@ class RadioService:
         self._stopping = True
         for task in self._retries.values():
             task.cancel()
-        keyable: list[TetraGateway | SoundcardGateway] = [*self.tetra.values(),
+        keyable: list[TetraGateway | SoundcardGateway | RoipGateway] = [*self.tetra.values(),
                                                           *self.soundcards.values()]
         for gateway in keyable:
             try:
@@ -511,6 +520,12 @@ class RadioService:
                 "emergency": None if emergency is None else emergency[1],
                 "monitor_only": False, "audio": tg.gateway in self.soundcards,
                 "gateway_state": self.state[tg.gateway]}
+
+    def use_sip_resolver(self, resolve: Resolver) -> None:
+        """RoIP devices configured by ``account`` are looked up with ``resolve`` from now on."""
+        for gateway in self.soundcards.values():
+            if isinstance(gateway, RoipGateway):
+                gateway.resolve = resolve
 
     def add_position_hook(self, hook: PositionHook) -> Callable[[], None]:
         """Call ``hook(radio_id, lat, lon, at)`` for every unit position; returns a remover."""
@@ -906,3 +921,24 @@ def _dmr_bridges(settings: RadioSettings) -> list[DmrBridge]:
                                                  int(groups[m.talkgroup].gssi), m.slot)
                                     for m in b.members), b.hold_s)
             for b in settings.dmr_bridges]
+
+
+def _roip(gw: RadioGatewaySettings, settings: RadioSettings, on_event: Callable[[object], None],
+          resolve: Resolver | None) -> RoipGateway:
+    """The RoIP gateway of a ``kind = "roip"`` entry (it carries its one talkgroup)."""
+    assert gw.roip is not None
+    r = gw.roip
+    group = next((t.gssi for t in settings.talkgroups if t.gateway == gw.name), gw.name)
+    return RoipGateway(RoipSettings(
+        gw.name, group, uri=r.uri, account=r.account, codec=r.codec, ptt=r.ptt, cos=r.cos,
+        key_digits=r.key_digits, unkey_digits=r.unkey_digits,
+        cos_open_digits=r.cos_open_digits, cos_close_digits=r.cos_close_digits,
+        digit_timeout_s=r.digit_timeout_s, info_content_type=r.info_content_type,
+        info_key_body=r.info_key_body, info_unkey_body=r.info_unkey_body,
+        info_cos_open_body=r.info_cos_open_body, info_cos_close_body=r.info_cos_close_body,
+        vox_threshold_dbfs=r.vox_threshold_dbfs, vox_hang_s=r.vox_hang_s,
+        local_host=r.local_host, keepalive_s=r.keepalive_s,
+        request_timeout_s=r.request_timeout_s, invite_timeout_s=r.invite_timeout_s,
+        retry_s=gw.retry_s, retry_max_s=r.retry_max_s,
+        floor=FloorSettings(gw.hang_time_s, gw.tx_timeout_s, gw.max_queue)),
+        on_event, resolve=resolve)

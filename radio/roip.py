@@ -109,7 +109,7 @@ class RoipSettings:
 
 def redial_delay(failures: int, base: float, cap: float) -> float:
     """Seconds before redial attempt ``failures`` (1, 2, ...): ``base`` doubling up to ``cap``."""
-    return min(cap, base * 2 ** min(max(failures - 1, 0), 30))
+    return float(min(cap, base * 2.0 ** min(max(failures - 1, 0), 30)))
 
 
 class DigitMatcher:
@@ -167,7 +167,7 @@ class RoipGateway(AudioGateway):
     def _retry_delay(self, failures: int) -> float:
         return redial_delay(failures, self.settings.retry_s, self.settings.retry_max_s)
 
-    # --- the call ---------------------------------------------------------------------------------
+    # --- the call ------------------------------------------------------------------------------
 
     async def _target(self) -> tuple[str, str, int]:
         s = self.settings
@@ -251,7 +251,7 @@ class RoipGateway(AudioGateway):
                 pass  # the loss is reported by the link itself
         super().transmit(frame)
 
-    # --- from the device ----------------------------------------------------------------------------
+    # --- from the device ---------------------------------------------------------------------
 
     def _audio_in(self, frame: bytes) -> None:
         if not self._up:

@@ -148,7 +148,7 @@ class SipRadioLink:
         self.counters = dict.fromkeys(("sip_bad", "rtp_bad", "rtp_foreign", "rtp_in",
                                        "rtp_out", "dtmf_out", "info_out"), 0)
 
-    # --- set-up and tear-down -------------------------------------------------------------------
+    # --- set-up and tear-down ----------
 
     async def open(self) -> None:
         """Bind, INVITE the device and wait for the call; :class:`RoipLinkError` if it fails."""
@@ -242,7 +242,7 @@ class SipRadioLink:
         """True while the call is established and not lost."""
         return self.dialog is not None and not self._lost and not self._closed
 
-    # --- requests we send -------------------------------------------------------------------------
+    # --- requests we send ----------
 
     def _send(self, data: bytes) -> None:
         if self._sip is not None and not self._sip.is_closing():
@@ -340,7 +340,7 @@ class SipRadioLink:
                                                        "error": str(exc)})
         self._gone(f"network error: {exc}")
 
-    # --- SIP from the device ----------------------------------------------------------------------
+    # --- SIP from the device ----------
 
     def _sip_in(self, data: bytes, source: tuple[str, int]) -> None:
         try:
@@ -420,7 +420,7 @@ class SipRadioLink:
         if self._sip is not None and not self._sip.is_closing():
             self._sip.sendto(response.to_bytes(), source)
 
-    # --- RTP --------------------------------------------------------------------------------------
+    # --- RTP ----------
 
     def _rtp_in(self, data: bytes, source: tuple[str, int]) -> None:
         agreed = self.negotiated

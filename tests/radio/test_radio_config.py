@@ -37,7 +37,7 @@ def test_a_good_section_and_its_defaults() -> None:
      "d.toml: radio.talkgroups[0].priority_rule: unknown key"),
     (lambda r: r.update(patches=[]), "d.toml: radio.patches: unknown key"),
     (lambda r: r["gateways"][0].update(kind="dmrx"), "d.toml: radio.gateways[0].kind: Input "
-     "should be 'tetra', 'satphone', 'dmr' or 'soundcard' (got 'dmrx')"),
+     "should be 'tetra', 'satphone', 'dmr', 'soundcard' or 'roip' (got 'dmrx')"),
     (lambda r: r["gateways"].append({"name": "bm", "kind": "dmr", "host": "h"}),
      "d.toml: radio.gateways[2]: radio gateway 'bm': a dmr gateway needs host, peer_id and "
      "password_file"),
@@ -45,7 +45,7 @@ def test_a_good_section_and_its_defaults() -> None:
      "d.toml: radio.gateways[0]: radio gateway 'tetra1': a tetra gateway needs device"),
     (lambda r: r["talkgroups"][0].update(gateway="sat1"),
      "d.toml: radio: radio.talkgroups: 'fire' names gateway 'sat1', which is not a configured "
-     "tetra, dmr or soundcard gateway"),
+     "tetra, dmr, soundcard or roip gateway"),
     (lambda r: r["talkgroups"].append({"name": "fire2", "gssi": "9001", "gateway": "tetra1"}),
      "d.toml: radio: radio.talkgroups: GSSI 9001 is configured twice on gateway 'tetra1'"),
     (lambda r: r["gateways"][1].update(groups=["9005"]),
