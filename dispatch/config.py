@@ -460,8 +460,7 @@ class RoipRadioSettings(_Section):
         except ValueError:
             raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
         if address.is_unspecified:
-            raise ValueError("local_host must be an address the device can reach, not "
-                             f"{value!r}")
+            raise ValueError("local_host must be an address the device can reach")
         return value
 
     @model_validator(mode="after")

@@ -249,3 +249,68 @@ def test_digit_sequences_and_their_timeout() -> None:
                                                                                  "open"]
     assert m.feed("*", 1.0) is None and m.feed("9", 2.5) is None  # too slow: a new sequence
     assert m.feed("9", 2.6) is None and m.feed("#", 2.7) == "close"
+
+
+def _roip_config(roip: dict[str, Any], **gateway: Any) -> dict[str, Any]:
+    return {"radio": {"gateways": [{"name": "r1", "kind": "roip", "roip": roip, **gateway}],
+                      "talkgroups": [{"name": "hill", "gssi": "1", "gateway": "r1"}]}}
+
+
+@pytest.mark.parametrize(("roip", "gateway", "message"), [
+    ({"uri": "sip:radio@192.0.2.7", "ptt": "morse"}, {},
+     "test.toml: radio.gateways[0].roip.ptt: Input should be 'dtmf', 'info' or 'vox' "
+     "(got 'morse')"),
+    ({"uri": "sip:radio@192.0.2.7", "key_digits": "*X"}, {},
+     "radio.gateways[0].roip.key_digits"),
+    ({"uri": "http://192.0.2.7"}, {}, "radio.gateways[0].roip.uri"),
+    ({}, {}, "a roip device needs exactly one of uri or account"),
+    ({"uri": "sip:r@192.0.2.7", "account": "r"}, {}, "exactly one of uri or account"),
+    ({"uri": "sip:r@192.0.2.7", "key_digits": "#"}, {},
+     "key_digits and unkey_digits must differ"),
+    ({"uri": "sip:r@192.0.2.7", "local_host": "0.0.0.0"}, {},
+     "radio.gateways[0].roip.local_host: local_host must be an address the device can "
+     "reach (got '0.0.0.0')"),
+    ({"uri": "sip:r@192.0.2.7", "info_key_body": "PTT:\non"}, {},
+     "radio.gateways[0].roip.info_key_body"),
+    ({"uri": "sip:r@192.0.2.7", "squelch": 1}, {},
+     "test.toml: radio.gateways[0].roip.squelch: unknown key"),
+    ({"uri": "sip:r@192.0.2.7"}, {"device": "/dev/ttyUSB0"},
+     "a roip gateway is reached by [radio.gateways.roip] uri or account"),
+])
+def test_roip_settings_refused_with_one_clear_line(
+        roip: dict[str, Any], gateway: dict[str, Any], message: str) -> None:
+    from dispatch.config import ConfigError, parse_settings
+
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(_roip_config(roip, **gateway), "test.toml")
+    assert len(caught.value.problems) == 1 and message in caught.value.problems[0]
+
+
+def test_roip_settings_accepted_with_documented_defaults() -> None:
+    from dispatch.config import parse_settings
+
+    radio = parse_settings(_roip_config({"account": "roip-hill"}), "t").radio
+    roip = radio.gateways[0].roip
+    assert roip is not None and (roip.ptt, roip.cos, roip.key_digits, roip.unkey_digits) == (
+        "dtmf", "vox", "*", "#")
+    assert (roip.info_content_type, roip.info_key_body) == ("application/x-ptt", "PTT: on")
+    bad = {"radio": {"gateways": [{"name": "r1", "kind": "tetra", "device": "/dev/x",
+                                   "roip": {"uri": "sip:r@192.0.2.7"}}],
+                     "talkgroups": [{"name": "hill", "gssi": "1", "gateway": "r1"}]}}
+    from dispatch.config import ConfigError
+
+    with pytest.raises(ConfigError, match="only allowed for, kind = \"roip\""):
+        parse_settings(bad, "t")
+
+
+def test_a_bad_roip_key_stops_the_daemon_with_exit_2(tmp_path: Path) -> None:
+    import subprocess
+
+    config = tmp_path / "d.toml"
+    config.write_text('[[radio.gateways]]\nname = "r1"\nkind = "roip"\n'
+                      '[radio.gateways.roip]\nuri = "sip:radio@192.0.2.7"\nptt = "morse"\n')
+    run = subprocess.run([sys.executable, "-m", "dispatch.cli", "run", "-c", str(config)],
+                         capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert run.returncode == 2
+    assert "radio.gateways[0].roip.ptt: Input should be 'dtmf', 'info' or 'vox'" in run.stderr
