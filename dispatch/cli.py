@@ -36,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument("-c", "--config", metavar="FILE",
                         help="configuration file (default: embedded defaults)")
 
-    sub.add_parser("run", parents=[config], help="run the daemon in the foreground")
+    run = sub.add_parser("run", parents=[config], help="run the daemon in the foreground")
+    run.add_argument("--simulate", action="store_true",
+                     help="add emulated radios on 127.0.0.1 (a RoIP talkgroup 'sim-roip')")
     check = sub.add_parser("check-config", parents=[config],
                            help="validate a configuration and print the effective settings")
     check.add_argument("file", nargs="?", help="the file to check (or -c FILE)")
@@ -122,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         if args.command == "run":
-            return _run(_settings(args.config), args.config)
+            return _run(_settings(args.config), args.config, simulate=args.simulate)
         if args.command == "check-config":
             return _check_config(args)
         if args.command == "classify":
@@ -150,7 +152,7 @@ def _settings(path: str | None) -> Settings:
     return load_settings(path)
 
 
-def _run(settings: Settings, config_path: str | None) -> int:
+def _run(settings: Settings, config_path: str | None, *, simulate: bool = False) -> int:
     from dispatch import logs
 
     logs.configure(settings.log.level, settings.log.format)
@@ -162,10 +164,20 @@ def _run(settings: Settings, config_path: str | None) -> int:
     reactor = install_reactor(loop)
     from dispatch.daemon import Daemon
 
+    simulation = None
     try:
+        if simulate:
+            from dispatch.simulate import start_simulation
+
+            try:
+                settings, simulation = loop.run_until_complete(start_simulation(settings))
+            except ValueError as exc:
+                raise UsageError(str(exc)) from exc
         daemon = Daemon(settings, config_path, reactor=reactor)
         return loop.run_until_complete(daemon.serve())
     finally:
+        if simulation is not None:
+            simulation.close()
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 

@@ -20,8 +20,9 @@ from typing import Any
 class DaemonProcess:
     """One ``dispatchd run`` child process and its log lines."""
 
-    def __init__(self, cwd: Path, config: Path | None = None, env: dict[str, str] | None = None):
-        args = [sys.executable, "-m", "dispatch.cli", "run"]
+    def __init__(self, cwd: Path, config: Path | None = None, env: dict[str, str] | None = None,
+                 extra: tuple[str, ...] = ()):
+        args = [sys.executable, "-m", "dispatch.cli", "run", *extra]
         if config is not None:
             args += ["-c", str(config)]
         self.started_at = time.monotonic()
