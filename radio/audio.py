@@ -23,9 +23,11 @@ docking gateway's SIP side; DMR's is AMBE+2 inside the ``DMRD`` payload and
 needs a vocoder (hardware dongle or a licensed codec) before it is PCM.
 
 Built so far: :class:`radio.soundcard.SoundcardGateway` implements this seam
-for a radio on a sound card; the media engine mixes such an object as a
-*local leg* (:mod:`telephony.media.local`, duck-typed: ``telephony`` does not
-import ``radio``); :mod:`dispatch.radio_patch` joins talkgroups to calls,
+for a radio on a sound card and :class:`radio.roip.RoipGateway` for a RoIP box
+on a SIP call (both on :class:`radio.audio_gateway.AudioGateway`); the media
+engine mixes such an object as a *local leg* (:mod:`telephony.media.local`,
+duck-typed: ``telephony`` does not import ``radio``); :mod:`dispatch.radio_patch`
+joins talkgroups to calls,
 conferences and each other.  TETRA and satphone audio through their own sound
 cards is not wired yet.
 """

@@ -314,3 +314,70 @@ def test_a_bad_roip_key_stops_the_daemon_with_exit_2(tmp_path: Path) -> None:
                          cwd=Path(__file__).resolve().parents[2])
     assert run.returncode == 2
     assert "radio.gateways[0].roip.ptt: Input should be 'dtmf', 'info' or 'vox'" in run.stderr
+
+
+async def test_hostile_datagrams_are_counted_and_dropped() -> None:
+    import socket
+
+    rig = Rig(ptt="dtmf", cos="vox")
+    gw = await rig.start()
+    try:
+        link = gw.link
+        assert link is not None and link._sip is not None and link._rtp is not None
+        sip_port = link._sip.get_extra_info("sockname")[1]
+        rtp_port = link._rtp.get_extra_info("sockname")[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for junk in (b"\x00" * 10, b"INVITE\r\n\r\n", b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n",
+                         b"B" * 60000):
+                s.sendto(junk, ("127.0.0.1", sip_port))
+            s.sendto(b"\x80", ("127.0.0.1", rtp_port))  # truncated RTP
+            s.sendto(b"\x00" * 40, ("127.0.0.1", rtp_port))  # version 0
+        await until(lambda: link.counters["sip_bad"] >= 3 and link.counters["rtp_bad"] >= 2,
+                    "the junk counted")
+        await rig.device.receive_over(700.0, 10)  # still working
+        await until(lambda: len(rig.heard) >= 5, "audio after the junk")
+        assert gw.ready and "LinkDown" not in rig.kinds()
+    finally:
+        await rig.close()
+
+
+async def test_account_mode_dials_the_registered_contact() -> None:
+    rig = Rig(ptt="dtmf")
+    await rig.device.start()
+    registered: dict[str, tuple[str, str, int]] = {}
+
+    async def resolve(account: str) -> tuple[str, str, int] | None:
+        return registered.get(account)
+
+    gw = RoipGateway(RoipSettings("roip1", "5", account="hill", retry_s=0.05,
+                                  retry_max_s=0.1, keepalive_s=0.5), rig.events.append,
+                     resolve=resolve)
+    try:
+        with pytest.raises(RoipLinkError, match="'hill' is not registered"):
+            await gw.start()
+        registered["hill"] = (rig.device.uri, "127.0.0.1", rig.device.port)
+        await gw.start()
+        assert rig.device.in_call and gw.health()["device"] == rig.device.uri
+    finally:
+        await gw.stop()
+        rig.device.close()
+
+
+async def test_registrar_resolver_picks_the_accounts_udp_binding() -> None:
+    from dispatch.radio_glue import registrar_resolver
+    from telephony.registrar.core import Registrar, RegistrarSettings
+    from telephony.registrar.store import Binding, MemoryBindingStore, MemoryCredentialStore
+
+    store = MemoryBindingStore()
+    registrar = Registrar(RegistrarSettings(realm="r", domain="dispatch.local"), b"k" * 32,
+                          store, MemoryCredentialStore({}))
+    aor = registrar.aor_for("hill")
+    await store.replace(aor, [
+        Binding(aor, "sip:hill@10.0.0.5:5060", 2000.0, "c1", 1, "UDP", "192.0.2.9", 40000,
+                registered_at=10.0),
+        Binding(aor, "sip:hill@10.0.0.5:5061;transport=tls", 2000.0, "c2", 1, "TLS",
+                "192.0.2.9", 40001, registered_at=20.0),
+        Binding(aor, "sip:old@10.0.0.5", 500.0, "c3", 1, "UDP", "192.0.2.9", 40002)])
+    resolve = registrar_resolver(registrar, lambda: 1000.0)
+    assert await resolve("hill") == ("sip:hill@10.0.0.5:5060", "192.0.2.9", 40000)
+    assert await resolve("nobody") is None
