@@ -73,7 +73,7 @@ async def run(presses: int, frames: int, ptt: str) -> tuple[list[float], list[fl
         count = len(box.heard)
         start = loop.time()
         gw.transmit(loud)
-        await wait(lambda: len(box.heard) > count, loop)
+        await wait(lambda count=count: len(box.heard) > count, loop)  # type: ignore[misc]
         audio.append(loop.time() - start)
     await gw.stop()
     box.close()
