@@ -64,6 +64,7 @@ from telephony.sip.headers import Headers
 from telephony.sip.message import (
     SipRequest,
     SipResponse,
+    build_ack_for_failure,
     build_cancel,
     build_response,
     make_via,
@@ -370,6 +371,9 @@ class SipRadioLink:
         if cseq.method == "INVITE" and 200 <= response.status < 300 and self._ack is not None:
             self._send(self._ack)  # a retransmitted 2xx: our ACK was lost
             return
+        if cseq.method == "INVITE" and response.status >= 300:
+            # A failure is ACKed hop by hop (17.1.1.3), or the device keeps resending it.
+            self._send(build_ack_for_failure(self._invite, response).to_bytes())
         future = self._pending.get((cseq.number, cseq.method))
         if future is not None and not future.done() and response.status >= 200:
             future.set_result(response)

@@ -216,6 +216,8 @@ class RoipDevice:
         if msg.start.startswith("SIP/2.0"):
             return  # answers to our BYE/INFO: nothing to do
         method = msg.start.split(" ", 1)[0]
+        if method == "ACK":
+            self._record("ack", "ACK received")
         branch = (msg.get("via") or "").partition("branch=")[2].split(";")[0]
         key = f"{branch}:{method}"
         if key in self._answers:  # a retransmission: the same answer again

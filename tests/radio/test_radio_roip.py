@@ -217,6 +217,7 @@ async def test_absent_device_and_refusal_are_os_errors() -> None:
     rig = Rig(ptt="dtmf", reject=503)
     with pytest.raises(RoipLinkError, match="503"):
         await rig.start()
+    await until(lambda: ("ack", "ACK received") in rig.device.log, "the failure ACKed")
     rig.device.close()
     silent = Rig(ptt="dtmf")
     silent.device.unplugged = True
