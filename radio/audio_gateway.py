@@ -116,6 +116,9 @@ class AudioGateway:
         """One frame for the air (called only while keyed); raise ``OSError`` on failure."""
         raise NotImplementedError
 
+    async def _settle(self) -> None:
+        """Before letting go at stop: wait (bounded) until the device has the unkey."""
+
     def _retry_delay(self, failures: int) -> float:
         """Seconds before reconnect attempt number ``failures`` (1, 2, ...)."""
         return self.retry_s
@@ -142,6 +145,11 @@ class AudioGateway:
             self._reopen.cancel()
             self._reopen = None
         self.revoke_all("gateway stopping")
+        if self._up:
+            try:
+                await self._settle()
+            except Exception:  # whatever happens, the device is let go of below
+                log.exception("settling a gateway at stop failed", extra={"gateway": self.name})
         self._up = False
         if self._timer is not None:
             self._timer.cancel()

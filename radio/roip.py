@@ -53,6 +53,7 @@ lost and back, as for every gateway.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -205,6 +206,20 @@ class RoipGateway(AudioGateway):
                                           body=s.info_unkey_body.encode())
             if not 200 <= answer.status < 300:
                 raise RoipLinkError(f"the device refused the unkey INFO: {answer.status}")
+
+    async def _settle(self) -> None:
+        """Stop: the unkey just sent must be taken before our BYE ends the call.
+
+        RTP (a DTMF unkey) and SIP travel on different sockets, so a BYE sent right after the
+        digits can be read first and the digits dropped with the call.  An in-dialog OPTIONS
+        answered proves the device read what we sent before it; an unkey INFO is awaited."""
+        link = self.link
+        if link is None or not link.up or self.settings.ptt == "vox":
+            return
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                await link.drain()
+                await link.in_dialog("OPTIONS")
 
     def _disconnect(self) -> None:
         if self._vox_timer is not None:

@@ -301,7 +301,13 @@ class SipRadioLink:
         request = self._dialog_request("INFO", content_type, body)
         self._send(request.to_bytes())  # now: a stop closes the socket right after an unkey
         self.counters["info_out"] += 1
-        self._spawn(self._info(request, on_failure))
+        self._spawn(self._info(request, on_failure), "roip-info")
+
+    async def drain(self) -> None:
+        """Wait until the requests in flight (an unkey INFO) are answered or given up."""
+        infos = {task for task in self._tasks if task.get_name() == "roip-info"}
+        if infos:
+            await asyncio.wait(infos, timeout=self.settings.request_timeout_s)
 
     async def _info(self, request: SipRequest, on_failure: Callable[[str], None]) -> None:
         try:
@@ -324,8 +330,8 @@ class SipRadioLink:
                 self._gone(f"keep-alive: the device lost the call ({response.status})")
                 return
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+    def _spawn(self, coro: Any, name: str | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
