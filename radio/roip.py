@@ -74,6 +74,7 @@ Signalling = Literal["dtmf", "info", "vox"]
 Resolver = Callable[[str], Awaitable[tuple[str, str, int] | None]]
 SILENCE = bytes(FRAME_BYTES)
 MAX_SEQUENCE = 16
+STOP_SETTLE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,8 @@ class RoipGateway(AudioGateway):
         if link is None or not link.up or self.settings.ptt == "vox":
             return
         with contextlib.suppress(OSError, TimeoutError):
-            async with asyncio.timeout(self.settings.request_timeout_s):
+            # Bounded well inside the daemon's radio stop budget, even for several boxes.
+            async with asyncio.timeout(min(self.settings.request_timeout_s, STOP_SETTLE_S)):
                 await link.drain()
                 await link.in_dialog("OPTIONS")
 
