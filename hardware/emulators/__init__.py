@@ -5,6 +5,10 @@
 * :class:`TetraRadioEmulator` -- a TETRA terminal's PEI (EN 300 392-5).
 
 ``python -m hardware.emulators NAME --link PATH`` serves one until killed.
+
+Over UDP rather than a pty: :class:`hardware.emulators.roip.RoipDevice`, a RoIP
+box answering SIP calls (``python -m hardware.emulators.roip``), and the DMR
+master in :mod:`hardware.emulators.dmr`.
 """
 
 from hardware.emulators.base import AtEmulator, Faults, Reply
