@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from soundcardpeers import pcm_of, tone_frames
 
 from hardware.emulators.roip import RoipDevice
@@ -382,3 +384,33 @@ async def test_registrar_resolver_picks_the_accounts_udp_binding() -> None:
     resolve = registrar_resolver(registrar, lambda: 1000.0)
     assert await resolve("hill") == ("sip:hill@10.0.0.5:5060", "192.0.2.9", 40000)
     assert await resolve("nobody") is None
+
+
+@given(st.lists(st.tuples(st.sampled_from("0123456789*#ABCD"),
+                          st.floats(0, 5, allow_nan=False)), max_size=60))
+def test_digit_matcher_never_fails_and_stays_bounded(presses: list[tuple[str, float]]) -> None:
+    m = DigitMatcher({"open": "*9", "close": "#"}, 1.0)
+    now = 0.0
+    for digit, gap in presses:
+        now += gap
+        assert m.feed(digit, now) in (None, "open", "close")
+        assert len(m._buffer) <= 16
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=3000) | st.sampled_from([
+    b"BYE sip:x@y SIP/2.0\r\n\r\n",
+    b"INFO sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\n"
+    b"To: <sip:c@d>\r\nCall-ID: q\r\nCSeq: 1 INFO\r\nContent-Length: 0\r\n\r\n",
+    b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\n"
+    b"To: <sip:c@d>\r\nCall-ID: q\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"]))
+def test_any_datagram_to_the_link_is_dropped_or_answered(data: bytes) -> None:
+    from radio.roip_sip import LinkSettings, SipRadioLink
+
+    lost: list[str] = []
+    link = SipRadioLink(LinkSettings("sip:radio@127.0.0.1:5070", "127.0.0.1", 5070),
+                        on_audio=lambda f: None, on_digit=lambda d: None,
+                        on_info=lambda t, b: False, on_lost=lost.append)
+    link._sip_in(data, ("127.0.0.1", 5070))
+    link._rtp_in(data, ("127.0.0.1", 5072))
+    assert lost == []  # nothing from a stranger ends a call we do not even have
