@@ -107,6 +107,7 @@ from radio.tetra import (
     TetraGateway,
     TetraSettings,
 )
+from telephony.roip_link import open_link
 
 log = logging.getLogger(__name__)
 
@@ -941,4 +942,4 @@ def _roip(gw: RadioGatewaySettings, settings: RadioSettings, on_event: Callable[
         request_timeout_s=r.request_timeout_s, invite_timeout_s=r.invite_timeout_s,
         retry_s=gw.retry_s, retry_max_s=r.retry_max_s,
         floor=FloorSettings(gw.hang_time_s, gw.tx_timeout_s, gw.max_queue)),
-        on_event, resolve=resolve)
+        on_event, link_factory=open_link, resolve=resolve)

@@ -9,7 +9,8 @@ ways.  :class:`RoipGateway` is an :class:`~radio.audio_gateway.AudioGateway`
 (floor, keying, transmit gating, receive path, reconnect are shared with the
 sound-card kind); only how the device is reached differs.
 
-**Primary mode: dispatchd calls the device** (:mod:`radio.roip_sip`) and keeps
+**Primary mode: dispatchd calls the device** (the injected link: dispatch wires
+:mod:`telephony.roip_link`; ``radio`` imports nothing of ``telephony``) and keeps
 that call up for ever, at the configured ``uri`` or at the contact the device
 registered under ``account``.  We chose dialling out over waiting for the
 device's call because dispatchd then owns the call's life: it knows at once
@@ -57,15 +58,15 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from radio.audio import FRAME_BYTES
 from radio.audio_gateway import AudioGateway, Vox
 from radio.floor import FloorSettings
-from radio.roip_sip import LinkSettings, RoipLinkError, SipRadioLink, target_of
 from radio.tetra import GatewayFault
 
-__all__ = ["DigitMatcher", "RoipGateway", "RoipSettings", "redial_delay"]
+__all__ = ["DigitMatcher", "LinkFactory", "RadioLink", "RoipError", "RoipGateway", "RoipSettings",
+           "redial_delay"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,61 @@ Resolver = Callable[[str], Awaitable[tuple[str, str, int] | None]]
 SILENCE = bytes(FRAME_BYTES)
 MAX_SEQUENCE = 16
 STOP_SETTLE_S = 1.0
+
+
+class RoipError(ConnectionError):
+    """The device cannot be used now (an ``OSError``: the gateway retries).
+
+    Links raise their own ``ConnectionError`` subclasses; both are handled alike."""
+
+
+class _Answer(Protocol):
+    @property
+    def status(self) -> int: ...
+
+
+class RadioLink(Protocol):
+    """The call to the device (:class:`telephony.roip_link.SipRadioLink` in the daemon)."""
+
+    counters: dict[str, int]
+
+    @property
+    def up(self) -> bool:
+        """The call is established and not lost."""
+        ...
+
+    async def open(self) -> None:
+        """Place the call; a ``ConnectionError`` when it cannot be placed."""
+
+    def close(self, *, bye: bool = True) -> None:
+        """End the call (with a BYE unless ``bye`` is false)."""
+
+    async def in_dialog(self, method: str, *, content_type: str | None = None,
+                        body: bytes = b"") -> _Answer:
+        """Send ``method`` in the call and return its final answer."""
+        ...
+
+    def send_info(self, content_type: str, body: bytes,
+                  on_failure: Callable[[str], None]) -> None:
+        """INFO now; ``on_failure(why)`` if it is refused or not answered."""
+
+    async def drain(self) -> None:
+        """Wait until everything queued to the device has been sent."""
+
+    def send_audio(self, frame: bytes) -> None:
+        """One 20 ms frame of 8 kHz s16le PCM to the device."""
+
+    def send_dtmf(self, digits: str) -> None:
+        """RFC 4733 digits to the device."""
+
+
+class LinkFactory(Protocol):
+    """Builds the link to call ``uri`` (at ``where``, or the URI's own host when None)."""
+
+    def __call__(self, settings: RoipSettings, uri: str, where: tuple[str, int] | None, /, *,
+                 on_audio: Callable[[bytes], None], on_digit: Callable[[str], None],
+                 on_info: Callable[[str, bytes], bool],
+                 on_lost: Callable[[str], None]) -> RadioLink: ...
 
 
 @dataclass(frozen=True)
@@ -147,7 +203,7 @@ class RoipGateway(AudioGateway):
     """A RoIP device on a permanent SIP call (see the module docstring)."""
 
     def __init__(self, settings: RoipSettings, on_event: Callable[[object], None], *,
-                 resolve: Resolver | None = None,
+                 link_factory: LinkFactory, resolve: Resolver | None = None,
                  clock: Callable[[], float] | None = None) -> None:
         """Describe the gateway; nothing is sent until :meth:`start`."""
         if (settings.uri is None) == (settings.account is None):
@@ -156,7 +212,8 @@ class RoipGateway(AudioGateway):
                          on_event, clock=clock)
         self.settings = settings
         self.resolve = resolve
-        self.link: SipRadioLink | None = None
+        self.link_factory = link_factory
+        self.link: RadioLink | None = None
         self._vox = Vox(settings.vox_threshold_dbfs, settings.vox_hang_s)
         self._digits = DigitMatcher({"open": settings.cos_open_digits,
                                      "close": settings.cos_close_digits},
@@ -171,30 +228,24 @@ class RoipGateway(AudioGateway):
 
     # --- the call ------------------------------------------------------------------------------
 
-    async def _target(self) -> tuple[str, str, int]:
+    async def _target(self) -> tuple[str, tuple[str, int] | None]:
         s = self.settings
         if s.uri is not None:
-            try:
-                host, port = target_of(s.uri)
-            except ValueError as exc:
-                raise RoipLinkError(str(exc)) from exc
-            return s.uri, host, port
+            return s.uri, None
         assert s.account is not None
         found = await self.resolve(s.account) if self.resolve is not None else None
         if found is None:
-            raise RoipLinkError(f"RoIP account {s.account!r} is not registered")
-        return found
+            raise RoipError(f"RoIP account {s.account!r} is not registered")
+        uri, host, port = found
+        return uri, (host, port)
 
     async def _connect(self) -> None:
         """Call the device, then unkey it first thing (it may have been left keyed)."""
         s = self.settings
-        uri, host, port = await self._target()
+        uri, where = await self._target()
         self._dialled = uri
-        link = SipRadioLink(
-            LinkSettings(uri, host, port, s.local_host, s.codec, s.invite_timeout_s,
-                         s.request_timeout_s, s.keepalive_s),
-            on_audio=self._audio_in, on_digit=self._digit_in, on_info=self._info_in,
-            on_lost=self._link_lost)
+        link = self.link_factory(s, uri, where, on_audio=self._audio_in, on_digit=self._digit_in,
+                                 on_info=self._info_in, on_lost=self._link_lost)
         self.link = link
         await link.open()
         self.counters["calls"] += 1
@@ -206,7 +257,7 @@ class RoipGateway(AudioGateway):
             answer = await link.in_dialog("INFO", content_type=s.info_content_type,
                                           body=s.info_unkey_body.encode())
             if not 200 <= answer.status < 300:
-                raise RoipLinkError(f"the device refused the unkey INFO: {answer.status}")
+                raise RoipError(f"the device refused the unkey INFO: {answer.status}")
 
     async def _settle(self) -> None:
         """Stop: the unkey just sent must be taken before our BYE ends the call.
@@ -240,7 +291,7 @@ class RoipGateway(AudioGateway):
         link = self.link
         if link is None or not link.up:
             if on:
-                raise RoipLinkError("no call to the RoIP device")
+                raise RoipError("no call to the RoIP device")
             return  # the call is gone: the device unkeys on its own
         if s.ptt == "dtmf":
             link.send_dtmf(s.key_digits if on else s.unkey_digits)
@@ -255,7 +306,7 @@ class RoipGateway(AudioGateway):
 
     def _write(self, frame: bytes) -> None:
         if self.link is None:
-            raise RoipLinkError("no call to the RoIP device")
+            raise RoipError("no call to the RoIP device")
         self.link.send_audio(frame)
 
     def transmit(self, frame: bytes) -> None:

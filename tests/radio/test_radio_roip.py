@@ -18,9 +18,9 @@ from soundcardpeers import pcm_of, tone_frames
 from hardware.emulators.roip import RoipDevice
 from radio import floor
 from radio.floor import FloorSettings, Priority
-from radio.roip import DigitMatcher, RoipGateway, RoipSettings, redial_delay
-from radio.roip_sip import RoipLinkError
+from radio.roip import DigitMatcher, RoipError, RoipGateway, RoipSettings, redial_delay
 from radio.tetra import GatewayFault, LinkDown, LinkUp, RadioKeyed, RadioUnkeyed, TalkerChanged
+from telephony.roip_link import RoipLinkError, open_link
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "media"))
 from enginepeers import assert_hears, until  # noqa: E402
@@ -44,7 +44,7 @@ class Rig:
                                 "floor": FloorSettings(hang_time_s=0.0, tx_timeout_s=30.0)}
         opts.update(settings)
         self.gw = RoipGateway(RoipSettings("roip1", "5", uri=self.device.uri, **opts),
-                              self.events.append)
+                              self.events.append, link_factory=open_link)
         self.gw.attach(self.heard.append)
         await self.gw.start()
         return self.gw
@@ -354,9 +354,9 @@ async def test_account_mode_dials_the_registered_contact() -> None:
 
     gw = RoipGateway(RoipSettings("roip1", "5", account="hill", retry_s=0.05,
                                   retry_max_s=0.1, keepalive_s=0.5), rig.events.append,
-                     resolve=resolve)
+                     link_factory=open_link, resolve=resolve)
     try:
-        with pytest.raises(RoipLinkError, match="'hill' is not registered"):
+        with pytest.raises(RoipError, match="'hill' is not registered"):
             await gw.start()
         registered["hill"] = (rig.device.uri, "127.0.0.1", rig.device.port)
         await gw.start()
@@ -405,7 +405,7 @@ def test_digit_matcher_never_fails_and_stays_bounded(presses: list[tuple[str, fl
     b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\n"
     b"To: <sip:c@d>\r\nCall-ID: q\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"]))
 def test_any_datagram_to_the_link_is_dropped_or_answered(data: bytes) -> None:
-    from radio.roip_sip import LinkSettings, SipRadioLink
+    from telephony.roip_link import LinkSettings, SipRadioLink
 
     lost: list[str] = []
     link = SipRadioLink(LinkSettings("sip:radio@127.0.0.1:5070", "127.0.0.1", 5070),

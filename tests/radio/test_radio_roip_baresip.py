@@ -20,6 +20,7 @@ from soundcardpeers import pcm_of, tone_frames
 from radio.floor import FloorSettings, Priority
 from radio.roip import RoipGateway, RoipSettings
 from radio.tetra import LinkUp, TalkerChanged
+from telephony.roip_link import open_link
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "b2bua"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "media"))
@@ -70,7 +71,8 @@ async def test_baresip_as_a_vox_roip_box(tmp_path: Path) -> None:
         gw = RoipGateway(RoipSettings(
             "baresip", "3", uri=f"sip:radio@127.0.0.1:{box.sip_port}", ptt="vox", cos="vox",
             keepalive_s=1.0, vox_threshold_dbfs=-40.0, vox_hang_s=0.2,
-            floor=FloorSettings(hang_time_s=0.0, tx_timeout_s=30.0)), events.append)
+            floor=FloorSettings(hang_time_s=0.0, tx_timeout_s=30.0)), events.append,
+            link_factory=open_link)
         gw.attach(heard.append)
         await gw.start()
         assert isinstance(events[0], LinkUp) and gw.health()["call"] is True

@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-:class:`SipRadioLink` is the thin adapter under :class:`radio.roip.RoipGateway`.
+:class:`SipRadioLink` is the thin adapter under :class:`radio.roip.RoipGateway`
+(``dispatch`` hands :func:`open_link` to the gateway; ``radio`` never imports us).
 It places one call (we are the UAC) to the device and keeps it:
 
 * **set-up** (:meth:`SipRadioLink.open`): an INVITE offering the configured
@@ -37,7 +38,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -73,7 +74,7 @@ from telephony.sip.message import (
 )
 from telephony.sip.uri import SipUri, parse_uri
 
-__all__ = ["LinkSettings", "RoipLinkError", "SipRadioLink"]
+__all__ = ["LinkOptions", "LinkSettings", "RoipLinkError", "SipRadioLink", "open_link"]
 
 log = logging.getLogger(__name__)
 
@@ -493,6 +494,37 @@ class SipRadioLink:
                 self._rtp_send(pt, payload, marker=i == 0, advance=0)
             self._ts = (self._ts + 960) & 0xFFFFFFFF  # the next event or frame starts later
             self.counters["dtmf_out"] += 1
+
+
+class LinkOptions(Protocol):
+    """The settings :func:`open_link` reads (a :class:`radio.roip.RoipSettings` has them)."""
+
+    @property
+    def local_host(self) -> str: ...
+    @property
+    def codec(self) -> str: ...
+    @property
+    def invite_timeout_s(self) -> float: ...
+    @property
+    def request_timeout_s(self) -> float: ...
+    @property
+    def keepalive_s(self) -> float: ...
+
+
+def open_link(options: LinkOptions, uri: str, where: tuple[str, int] | None, *,
+              on_audio: Callable[[bytes], None], on_digit: Callable[[str], None],
+              on_info: Callable[[str, bytes], bool],
+              on_lost: Callable[[str], None]) -> SipRadioLink:
+    """The link that calls ``uri`` at ``where`` (the URI's own host and port when None)."""
+    if where is None:
+        try:
+            where = target_of(uri)
+        except ValueError as exc:
+            raise RoipLinkError(str(exc)) from exc
+    return SipRadioLink(
+        LinkSettings(uri, where[0], where[1], options.local_host, options.codec,
+                     options.invite_timeout_s, options.request_timeout_s, options.keepalive_s),
+        on_audio=on_audio, on_digit=on_digit, on_info=on_info, on_lost=on_lost)
 
 
 def target_of(uri: str) -> tuple[str, int]:
