@@ -82,6 +82,9 @@ def mount_conferences(app: FastAPI, conferences: Any, needs: Any) -> None:
         return HTTPException(exc.status, str(exc))
 
     manage = Depends(needs(Permission.CONFERENCES))
+    from dispatch.api_satphone_legs import mount_satphone_legs
+
+    mount_satphone_legs(app, conferences, needs)
 
     @app.get(f"{API}/conferences", tags=["conferences"])
     async def list_conferences(
@@ -117,14 +120,14 @@ def mount_conferences(app: FastAPI, conferences: Any, needs: Any) -> None:
     ) -> dict[str, Any]:
         """A conference (or call) with its legs."""
         try:
-            return dict(service(f"conference {conf_id}").conf.snapshot(conf_id))
+            return dict(service(f"conference {conf_id}").snapshot(conf_id))
         except ConferenceError as exc:
             raise fail(exc) from None
 
     @app.post(f"{API}/conferences/{{conf_id}}/legs", tags=["conferences"], status_code=202)
     async def add_leg(conf_id: _ID, body: LegIn,
                       principal: Annotated[Principal, manage]) -> dict[str, Any]:
-        """Dial a user, number or SIP URI into the conference or call (audited)."""
+        """Dial a user, number, SIP URI or ``satphone:<gateway>/<number>`` in (audited)."""
         try:
             leg = await service(f"conference {conf_id}").add(conf_id, body.target,
                                                              principal.name, body.reason)
@@ -152,7 +155,7 @@ def mount_conferences(app: FastAPI, conferences: Any, needs: Any) -> None:
                          reason: _REASON = "") -> dict[str, Any]:
         """Hang a leg up with a Reason header (a call's own leg releases the call)."""
         try:
-            service(f"conference {conf_id}").conf.remove(conf_id, leg, principal.name, reason)
+            await service(f"conference {conf_id}").remove(conf_id, leg, principal.name, reason)
         except ConferenceError as exc:
             raise fail(exc) from None
         return {"conference_id": conf_id, "leg": leg, "removed": True}
