@@ -91,7 +91,7 @@ def mount_conferences(app: FastAPI, conferences: Any, needs: Any) -> None:
         principal: Annotated[Principal, Depends(needs(Permission.CALLS_READ))],
     ) -> list[dict[str, Any]]:
         """Open conferences and connected calls (each a conference of its legs)."""
-        return [] if conferences is None else list(conferences.conf.listing())
+        return [] if conferences is None else list(conferences.listing())
 
     @app.post(f"{API}/conferences", tags=["conferences"], status_code=201)
     async def create_conference(body: ConferenceIn,

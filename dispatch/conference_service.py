@@ -175,6 +175,14 @@ class ConferenceService:
             snapshot["legs"] = [*snapshot["legs"], *self.satphones.legs_of(conf_id)]
         return snapshot
 
+    def listing(self) -> list[dict[str, Any]]:
+        """Every open conference and connected call, satphone sound-card legs included."""
+        listing = self.conf.listing()
+        if self.satphones is not None:
+            for snapshot in listing:
+                snapshot["legs"] = [*snapshot["legs"], *self.satphones.legs_of(snapshot["id"])]
+        return listing
+
     async def remove(self, conf_id: str, leg_id: str, actor: str, reason: str) -> None:
         """Hang a leg up (a satphone on a sound card with ``ATH``)."""
         if self.satphones is not None and self.satphones.owns(leg_id):

@@ -38,7 +38,8 @@ Audio: a talkgroup joins a conference as a leg through
 :class:`radio.audio.RadioAudioLeg` -- 20 ms frames of 8 kHz 16-bit mono PCM,
 transmitted only between ``RadioKeyed`` and ``RadioUnkeyed``, received while
 another talker is on air.  Sound-card gateways (``kind = "soundcard"``,
-:class:`radio.soundcard.SoundcardGateway`) carry it (:meth:`RadioService.audio_leg`);
+:class:`radio.soundcard.SoundcardGateway`) carry it (:meth:`RadioService.audio_leg`), and
+so do TETRA terminals and satphones with an ``audio`` table (:mod:`dispatch.radio_audio`);
 :mod:`dispatch.radio_patch` patches them.  See :mod:`radio.audio` for where each
 gateway's audio physically is.
 """

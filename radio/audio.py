@@ -26,8 +26,10 @@ Built so far: :class:`radio.soundcard.SoundcardGateway` implements this seam
 for a radio on a sound card; the media engine mixes such an object as a
 *local leg* (:mod:`telephony.media.local`, duck-typed: ``telephony`` does not
 import ``radio``); :mod:`dispatch.radio_patch` joins talkgroups to calls,
-conferences and each other.  TETRA and satphone audio through their own sound
-cards is not wired yet.
+conferences and each other.  TETRA terminals and satphones with a sound card
+(:mod:`radio.terminal_audio`) offer the same seam, gated by their PEI / AT
+reports; a satphone dock with a SIP side is an ordinary SIP leg
+(:mod:`dispatch.satphone_legs`).
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from dispatch.auth import Role
 from dispatch.config import load_settings
 from dispatch.daemon import Daemon
 from hardware.emulators import SatellitePhoneEmulator, TetraRadioEmulator
-from radio.terminal_audio import TetraAudio
+from radio.terminal_audio import SatphoneAudio, TetraAudio
 from radio.tetra import CallReleased, LinkDown, RadioKeyed, RadioUnkeyed, TalkerChanged
 from telephony.media.dtmf import TelephoneEvent, build_telephone_event
 from telephony.media.rtp import RtpPacket
@@ -41,6 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "media"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "b2bua"))
 from b2bua_helpers import BASE_TELEPHONY, DOMAIN, env, free_port, need  # noqa: E402
 from enginepeers import Peer, assert_hears, tone, until  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SIPP = Path(__file__).resolve().parent / "sipp"
 WAIT = 10.0
@@ -541,3 +543,98 @@ async def test_a_satphone_through_its_docks_sip_side(rig: Rig, tmp_path: Path) -
         if dock.poll() is None:
             dock.terminate()
             dock.wait(10)
+
+
+def test_satphone_audio_flows_only_during_an_active_call() -> None:
+    """Ringing, dialling, ended or link down: nothing heard, nothing played."""
+    card = FrameAudio(Lines())
+    active = [False]
+    phone = SatphoneAudio("s", card, lambda: active[0], on_fault=lambda why: None)
+    assert phone._try_open()
+    heard: list[bytes] = []
+    phone.attach(heard.append)
+    with pytest.raises(RuntimeError, match="already in a conference"):
+        phone.attach(heard.append)
+    frame = tone_frames(500.0, 1)[0]
+    for state in (False, True, False):
+        active[0] = state
+        card.capture([frame])
+        phone.transmit(frame)
+    assert len(heard) == 1 and len(card.played) == 1
+    phone.transmit(b"\x00" * 10)  # a wrong-sized frame never reaches the card
+    assert len(card.played) == 1 and phone.counters["tx_dropped"] == 3
+
+
+class FailingCard(FrameAudio):
+    """A card whose playback fails like a USB sound card pulled out."""
+
+    def write(self, frame: bytes) -> None:
+        """Always fails."""
+        raise OSError("[Errno 19] No such device")
+
+
+async def test_a_failing_card_is_an_alarm_and_is_reopened() -> None:
+    faults: list[str] = []
+    card = FailingCard(Lines())
+    phone = SatphoneAudio("s", card, lambda: True, on_fault=faults.append, retry_s=0.01)
+    await phone.start()
+    phone.transmit(tone_frames(500.0, 1)[0])
+    assert faults == ["sound card: [Errno 19] No such device"] and not phone.open
+    await until(lambda: phone.open, "the card reopened")
+    await phone.stop()
+    assert not phone.open
+
+
+@pytest.mark.parametrize(("gateway", "expected"), [
+    ({"kind": "dmr", "host": "h", "peer_id": 1, "password_file": "/p",
+      "audio": {"audio_rate": 8000}},
+     "radio gateway 'x': [radio.gateways.audio] is for tetra and satphone gateways"),
+    ({"kind": "tetra", "device": "/d", "groups": ["1"], "sip_uri": "sip:{number}@h"},
+     "radio gateway 'x': sip_uri is a satphone setting"),
+    ({"kind": "satphone", "device": "/d", "sip_uri": "sip:{number}@h", "audio": {}},
+     "radio gateway 'x': give audio or sip_uri, not both"),
+    ({"kind": "satphone", "device": "/d", "sip_uri": "sip:dock@h"},
+     "radio gateway 'x': sip_uri must hold {number} once"),
+    ({"kind": "satphone", "device": "/d", "sip_uri": "sip:{number}@h\r\nX: y"}, "sip_uri"),
+    ({"kind": "satphone", "device": "/d", "audio": {"audio_rate": 44100}}, "audio_rate"),
+    ({"kind": "satphone", "device": "/d", "audio": {"ptt_line": "rts"}},
+     "audio.ptt_line: unknown key"),
+])
+def test_terminal_audio_settings_are_checked(gateway: dict[str, Any], expected: str) -> None:
+    from dispatch.config import ConfigError, parse_settings
+
+    with pytest.raises(ConfigError) as caught:
+        parse_settings({"radio": {"gateways": [{"name": "x", **gateway}]}}, "d.toml")
+    assert any(expected in p for p in caught.value.problems), caught.value.problems
+    good = parse_settings({"radio": {"gateways": [
+        {"name": "s", "kind": "satphone", "device": "/d", "sip_uri": "sip:{number}@10.0.0.2"},
+        {"name": "t", "kind": "satphone", "device": "/e", "audio": {"audio_input": 2}}]}}, "d")
+    assert good.radio.gateways[1].audio.audio_rate == 48000  # type: ignore[union-attr]
+
+
+async def test_a_dispatcher_answers_a_satphone_into_a_conference_from_the_console(
+        rig: Rig) -> None:
+    """The satphone panel's 'Answer into conference' button: a new conference holds the
+    satphone's leg, shown in the conference panel; its call is up on the phone."""
+    from test_web_console import ARTEFACTS, browser_page, log_in
+
+    phone_dev = rig.sat.emulator
+    assert isinstance(phone_dev, SatellitePhoneEmulator)
+    await rig.daemon.users.add_user("disp5", Role.DISPATCHER, "disp5-password", actor="test")
+    async with browser_page() as page:
+        await log_in(page, rig.url, "disp5", "disp5-password")
+        await page.wait_for_selector("#satphones tr[data-satphone=sat1]")
+        phone_dev.inject_call("+8613900000005")
+        await page.wait_for_selector("#satphones tr[data-satphone=sat1] td.call:has-text('ringing')")
+        await page.select_option("#satphone-pick", "sat1")
+        assert await page.eval_on_selector("#satphone-conf", "s => s.value") == ""  # new one
+        await page.click("#satphone-conference")
+        await page.wait_for_selector("#conferences-card :text('satphone:sat1/+8613900000005')")
+        assert sat_on_air(phone_dev)
+        legs = rig.daemon.conferences.satphones.legs  # type: ignore[union-attr]
+        assert [leg.number for leg in legs.values()] == ["+8613900000005"]
+        ARTEFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTEFACTS / "console-satphone-conference.png"),
+                              full_page=True)
+        assert await page.text_content("#satphone-error") == ""
+        assert page.errors == []
