@@ -496,20 +496,36 @@ async def test_a_satphone_on_a_sound_card_in_a_conference(rig: Rig) -> None:
     assert steps[:3] == [("ringing", leg), ("joined", leg), ("left", leg)]
 
 
+def _dock(scenario: str, port: int, tmp_path: Path) -> subprocess.Popen[bytes]:
+    """SIPp as the dock's SIP side for one call (it exits 0 if the call went as scripted)."""
+    return subprocess.Popen(
+        [need("sipp"), "-sf", str(SIPP / scenario), "-i", "127.0.0.1", "-p", str(port),
+         "-mp", str(free_port()), "-m", "1", "-rtp_echo", "-nostdin", "-trace_err"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 async def test_a_satphone_through_its_docks_sip_side(rig: Rig, tmp_path: Path) -> None:
-    """The dock (SIPp, echoing RTP) is dialled at sip:<number>@dock; losing the satphone
-    gateway hangs the leg up with a BYE."""
-    dock = subprocess.Popen(
-        [need("sipp"), "-sf", str(SIPP / "satdock_uas.xml"), "-i", "127.0.0.1",
-         "-p", str(rig.dock_port), "-mp", str(free_port()), "-m", "1", "-rtp_echo",
-         "-nostdin", "-trace_err"], cwd=tmp_path, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+    """The dock (SIPp, echoing RTP) is dialled at sip:<number>@dock; its BYE ends the leg;
+    losing the satphone gateway hangs a leg up with our BYE."""
+    dock = _dock("satdock_bye.xml", rig.dock_port, tmp_path)
     try:
         async with httpx.AsyncClient(base_url=rig.url) as client:
             disp = await rig.headers(client, "disp4")
             r = await client.post("/api/v1/conferences", json={"name": "dock"}, headers=disp)
             conf = r.json()["id"]
             phone = await rig.phone("dock-a", conf, 0x63)
+            r = await client.post(f"/api/v1/conferences/{conf}/legs",
+                                  json={"target": "satphone:sat2/+870772009999"}, headers=disp)
+            assert r.status_code == 202, r.text
+            first = r.json()["leg"]
+            assert first in rig.daemon.conferences.satphones.legs  # type: ignore[union-attr]
+            left = await rig.expect("ConferenceChanged",
+                                    lambda e: e.step == "left" and e.leg_id == first)
+            assert left.actor == "remote"
+            await until(lambda: dock.poll() is not None, "the dock's call done")
+            assert dock.returncode == 0, [p.read_text() for p in tmp_path.glob("*errors.log")]
+            assert first not in rig.daemon.conferences.satphones.legs  # type: ignore[union-attr]
+            dock = _dock("satdock_uas.xml", rig.dock_port, tmp_path)
             r = await client.post(f"/api/v1/conferences/{conf}/legs",
                                   json={"target": "satphone:sat2/+870772009999"}, headers=disp)
             assert r.status_code == 202, r.text
