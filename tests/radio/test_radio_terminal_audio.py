@@ -28,7 +28,7 @@ from radioharness import Plugged
 from soundcardpeers import FrameAudio, Lines, pcm_of, tone_frames
 
 from dispatch import radio_audio, radio_service
-from dispatch.auth import Role
+from dispatch.auth import Principal, Role
 from dispatch.config import load_settings
 from dispatch.daemon import Daemon
 from hardware.emulators import SatellitePhoneEmulator, TetraRadioEmulator
@@ -447,6 +447,9 @@ async def test_a_satphone_on_a_sound_card_in_a_conference(rig: Rig) -> None:
         assert r.status_code == 201, r.text
         assert r.json()["legs_added"] == {"satphone": leg}
         assert sat_on_air(phone_dev)
+        sup = Principal(1, "sup", Role.SUPERVISOR)
+        shown = await rig.daemon.commands.run("show conferences", sup)
+        assert "satphone:sat1/+8613900000002" in shown and "confirmed" in shown
         phone.drain()
         skip = len(phone.received)
         await _talk(phone, 1000.0, 40, card, 450.0)
