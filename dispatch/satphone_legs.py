@@ -247,15 +247,21 @@ class SatphoneLegs:
         conference or call ended -- each ends the satphone legs concerned."""
         event = envelope.event
         ending: list[tuple[_Leg, str, str]] = []
+        hang_up = False  # False: the phone's call is already over, only the leg is left
         if isinstance(event, SatphoneStatus) and event.what == "call" \
                 and event.detail.get("state") == "ended":
             why = str(event.detail.get("why") or "call ended")
-            ending = [(leg, "remote", why) for leg in self.legs.values()
+            # The phone's call is over: only the leg is left to end ("remote" unless one of
+            # us hung the phone up outside the conference, e.g. the satphone panel).
+            actor = "system" if why.startswith("hung up by") else "remote"
+            ending = [(leg, actor, why) for leg in self.legs.values()
                       if leg.gateway == event.gateway and leg.kind == "audio"]
         elif isinstance(event, RadioGatewayChanged) and event.state == "lost":
+            hang_up = True
             ending = [(leg, "system", f"satphone gateway {event.gateway} lost: {event.detail}")
                       for leg in self.legs.values() if leg.gateway == event.gateway]
         elif isinstance(event, ConferenceChanged) and event.step == "ended":
+            hang_up = True
             ending = [(leg, "system", "conference ended") for leg in self.legs.values()
                       if leg.conf_id == event.conference_id]
         elif isinstance(event, ConferenceChanged) and event.step in ("left", "removed",
@@ -264,15 +270,16 @@ class SatphoneLegs:
             if leg is not None and leg.kind == "sip":
                 del self.legs[event.leg_id]
         elif isinstance(event, CallReleased):
+            hang_up = True
             ending = [(leg, "system", "call released") for leg in self.legs.values()
                       if leg.conf_id == event.call_id]
         for leg, actor, why in ending:
-            self._spawn(self._ended(leg, actor, why))
+            self._spawn(self._ended(leg, actor, why, hang_up))
 
-    async def _ended(self, leg: _Leg, actor: str, why: str) -> None:
+    async def _ended(self, leg: _Leg, actor: str, why: str, hang_up: bool) -> None:
         if self.legs.get(leg.leg_id) is not leg:
             return
-        if actor == "remote":  # the phone's call is over: only the leg is left to end
+        if not hang_up:
             await self._drop(leg)
             self._emit(leg, "left", actor, why[:200])
             return

@@ -16,8 +16,8 @@ time may hold the card (:meth:`TetraAudio.leg` gives each group its own leg;
 attaching a second group's leg raises :class:`TerminalBusy`).  The gateway's
 events drive two gates:
 
-* **receive**: from ``TalkerChanged`` naming another talker (``+CTICN`` /
-  ``+CTXG`` granted to someone else) until ``TalkerChanged(None)``
+* **receive**: from ``IncomingGroupCall`` (``+CTICN``) or ``TalkerChanged``
+  naming another talker (``+CTXG`` granted to someone else) until ``TalkerChanged(None)``
   (``+CDTXC``), ``CallReleased`` (``+CTCR``), our own keying or ``LinkDown``,
   captured frames go to the leg of *that* group, if it is the attached one;
 * **transmit**: from ``RadioKeyed`` (``+CTXG`` granted to us after
@@ -43,7 +43,14 @@ from collections.abc import Callable
 from typing import Any
 
 from hardware.soundcard import FRAME_BYTES, AudioDevice
-from radio.tetra import CallReleased, LinkDown, RadioKeyed, RadioUnkeyed, TalkerChanged
+from radio.tetra import (
+    CallReleased,
+    IncomingGroupCall,
+    LinkDown,
+    RadioKeyed,
+    RadioUnkeyed,
+    TalkerChanged,
+)
 
 __all__ = ["SatphoneAudio", "TerminalBusy", "TetraAudio", "TetraGroupLeg"]
 
@@ -192,6 +199,10 @@ class TetraAudio(_Card):
                 if self.transmitting == event.group:
                     self.transmitting = None  # pre-empted on air
                 self.receiving = event.group
+        elif isinstance(event, IncomingGroupCall):
+            self._groups[event.cc] = event.group
+            if self.transmitting is None:
+                self.receiving = event.group  # the caller holds the floor at set-up
         elif isinstance(event, CallReleased):
             group = event.group or self._groups.get(event.cc)
             self._groups.pop(event.cc, None)
