@@ -139,8 +139,15 @@ def mount_conferences(app: FastAPI, conferences: Any, needs: Any) -> None:
     async def patch_leg(conf_id: _ID, leg: _LEG, body: LegPatch,
                         principal: Annotated[Principal, manage]) -> dict[str, Any]:
         """Mute/unmute, deafen/undeafen a leg (audited)."""
-        conf = service(f"conference {conf_id}").conf
+        svc = service(f"conference {conf_id}")
+        conf = svc.conf
         try:
+            if svc.satphones is not None and svc.satphones.owns(leg):
+                for what, on in (("mute", body.muted), ("deafen", body.deafened)):
+                    if on is not None:
+                        svc.satphones.flag(conf_id, leg, what, on, principal.name)
+                return {"conference_id": conf_id, "leg": leg, "muted": body.muted,
+                        "deafened": body.deafened}
             if body.muted is not None:
                 conf.mute(conf_id, leg, body.muted, principal.name)
             if body.deafened is not None:

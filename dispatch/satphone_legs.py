@@ -74,6 +74,8 @@ class _Leg:
     actor: str
     incoming: bool = False
     joined: bool = False
+    muted: bool = False
+    deafened: bool = False
 
 
 class SatphoneLegs:
@@ -232,12 +234,27 @@ class SatphoneLegs:
         if leg.kind == "audio":
             await self.engine.release(leg.leg_id)
 
+    def flag(self, conf_id: str, leg_id: str, what: str, on: bool, actor: str) -> None:
+        """Mute (nobody hears the satphone) or deafen (it hears nothing) its leg."""
+        leg = self.legs.get(leg_id)
+        if leg is None or leg.conf_id != conf_id or leg.kind != "audio":
+            raise ConferenceError(404, f"no live satphone leg {leg_id} in {conf_id}")
+        if what == "mute":
+            self.engine.mute(leg_id, on)
+            leg.muted = on
+        else:
+            self.engine.deafen(leg_id, on)
+            leg.deafened = on
+        step = {"mute": "muted", "deafen": "deafened"}[what]
+        self._emit(leg, step if on else f"un{step}", actor, "")
+
     def legs_of(self, conf_id: str) -> list[dict[str, Any]]:
         """The sound-card satphone legs of a conference, shaped like its snapshot's legs."""
         return [{"leg": leg.leg_id, "role": "satphone",
                  "state": "confirmed" if leg.joined else "early",
                  "target": f"{PREFIX}{leg.gateway}/{leg.number}", "mode": "talk",
-                 "muted": False, "deafened": False, "added_by": leg.actor, "trunk": ""}
+                 "muted": leg.muted, "deafened": leg.deafened, "added_by": leg.actor,
+                 "trunk": ""}
                 for leg in self.legs.values() if leg.conf_id == conf_id and leg.kind == "audio"]
 
     # --- what happens elsewhere -------------------------------------------------------------

@@ -591,7 +591,6 @@ async function loadSatphones() {
     ...lastConferences.filter((c) => c.kind === "conference")
       .map((c) => el("option", { value: c.id }, c.name)));
   if (chosen) conf.value = chosen;
-  for (const id of ["#satphone-conf", "#satphone-conference"]) $(id).hidden = !can("conferences.manage");
 }
 
 async function satphoneIntoConference() {

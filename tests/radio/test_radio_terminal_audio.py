@@ -468,6 +468,17 @@ async def test_a_satphone_on_a_sound_card_in_a_conference(rig: Rig) -> None:
         await _talk(phone, 1000.0, 40, card, 450.0)
         await asyncio.sleep(0.1)
         assert_hears(phone.heard(skip=skip + 10), [450.0], [1000.0])
+        r = await client.patch(f"/api/v1/conferences/{conf}/legs/{leg}", json={"muted": True},
+                               headers=disp)
+        assert r.status_code == 200, r.text
+        legs = (await client.get(f"/api/v1/conferences/{conf}", headers=disp)).json()["legs"]
+        assert legs[0]["muted"] is True
+        await _talk(phone, 1000.0, 10, card, 450.0)  # frames mixed before the mute drain
+        phone.drain()
+        skip = len(phone.received)
+        await _talk(phone, 1000.0, 30, card, 450.0)
+        await asyncio.sleep(0.1)
+        assert _rms(phone.heard(skip=skip + 5)) < 50.0, "a muted satphone was heard"
         r = await client.delete(f"/api/v1/conferences/{conf}/legs/{leg}?reason=done",
                                 headers=disp)
         assert r.status_code == 200, r.text
