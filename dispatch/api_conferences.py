@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dispatch.apiutil import configured
 from dispatch.auth import Permission, Principal
+from dispatch.satphone_legs import parse_satphone_target
 from telephony.b2bua.conference import ConferenceError
 
 API = "/api/v1"
@@ -72,6 +73,14 @@ class UnitCallIn(BaseModel):
     reason: Annotated[str, Field(max_length=200)] = ""
 
 
+def _checked(svc: Any, text: str) -> Any:
+    """A parsed dial target, or ``satphone:<gateway>/<number>`` kept as text (checked)."""
+    if text.strip().startswith("satphone:"):
+        parse_satphone_target(text)
+        return text
+    return svc.target(text)
+
+
 def mount_conferences(app: FastAPI, conferences: Any, needs: Any) -> None:
     """Add the conference and unit-call routes (``conferences``: ConferenceService or None)."""
 
@@ -99,20 +108,21 @@ def mount_conferences(app: FastAPI, conferences: Any, needs: Any) -> None:
         """Open a conference and dial its participants (audited)."""
         svc = service()
         try:
-            targets = [svc.target(t) for t in body.participants]  # all valid, or nothing opens
+            targets = [_checked(svc, t) for t in body.participants]  # all valid, or none
             conf_id = await svc.create(body.name, principal.name, locked=False,
                                        pin=body.pin, incident_id=body.incident_id)
         except ConferenceError as exc:
             raise fail(exc) from None
         try:
-            legs = [await svc.conf.add(conf_id, t, principal.name, body.reason)
+            legs = [await (svc.add(conf_id, t, principal.name, body.reason) if isinstance(t, str)
+                           else svc.conf.add(conf_id, t, principal.name, body.reason))
                     for t in targets]
         except ConferenceError as exc:
             svc.conf.end(conf_id, principal.name, f"not opened: {exc}")
             raise fail(exc) from None
         if body.locked:
             svc.conf.lock(conf_id, True, principal.name)
-        return {**svc.conf.snapshot(conf_id), "dialled": legs}
+        return {**svc.snapshot(conf_id), "dialled": legs}
 
     @app.get(f"{API}/conferences/{{conf_id}}", tags=["conferences"])
     async def show_conference(

@@ -404,6 +404,20 @@ async def test_a_satphone_on_a_sound_card_in_a_conference(rig: Rig) -> None:
     assert isinstance(phone_dev, SatellitePhoneEmulator)
     async with httpx.AsyncClient(base_url=rig.url) as client:
         disp = await rig.headers(client, "disp3")
+        r = await client.post("/api/v1/conferences", json={
+            "name": "bad", "participants": ["satphone:sat1/12ab"]}, headers=disp)
+        assert r.status_code == 422 and (await client.get(
+            "/api/v1/conferences", headers=disp)).json() == []
+        # A conference opened with a satphone participant, then ended: the phone hangs up.
+        r = await client.post("/api/v1/conferences", json={
+            "name": "brief", "participants": ["satphone:sat1/+8613900000010"]}, headers=disp)
+        assert r.status_code == 201 and r.json()["dialled"] == ["satphone:sat1"], r.text
+        await rig.expect("ConferenceChanged", lambda e: e.step == "joined")
+        assert sat_on_air(phone_dev) and phone_dev.call.number == "+8613900000010"
+        r = await client.delete(f"/api/v1/conferences/{r.json()['id']}", headers=disp)
+        assert r.status_code == 200
+        await until(lambda: phone_dev.call is None, "ATH when the conference ended")
+        await until(lambda: not rig.daemon.conferences.satphones.legs, "leg gone")  # type: ignore[union-attr]
         r = await client.post("/api/v1/conferences", json={"name": "flood"}, headers=disp)
         assert r.status_code == 201, r.text
         conf = r.json()["id"]
