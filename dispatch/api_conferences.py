@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dispatch.apiutil import configured
 from dispatch.auth import Permission, Principal
+from dispatch.satphone_legs import parse_satphone_target
 from telephony.b2bua.conference import ConferenceError
 
 API = "/api/v1"
@@ -72,6 +73,14 @@ class UnitCallIn(BaseModel):
     reason: Annotated[str, Field(max_length=200)] = ""
 
 
+def _checked(svc: Any, text: str) -> Any:
+    """A parsed dial target, or ``satphone:<gateway>/<number>`` kept as text (checked)."""
+    if text.strip().startswith("satphone:"):
+        parse_satphone_target(text)
+        return text
+    return svc.target(text)
+
+
 def mount_conferences(app: FastAPI, conferences: Any, needs: Any) -> None:
     """Add the conference and unit-call routes (``conferences``: ConferenceService or None)."""
 
@@ -82,13 +91,16 @@ def mount_conferences(app: FastAPI, conferences: Any, needs: Any) -> None:
         return HTTPException(exc.status, str(exc))
 
     manage = Depends(needs(Permission.CONFERENCES))
+    from dispatch.api_satphone_legs import mount_satphone_legs
+
+    mount_satphone_legs(app, conferences, needs)
 
     @app.get(f"{API}/conferences", tags=["conferences"])
     async def list_conferences(
         principal: Annotated[Principal, Depends(needs(Permission.CALLS_READ))],
     ) -> list[dict[str, Any]]:
         """Open conferences and connected calls (each a conference of its legs)."""
-        return [] if conferences is None else list(conferences.conf.listing())
+        return [] if conferences is None else list(conferences.listing())
 
     @app.post(f"{API}/conferences", tags=["conferences"], status_code=201)
     async def create_conference(body: ConferenceIn,
@@ -96,20 +108,21 @@ def mount_conferences(app: FastAPI, conferences: Any, needs: Any) -> None:
         """Open a conference and dial its participants (audited)."""
         svc = service()
         try:
-            targets = [svc.target(t) for t in body.participants]  # all valid, or nothing opens
+            targets = [_checked(svc, t) for t in body.participants]  # all valid, or none
             conf_id = await svc.create(body.name, principal.name, locked=False,
                                        pin=body.pin, incident_id=body.incident_id)
         except ConferenceError as exc:
             raise fail(exc) from None
         try:
-            legs = [await svc.conf.add(conf_id, t, principal.name, body.reason)
+            legs = [await (svc.add(conf_id, t, principal.name, body.reason) if isinstance(t, str)
+                           else svc.conf.add(conf_id, t, principal.name, body.reason))
                     for t in targets]
         except ConferenceError as exc:
             svc.conf.end(conf_id, principal.name, f"not opened: {exc}")
             raise fail(exc) from None
         if body.locked:
             svc.conf.lock(conf_id, True, principal.name)
-        return {**svc.conf.snapshot(conf_id), "dialled": legs}
+        return {**svc.snapshot(conf_id), "dialled": legs}
 
     @app.get(f"{API}/conferences/{{conf_id}}", tags=["conferences"])
     async def show_conference(
@@ -117,14 +130,14 @@ def mount_conferences(app: FastAPI, conferences: Any, needs: Any) -> None:
     ) -> dict[str, Any]:
         """A conference (or call) with its legs."""
         try:
-            return dict(service(f"conference {conf_id}").conf.snapshot(conf_id))
+            return dict(service(f"conference {conf_id}").snapshot(conf_id))
         except ConferenceError as exc:
             raise fail(exc) from None
 
     @app.post(f"{API}/conferences/{{conf_id}}/legs", tags=["conferences"], status_code=202)
     async def add_leg(conf_id: _ID, body: LegIn,
                       principal: Annotated[Principal, manage]) -> dict[str, Any]:
-        """Dial a user, number or SIP URI into the conference or call (audited)."""
+        """Dial a user, number, SIP URI or ``satphone:<gateway>/<number>`` in (audited)."""
         try:
             leg = await service(f"conference {conf_id}").add(conf_id, body.target,
                                                              principal.name, body.reason)
@@ -136,8 +149,15 @@ def mount_conferences(app: FastAPI, conferences: Any, needs: Any) -> None:
     async def patch_leg(conf_id: _ID, leg: _LEG, body: LegPatch,
                         principal: Annotated[Principal, manage]) -> dict[str, Any]:
         """Mute/unmute, deafen/undeafen a leg (audited)."""
-        conf = service(f"conference {conf_id}").conf
+        svc = service(f"conference {conf_id}")
+        conf = svc.conf
         try:
+            if svc.satphones is not None and svc.satphones.owns(leg):
+                for what, on in (("mute", body.muted), ("deafen", body.deafened)):
+                    if on is not None:
+                        svc.satphones.flag(conf_id, leg, what, on, principal.name)
+                return {"conference_id": conf_id, "leg": leg, "muted": body.muted,
+                        "deafened": body.deafened}
             if body.muted is not None:
                 conf.mute(conf_id, leg, body.muted, principal.name)
             if body.deafened is not None:
@@ -152,7 +172,7 @@ def mount_conferences(app: FastAPI, conferences: Any, needs: Any) -> None:
                          reason: _REASON = "") -> dict[str, Any]:
         """Hang a leg up with a Reason header (a call's own leg releases the call)."""
         try:
-            service(f"conference {conf_id}").conf.remove(conf_id, leg, principal.name, reason)
+            await service(f"conference {conf_id}").remove(conf_id, leg, principal.name, reason)
         except ConferenceError as exc:
             raise fail(exc) from None
         return {"conference_id": conf_id, "leg": leg, "removed": True}

@@ -38,7 +38,7 @@ def add_conference_commands(table: Commands, service: Any) -> None:
 
     async def show(inv: Invocation) -> str:
         rows = []
-        for c in conf.listing():
+        for c in service.listing():
             for leg in c["legs"] or [{"leg": "-", "target": "", "state": "", "muted": False,
                                       "deafened": False}]:
                 flags = ",".join(f for f, on in (("muted", leg["muted"]),
@@ -75,7 +75,8 @@ def add_conference_commands(table: Commands, service: Any) -> None:
         return guarded(f"{'' if on else 'un'}lock ID", 1, body)
 
     async def drop(inv: Invocation) -> str:
-        conf.remove(inv.args[0], inv.args[1], inv.principal.name, " ".join(inv.args[2:])[:200])
+        await service.remove(inv.args[0], inv.args[1], inv.principal.name,
+                             " ".join(inv.args[2:])[:200])
         return f"{inv.args[1]} removed from {inv.args[0]}"
 
     async def end(inv: Invocation) -> str:

@@ -81,6 +81,8 @@ class ConferenceService:
         self.plan_conferences: dict[int, str] = {}  # plan action id -> conference id
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: dispatch.satphone_legs.SatphoneLegs when radio and media are on (``satphone:`` legs).
+        self.satphones: Any = None
 
     # -- service --------------------------------------------------------------
 
@@ -158,8 +160,35 @@ class ConferenceService:
                         exc)
 
     async def add(self, conf_id: str, target: str, actor: str, reason: str = "") -> str:
-        """Dial ``target`` (user, number or SIP URI) into a conference or call."""
+        """Dial ``target`` (user, number, SIP URI or ``satphone:<gateway>/<number>``) in."""
+        if target.strip().startswith("satphone:"):
+            if self.satphones is None:
+                raise ConferenceError(409, "satphone legs need a satphone gateway "
+                                      "([[radio.gateways]]) and [media] on this node")
+            return str(await self.satphones.dial(conf_id, target, actor, reason))
         return await self.conf.add(conf_id, self.target(target), actor, reason)
+
+    def snapshot(self, conf_id: str) -> dict[str, Any]:
+        """A conference with its legs, satphone sound-card legs included."""
+        snapshot = self.conf.snapshot(conf_id)
+        if self.satphones is not None:
+            snapshot["legs"] = [*snapshot["legs"], *self.satphones.legs_of(conf_id)]
+        return snapshot
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every open conference and connected call, satphone sound-card legs included."""
+        listing = self.conf.listing()
+        if self.satphones is not None:
+            for snapshot in listing:
+                snapshot["legs"] = [*snapshot["legs"], *self.satphones.legs_of(snapshot["id"])]
+        return listing
+
+    async def remove(self, conf_id: str, leg_id: str, actor: str, reason: str) -> None:
+        """Hang a leg up (a satphone on a sound card with ``ATH``)."""
+        if self.satphones is not None and self.satphones.owns(leg_id):
+            await self.satphones.remove(conf_id, leg_id, actor, reason)
+            return
+        self.conf.remove(conf_id, leg_id, actor, reason)
 
     async def call_unit(self, unit_id: str, actor: str, account: str | None,
                         conference_id: str | None = None, reason: str = "") -> dict[str, Any]:

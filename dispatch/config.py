@@ -477,6 +477,14 @@ class RoipRadioSettings(_Section):
         return self
 
 
+class TerminalAudioSettings(_Section):
+    """The sound card wired to a TETRA terminal's or satphone's audio (radio/terminal_audio.py)."""
+
+    audio_input: Annotated[int | None, Field(ge=0, le=1024)] = None
+    audio_output: Annotated[int | None, Field(ge=0, le=1024)] = None
+    audio_rate: Literal[8000, 16000, 24000, 32000, 48000] = 48000
+
+
 class RadioGatewaySettings(_Section):
     """A radio gateway: a TETRA terminal's PEI or a satphone on a serial port, or a DMR master."""
 
@@ -509,9 +517,14 @@ class RadioGatewaySettings(_Section):
     soundcard: SoundcardRadioSettings | None = None
     #: RoIP boxes that speak SIP (kind = "roip"): see radio/roip.py.
     roip: RoipRadioSettings | None = None
+    #: TETRA and satphone: the terminal's audio on a sound card (see radio/terminal_audio.py).
+    audio: TerminalAudioSettings | None = None
+    #: Satphone docking gateway's SIP side, dialled for voice: "sip:{number}@192.0.2.10".
+    sip_uri: Annotated[str | None, Field(max_length=200, pattern=r"^sips?:[^\x00-\x20]*$")] = None
 
     @model_validator(mode="after")
     def _kind_fits(self) -> RadioGatewaySettings:
+        _terminal_audio_fits(self)
         if (self.kind == "roip") != (self.roip is not None):
             raise ValueError(f"radio gateway {self.name!r}: [radio.gateways.roip] is "
                              "needed by, and only allowed for, kind = \"roip\"")
@@ -548,6 +561,24 @@ class RadioGatewaySettings(_Section):
             return b""
         return Path(self.password_file).read_bytes().splitlines()[0].strip() if Path(
             self.password_file).stat().st_size else b""
+
+
+def _terminal_audio_fits(gw: RadioGatewaySettings) -> None:
+    """``audio`` is for tetra and satphone gateways, ``sip_uri`` for satphones, not both."""
+    if gw.audio is not None and gw.kind not in ("tetra", "satphone"):
+        raise ValueError(f"radio gateway {gw.name!r}: [radio.gateways.audio] is for tetra and "
+                         "satphone gateways (a soundcard gateway has [radio.gateways.soundcard])")
+    if gw.sip_uri is None:
+        return
+    if gw.kind != "satphone":
+        raise ValueError(f"radio gateway {gw.name!r}: sip_uri is a satphone setting")
+    if gw.audio is not None:
+        raise ValueError(f"radio gateway {gw.name!r}: give audio or sip_uri, not both")
+    if gw.sip_uri.count("{number}") != 1 or "@" not in gw.sip_uri \
+            or gw.sip_uri.replace("{number}", "", 1).count("{") \
+            or gw.sip_uri.replace("{number}", "", 1).count("}"):
+        raise ValueError(f"radio gateway {gw.name!r}: sip_uri must hold {{number}} once, "
+                         f"as in sip:{{number}}@192.0.2.10, not {gw.sip_uri!r}")
 
 
 class TalkgroupSettings(_Section):

@@ -275,6 +275,13 @@ class Daemon:
                                         self.hub.listen, self.media.subscribe, self.sip,
                                         self.commands, clock)
             self.services.add(self.patches, required=False)
+        if self.radio is not None and self.media is not None and self.conferences is not None \
+                and self.radio.satphones:
+            from dispatch.satphone_legs import wire_satphone_legs
+
+            # Satphone calls as conference legs (sound card by AT, or the dock's SIP side).
+            self.services.add(wire_satphone_legs(self.radio, self.media.engine, self.conferences,
+                                                 self.hub.listen), required=False)
         self.services.add(self.http, required=True)
 
     async def _sms_receipt(self, message_ids: list[str], state: str) -> bool:

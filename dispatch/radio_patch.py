@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-A talkgroup whose gateway carries audio (``kind = "soundcard"``) becomes a
+A talkgroup whose gateway carries audio (``kind = "soundcard"``, or a
+``tetra`` terminal with a sound card: :mod:`radio.terminal_audio`) becomes a
 *local leg* of the media engine (:mod:`telephony.media.local`), id
 ``radio:<talkgroup>``, joined to a room:
 
@@ -146,6 +147,11 @@ class PatchService:
             assert group is not None
             if group == talkgroup:
                 raise RadioServiceError(422, "a talkgroup cannot be patched to itself")
+            terminal = self.radio.terminal_of(talkgroup)
+            if terminal is not None and terminal == self.radio.terminal_of(group):
+                raise RadioServiceError(409, f"{talkgroup!r} and {group!r} are both on TETRA "
+                                        f"terminal {terminal!r}, which carries one group call "
+                                        "at a time: it cannot retransmit one on the other")
             other_audio = self.radio.audio_leg(group)
             target = f"group:{group}"
             other = self.patches.get(group)
@@ -165,7 +171,9 @@ class PatchService:
         leg = leg_id_of(talkgroup)
         try:
             self.engine.add_local(leg, audio)
-        except (ValueError, RuntimeError) as exc:  # MediaUnavailable is a RuntimeError
+        except (ValueError, RuntimeError) as exc:  # MediaUnavailable, TerminalBusy
+            if not isinstance(exc, ValueError):
+                await self.engine.release(leg)  # a leg whose audio refused to attach
             raise RadioServiceError(409, f"cannot patch {talkgroup!r}: {exc}") from exc
         try:
             await self.engine.join(room, leg)

@@ -40,7 +40,8 @@ transmitted only between ``RadioKeyed`` and ``RadioUnkeyed``, received while
 another talker is on air.  Sound-card gateways (``kind = "soundcard"``,
 :class:`radio.soundcard.SoundcardGateway`) and RoIP devices (``kind = "roip"``,
 :class:`radio.roip.RoipGateway`, kept with them in ``soundcards``: the audio
-gateways) carry it (:meth:`RadioService.audio_leg`);
+gateways) carry it (:meth:`RadioService.audio_leg`), and so do TETRA terminals
+and satphones with an ``audio`` table (:mod:`dispatch.radio_audio`);
 :mod:`dispatch.radio_patch` patches them.  See :mod:`radio.audio` for where each
 gateway's audio physically is.
 """
@@ -62,6 +63,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from dispatch.audit import AuditTrail
 from dispatch.auth import Role
 from dispatch.config import RadioGatewaySettings, RadioSettings
+from dispatch.radio_audio import TerminalAudio
 from dispatch.reports import NewReport, ReportService
 from dispatch.storage import Database
 from hardware.serial import PortFactory, twisted_serial_port
@@ -94,6 +96,7 @@ from radio.satphone import (
     SmsReceived,
 )
 from radio.soundcard import SoundcardGateway, SoundcardSettings
+from radio.terminal_audio import TetraGroupLeg
 from radio.tetra import (
     CallReleased,
     GatewayFault,
@@ -349,6 +352,8 @@ class RadioService:
                     gw.name, gw.device or "", baudrate=gw.baudrate, retry_s=gw.retry_s,
                     command_timeout_s=gw.command_timeout_s, poll_s=gw.poll_s),
                     reactor, on_event, port_factory=port_factory)
+        # TETRA terminals' and satphones' sound cards (gateways with an audio table).
+        self.terminal_audio = TerminalAudio(settings, self.tetra, self.satphones, self._on_event)
         self.state: dict[str, str] = {name: "stopped" for name in self.kinds}
         self.last_seen: dict[str, float | None] = dict.fromkeys(self.kinds)
         self.on_air: dict[str, str | None] = {}
@@ -372,6 +377,7 @@ class RadioService:
         self._stopping = False
         self._journal = asyncio.Queue(JOURNAL_SIZE)
         self._start_writer()
+        await self.terminal_audio.start()
         for name in self.kinds:
             await self._start_gateway(name)
 
@@ -384,15 +390,30 @@ class RadioService:
         """The gateway whose floor we control (TETRA or sound card), if ``name`` is one."""
         return self.tetra.get(name) or self.soundcards.get(name)
 
-    def audio_leg(self, talkgroup: str) -> SoundcardGateway | RoipGateway:
+    def audio_leg(self, talkgroup: str) -> SoundcardGateway | RoipGateway | TetraGroupLeg:
         """The audio of ``talkgroup`` (a :class:`radio.audio.RadioAudioLeg`), or 409."""
         tg = self._talkgroup(talkgroup)
         gateway = self.soundcards.get(tg.gateway)
-        if gateway is None:
+        if gateway is not None:
+            return gateway
+        leg = self.terminal_audio.group_leg(tg.gateway, tg.gssi)
+        if leg is None:
             raise RadioServiceError(409, f"talkgroup {tg.name!r} has no audio path here "
-                                    f"(gateway {tg.gateway!r} is {self.kinds[tg.gateway]}; "
-                                    "only soundcard and roip gateways carry audio)")
-        return gateway
+                                    f"(gateway {tg.gateway!r} is {self.kinds[tg.gateway]} "
+                                    "without a sound card: give a tetra gateway an "
+                                    "[radio.gateways.audio] table)")
+        other = leg.held_by_other
+        if other is not None:
+            raise RadioServiceError(409, f"talkgroup {tg.name!r} cannot be patched: TETRA "
+                                    f"terminal {tg.gateway!r} carries one group call at a "
+                                    f"time and its audio is patched for "
+                                    f"{self._group(tg.gateway, other)!r}")
+        return leg
+
+    def terminal_of(self, talkgroup: str) -> str | None:
+        """The TETRA terminal whose one sound card carries ``talkgroup``'s audio, if any."""
+        tg = self._talkgroup(talkgroup)
+        return tg.gateway if tg.gateway in self.terminal_audio.tetra else None
 
     def _make_dmr(self, name: str) -> DmrGateway:
         """A DMR peer; reading the passphrase may raise ``OSError``."""
@@ -459,6 +480,7 @@ class RadioService:
     async def stop(self) -> None:
         """Unkey every radio, close every gateway, store what is still pending."""
         await self.stop_radios()
+        await self.terminal_audio.stop()
         others: list[SatphoneGateway | DmrGateway] = [*self.satphones.values(),
                                                       *self.dmr.values()]
         for other in others:
@@ -484,6 +506,7 @@ class RadioService:
             gateway = self._gateway(name)
             try:
                 detail = gateway.health() if gateway is not None else {"ready": False}
+                detail.update(self.terminal_audio.health(name))
             except Exception as exc:  # health must answer even for a broken gateway
                 detail = {"error": str(exc)}
             gateways[name] = {"kind": kind, "state": self.state[name],
@@ -519,7 +542,8 @@ class RadioService:
                 "queue": list(core.queue(tg.gssi)), "keyed": tg.gssi in core.keyed(),
                 "on_air": self.on_air.get(name),
                 "emergency": None if emergency is None else emergency[1],
-                "monitor_only": False, "audio": tg.gateway in self.soundcards,
+                "monitor_only": False, "audio": tg.gateway in self.soundcards
+                or tg.gateway in self.terminal_audio.tetra,
                 "gateway_state": self.state[tg.gateway]}
 
     def use_sip_resolver(self, resolve: Resolver) -> None:
@@ -636,9 +660,11 @@ class RadioService:
     def _on_event(self, gateway: str, event: object) -> None:
         self.last_seen[gateway] = self.clock()
         handler = _HANDLERS.get(type(event))
-        if handler is None:
-            return
         try:
+            # The terminal's audio gates move first: nothing else may act on a stale gate.
+            self.terminal_audio.on_event(gateway, event)
+            if handler is None:
+                return
             handler(self, gateway, event)
         except Exception as exc:  # a bug: fail safe, keep serving
             self.counts["handler_crashes"] += 1

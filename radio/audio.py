@@ -27,9 +27,10 @@ for a radio on a sound card and :class:`radio.roip.RoipGateway` for a RoIP box
 on a SIP call (both on :class:`radio.audio_gateway.AudioGateway`); the media
 engine mixes such an object as a *local leg* (:mod:`telephony.media.local`,
 duck-typed: ``telephony`` does not import ``radio``); :mod:`dispatch.radio_patch`
-joins talkgroups to calls,
-conferences and each other.  TETRA and satphone audio through their own sound
-cards is not wired yet.
+joins talkgroups to calls, conferences and each other.  TETRA terminals and
+satphones with a sound card (:mod:`radio.terminal_audio`) offer the same seam,
+gated by their PEI / AT reports; a satphone dock with a SIP side is an ordinary
+SIP leg (:mod:`dispatch.satphone_legs`).
 """
 
 from __future__ import annotations

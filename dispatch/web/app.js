@@ -36,7 +36,7 @@ const I18N = {
     patched_to: "已接入", patch_target: "接入到", end_reason: "结束原因",
     link_up: "在线", link_down: "离线", creg_0: "未注册", creg_1: "已注册", creg_2: "搜索网络",
     creg_3: "注册被拒", creg_4: "未知", creg_5: "漫游", satphone: "卫星电话", satphones: "卫星电话", signal: "信号", registration: "注册", call_state: "通话",
-    dial: "拨打", answer: "接听", hang_up: "挂断", send_sms: "发短信", number: "号码", sms_text: "短信内容",
+    dial: "拨打", answer: "接听", answer_into: "接入会商", new_conference: "新会商", hang_up: "挂断", send_sms: "发短信", number: "号码", sms_text: "短信内容",
     talkgroups: "通话组", talkgroup: "通话组", talker: "讲话人", queue: "排队", ptt: "按下讲话",
     ptt_release: "松开", composer: "预警短信编辑", composer_help: "在态势图上点击画出范围，选择模板，预览人数后提交审批。",
     draw_area: "画范围", clear_area: "清除", finish_area: "完成", title: "标题", preview_count: "预览人数",
@@ -84,7 +84,7 @@ const I18N = {
     patched_to: "patched to", patch_target: "Patch into", end_reason: "Why end it?",
     link_up: "up", link_down: "down", creg_0: "not registered", creg_1: "registered",
     creg_2: "searching", creg_3: "denied", creg_4: "unknown", creg_5: "roaming", satphone: "Satphone", satphones: "Satellite phones", signal: "Signal", registration: "Registration", call_state: "Call",
-    dial: "Dial", answer: "Answer", hang_up: "Hang up", send_sms: "Send SMS", number: "Number", sms_text: "SMS text",
+    dial: "Dial", answer: "Answer", answer_into: "Answer into conference", new_conference: "New conference", hang_up: "Hang up", send_sms: "Send SMS", number: "Number", sms_text: "SMS text",
     talkgroup: "Talkgroup", talker: "Talking", queue: "Queue", ptt: "Push to talk", ptt_release: "Release",
     composer: "Broadcast composer",
     composer_help: "Click on the map to draw the area, pick a template, preview the count, then request approval.",
@@ -585,7 +585,27 @@ async function loadSatphones() {
       el("td", { class: "call" }, call));
   }));
   $("#satphone-form").hidden = !can("radio.send");
+  // Answer into a conference: the open ones (not two-party calls), or a new one.
+  const conf = $("#satphone-conf"), chosen = conf.value;
+  conf.replaceChildren(el("option", { value: "" }, t("new_conference")),
+    ...lastConferences.filter((c) => c.kind === "conference")
+      .map((c) => el("option", { value: c.id }, c.name)));
+  if (chosen) conf.value = chosen;
 }
+
+async function satphoneIntoConference() {
+  const name = $("#satphone-pick").value;
+  if (!name) return;
+  const conferenceId = $("#satphone-conf").value;
+  $("#satphone-error").textContent = "";
+  try {
+    await api(`/api/v1/satphones/${encodeURIComponent(name)}/conference`,
+      { method: "POST", body: JSON.stringify(conferenceId ? { conference_id: conferenceId } : {}) });
+  } catch (err) { $("#satphone-error").textContent = err.message; }
+  await loadConferences();
+  await loadSatphones();
+}
+document.getElementById("satphone-conference").addEventListener("click", satphoneIntoConference);
 
 async function satphoneAction(action) {
   const name = $("#satphone-pick").value;
@@ -819,6 +839,7 @@ function onEvent(envelope) {
   if (envelope.topic.startsWith("incident.") && envelope.data.incident_id === selectedIncident) loadIncidentDetail().catch(() => {});
   if (envelope.topic === "unit.changed" || envelope.topic === "unit.position") loadUnits().catch(() => {});
   if (envelope.topic.startsWith("radio.")) { loadTalkgroups().catch(() => {}); loadSatphones().catch(() => {}); }
+  if (envelope.topic.startsWith("satphone.")) loadSatphones().catch(() => {});
   if (envelope.topic.startsWith("conference.")) loadConferences().catch(() => {});
   if (envelope.topic.startsWith("call_") || envelope.topic.startsWith("agent_")) loadCalls().catch(() => {});
   if (envelope.topic.startsWith("plan.")) loadActions().catch(() => {});
