@@ -12,7 +12,12 @@ offering the radio seam's three methods (:class:`LocalAudio`, duck-typed so
   is counted and dropped, never mixed) and keeps at most ``depth`` frames: a
   source whose clock runs fast loses its oldest frame rather than adding
   delay.  The engine's tick takes one frame (:meth:`LocalPort.pop`); an empty
-  FIFO is silence, so a radio that stops sending is simply quiet.
+  FIFO is silence, so a radio that stops sending is simply quiet.  A burst
+  leaves frames standing in the FIFO for good (source and engine both run at
+  20 ms), adding up to ``depth`` x 20 ms to every later frame: when the FIFO
+  never held fewer than :data:`STANDING` frames during a whole
+  :data:`TRIM_WINDOW` of ticks, its oldest frame is dropped (20 ms of audio
+  lost, once per window, instead of a standing delay).
 * **transmit**: every tick the leg's share of the mix (everything it may hear
   in its room, minus itself) is handed to ``transmit``.  Whether that reaches
   the air is the audio object's business (a radio transmits only while keyed).
@@ -38,6 +43,8 @@ log = logging.getLogger(__name__)
 FRAME_SAMPLES = 160
 FRAME_BYTES = FRAME_SAMPLES * 2
 DEFAULT_DEPTH = 3  # 60 ms: enough to absorb a sound card's bursty callbacks
+TRIM_WINDOW = 25  # ticks (500 ms) over which the FIFO's lowest fill is watched
+STANDING = 2      # frames that never drained during a window: one is dropped
 Pcm = npt.NDArray[np.int16]
 
 
@@ -64,8 +71,11 @@ class LocalPort:
         self.audio = audio
         self._fifo: deque[Pcm] = deque(maxlen=depth)
         self.counters: dict[str, int] = dict.fromkeys(
-            ("rx", "rx_bad_size", "rx_overflow", "rx_underrun", "tx", "tx_errors"), 0)
+            ("rx", "rx_bad_size", "rx_overflow", "rx_underrun", "rx_trimmed", "tx",
+             "tx_errors"), 0)
         self._open = False
+        self._ticks = 0
+        self._lowest = depth
 
     def open(self) -> None:
         """Attach to the audio object."""
@@ -95,7 +105,15 @@ class LocalPort:
         self.counters["rx"] += 1
 
     def pop(self) -> Pcm | None:
-        """The oldest frame not yet mixed, or None (silence)."""
+        """The oldest frame not yet mixed, or None (silence); trims a standing queue."""
+        self._lowest = min(self._lowest, len(self._fifo))
+        self._ticks += 1
+        if self._ticks >= TRIM_WINDOW:
+            if self._lowest >= STANDING:
+                self._fifo.popleft()
+                self.counters["rx_trimmed"] += 1
+            self._ticks = 0
+            self._lowest = len(self._fifo)
         if self._fifo:
             return self._fifo.popleft()
         self.counters["rx_underrun"] += 1

@@ -13,7 +13,7 @@ import pytest_asyncio
 from enginepeers import Peer, assert_hears, tone, until
 
 from telephony.media.engine import EngineSettings, MediaEngine
-from telephony.media.local import FRAME_BYTES, LocalPort
+from telephony.media.local import FRAME_BYTES, TRIM_WINDOW, LocalPort
 
 
 class Radio:
@@ -163,6 +163,38 @@ def test_the_local_port_bounds_its_fifo_and_drops_wrong_sizes() -> None:
     assert radio.detached == 1
     with pytest.raises(ValueError):
         LocalPort(radio, depth=0)
+
+
+def test_a_burst_does_not_leave_a_standing_delay() -> None:
+    """After a burst fills the FIFO, one frame in, one out per tick would keep the burst's
+    frames standing for ever (40 ms more delay); the port sheds them, then leaves a steady
+    source alone (and a source delivering two frames every other tick too)."""
+    radio = Radio()
+    port = LocalPort(radio, depth=3)
+    port.open()
+    assert radio.on_frame is not None
+    for k in range(3):  # the burst
+        radio.on_frame(bytes([k]) * FRAME_BYTES)
+    depths = []
+    for tick in range(4 * TRIM_WINDOW):
+        radio.on_frame(bytes([(3 + tick) & 0xFF]) * FRAME_BYTES)  # steady: one per tick
+        port.pop()
+        depths.append(len(port._fifo))
+    assert depths[0] == 2  # the burst stands behind every new frame
+    # Each frame is now mixed on the tick after it arrived: the burst's 40 ms are gone.
+    assert depths[-2 * TRIM_WINDOW:] == [0] * (2 * TRIM_WINDOW), depths
+    assert port.counters["rx_trimmed"] == 2
+    assert port.counters["rx_underrun"] == 0  # never trimmed into silence
+    # Steady with no standing queue: nothing more is trimmed.
+    for _tick in range(4 * TRIM_WINDOW):
+        radio.on_frame(b"\x01" * FRAME_BYTES)
+        assert port.pop() is not None
+    for tick in range(4 * TRIM_WINDOW):  # PortAudio-style 40 ms callbacks: needed slack
+        if tick % 2 == 0:
+            radio.on_frame(b"\x01" * FRAME_BYTES)
+            radio.on_frame(b"\x01" * FRAME_BYTES)
+        assert port.pop() is not None
+    assert port.counters["rx_trimmed"] == 2
 
 
 async def test_a_failing_radio_never_stops_the_mix(engine: tuple[MediaEngine, Clock]) -> None:
