@@ -79,7 +79,7 @@ def sipp_load(kam_port: int, rate: int, calls: int, hold: int, stf: Path, cwd: P
     """A SIPp carrier calling 110 through Kamailio."""
     return subprocess.Popen(
         ["sipp", f"127.0.0.1:{kam_port}", "-sf", str(SIPP_DIR / "trunk_call.xml"), "-s", "110",
-         "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()), "-r", str(rate),
+         "-i", "127.0.0.2", "-p", str(free_port()), "-mp", str(free_port()), "-r", str(rate),
          "-m", str(calls), "-d", str(hold), "-trace_stat", "-stf", str(stf), "-fd", "1",
          "-recv_timeout", "10000", "-timeout", f"{int(timeout)}s", "-nostdin"],
         cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

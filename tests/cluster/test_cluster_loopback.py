@@ -31,6 +31,7 @@ from dispatch.storage import Database
 
 WAIT = 60.0
 PASSWORD = "agent-password-1"
+CARRIER = "127.0.0.2"  # the trunk "carrier" of scripts/cluster, known by this address
 
 
 async def until(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
@@ -144,7 +145,7 @@ async def test_console_on_one_node_sees_the_other_and_queues_are_cluster_wide(
             # Calls to 110 through Kamailio: round robin puts half of them on n2.
             done = await asyncio.to_thread(
                 sipp, f"127.0.0.1:{c.sip_port}", "-sf", str(SIPP_DIR / "trunk_call.xml"),
-                "-s", "110", "-i", "127.0.0.1", "-p", str(free_port()), "-mp",
+                "-s", "110", "-i", CARRIER, "-p", str(free_port()), "-mp",
                 str(free_port()), "-m", "16", "-r", "4", "-d", "300", cwd=tmp_path)
             assert done.returncode == 0, done.stderr[-2000:]
             # A call that arrived on n2 reached an agent whose phone registered via n1.
@@ -156,7 +157,7 @@ async def test_console_on_one_node_sees_the_other_and_queues_are_cluster_wide(
             start = len(seen)
             held = subprocess.Popen(
                 ["sipp", f"127.0.0.1:{c.sip_port}", "-sf", str(SIPP_DIR / "trunk_call.xml"),
-                 "-s", "110", "-i", "127.0.0.1", "-p", str(free_port()), "-mp",
+                 "-s", "110", "-i", CARRIER, "-p", str(free_port()), "-mp",
                  str(free_port()), "-m", "2", "-r", "10", "-d", "60000", "-nostdin"],
                 cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
@@ -234,7 +235,7 @@ async def test_sigkill_a_node_under_call_load_and_mid_campaign_loses_nothing(
         await until(lambda: _all_ready(c, "n1", sup, agents), "agents ready on n1")
         load = subprocess.Popen(
             ["sipp", f"127.0.0.1:{c.sip_port}", "-sf", str(SIPP_DIR / "trunk_call.xml"),
-             "-s", "110", "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()),
+             "-s", "110", "-i", CARRIER, "-p", str(free_port()), "-mp", str(free_port()),
              "-r", "20", "-m", str(calls), "-d", "1000", "-nostdin", "-trace_msg",
              "-trace_stat", "-stf", "load.csv", "-recv_timeout", "15000",
              "-timeout", "240s"], cwd=tmp_path, stdout=subprocess.DEVNULL,
