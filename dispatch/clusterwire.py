@@ -24,8 +24,10 @@ def build_cluster(daemon: Any) -> ClusterService:
 
 
 def wire_campaigns(cluster: ClusterService, campaigns: Any) -> None:
-    """A dead node's recipients were re-queued: wake this node's sender."""
+    """A dead node's recipients were re-queued: wake this node's sender.  The sender is
+    fenced by the cluster: it claims and sends only while this node is still itself."""
     cluster.on_takeover(lambda _node: campaigns._wake.set())
+    campaigns.fence = cluster
 
 
 def leased_radio(cluster: ClusterService, radio: Any) -> LeasedService:
