@@ -156,6 +156,8 @@ class CampaignService:
         self.submitted = 0
         self.fence: Fence | None = None  # set when clustered (dispatch/fencing.py)
         self.fenced = 0
+        self._batch: asyncio.Future[list[tuple[_Claimed, str, Any]]] | None = None
+        self._abandoned = False
 
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
@@ -190,6 +192,16 @@ class CampaignService:
         """Whether a transport is attached and how much went out."""
         return {"transport": self.sender is not None, "submitted": self.submitted,
                 "fenced": self.fenced}
+
+    async def abandon_batch(self) -> None:
+        """This node was taken over while it stalled: stop sending the batch in flight.
+
+        Its rows were re-queued by the survivor; submits still waiting in a
+        transport are cancelled (never written), outcomes are not stored.
+        """
+        if self._batch is not None and not self._batch.done():
+            self._abandoned = True
+            self._batch.cancel()
 
     async def recover(self) -> int:
         """Rows left ``submitting`` by this node go back to the queue, to be replaced."""
@@ -389,7 +401,19 @@ class CampaignService:
                     log.exception("SMS transport failed unexpectedly")
                     return c, "temporary", f"{type(exc).__name__}: {exc}"
 
-        outcomes = await asyncio.gather(*(one(c) for c in claimed))
+        self._batch = batch = asyncio.gather(*(one(c) for c in claimed))
+        try:
+            outcomes = await batch
+        except asyncio.CancelledError:
+            if not self._abandoned:
+                raise
+            self._abandoned = False
+            self.fenced += len(claimed)
+            log.error("campaign sender fenced off: its batch in flight was abandoned (the "
+                      "node that took this one over sends it)", extra={"recipients": len(claimed)})
+            return
+        finally:
+            self._batch = None
         fenced = sum(1 for _, kind, _ in outcomes if kind == "fenced")
         if fenced:
             self.fenced += fenced

@@ -28,6 +28,11 @@ def wire_campaigns(cluster: ClusterService, campaigns: Any) -> None:
     fenced by the cluster: it claims and sends only while this node is still itself."""
     cluster.on_takeover(lambda _node: campaigns._wake.set())
     campaigns.fence = cluster
+    cluster.on_fenced(campaigns.abandon_batch)
+    if hasattr(campaigns.sender, "hold"):
+        # SMPP binds write nothing while this node may not act (woken from a stall,
+        # not yet sure it is still itself): queued submits wait for the heartbeat.
+        campaigns.sender.hold = lambda: not cluster.may_act()
 
 
 def leased_radio(cluster: ClusterService, radio: Any) -> LeasedService:

@@ -26,7 +26,7 @@ from clusterpeer import SIPP_DIR, Cluster, free_port
 from smscpeer import SYSTEM_ID, SmscSim
 from sqlalchemy import select
 
-from dispatch.models import CallRecordRow, ReportRow
+from dispatch.models import CallRecordRow, CampaignRow, ReportRow
 from dispatch.storage import Database
 
 WAIT = 60.0
@@ -327,3 +327,69 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
 
     with path.open() as f:
         return list(csv.DictReader(f, delimiter=";"))
+
+
+async def test_a_node_stopped_past_dead_after_wakes_fenced_off_and_sends_nothing_twice(
+        cluster_factory: Any, smsc_sim: Any, tmp_path: Path) -> None:
+    """SIGSTOP a node mid-campaign until the other takes it over, then SIGCONT it.
+
+    The stopped node had a batch claimed (marked submitting, partly sent); the
+    survivor re-queues and sends it.  Woken, the stopped node must not send the
+    rest of its old batch: the SMSC simulator's per-handset record shows every
+    handset got exactly one message.
+    """
+    sim: SmscSim = await smsc_sim("--receipts", "--hold", "-1", "--throttle", "400")
+    c: Cluster = await cluster_factory([], sms_config(sim))
+    sup = await asyncio.to_thread(c.token, "sup", "supervisor")
+    cmd = await asyncio.to_thread(c.token, "cmd", "commander")
+    await sim.command(f"notify-at {KILL_AT}")
+    async with httpx.AsyncClient(base_url=c.url("n2"), timeout=60) as h:
+        body = {"title": "台风 紧急转移", "recipients": [
+            {"msisdn": f"+86137{i:08d}", "text": f"【应急】台风来袭，请立即转移。编号{i}"}
+            for i in range(RECIPIENTS)]}
+        r = await h.post("/api/v1/campaigns", json=body, headers=sup)
+        assert r.status_code == 201, r.text
+        cid = r.json()["id"]
+        r = await h.post(f"/api/v1/campaigns/{cid}/approve", headers=cmd)
+        assert r.status_code == 200, r.text
+    await sim.wait_for(lambda e: e.get("event") == "reached", timeout=120)
+    n1, n2 = c.nodes["n1"], c.nodes["n2"]
+    n2.proc.send_signal(signal.SIGSTOP)
+    try:
+        dead = await asyncio.to_thread(
+            n1.read_until, lambda e: e.get("msg") == "cluster node is dead; its work was "
+            "taken over", 60)
+        assert dead is not None and dead["dead_node"] == "n2"
+    finally:
+        n2.proc.send_signal(signal.SIGCONT)
+    fenced = await asyncio.to_thread(
+        n2.read_until, lambda e: str(e.get("msg", "")).startswith(
+            "this node was declared dead while it stalled"), 60)
+    assert fenced is not None, "the woken node did not find out it had been taken over"
+    c.drain("n1")
+    c.drain("n2")
+    db = Database(c.layout.db_url)
+    try:
+        async def completed() -> bool:
+            async with db.session() as s:
+                row = await s.get(CampaignRow, cid)
+            return row is not None and row.status == "completed"
+
+        await until(completed, "the campaign completed", timeout=300)
+    finally:
+        await db.close()
+    seen = len(sim.events)
+    await sim.command("flush")
+    await sim.wait_for(lambda e: e.get("event") == "receipts_idle", start=seen, timeout=120)
+    dump = tmp_path / "handsets.json"
+    await sim.command(f"dump {dump}")
+    per_number = json.loads(dump.read_text())
+    assert set(per_number) == {f"86137{i:08d}" for i in range(RECIPIENTS)}, "none skipped"
+    twice = sorted(n for n, count in per_number.items() if count != 1)
+    assert twice == [], f"{len(twice)} handsets texted twice, e.g. {twice[:5]}"
+    not_sent = [e for e in n2.lines if e.get("msg", "").startswith("campaign sender fenced")]
+    print(f"stalled node: fenced off; recipients it had claimed and did not send: "
+          f"{sum(int(e.get('recipients', 0)) for e in not_sent)}")
+    for proc in (n1, n2):
+        proc.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.proc.wait, 60) == 0
