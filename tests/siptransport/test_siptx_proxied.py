@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import tomllib
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from siptx_helpers import Clock, make_registrar, register, register_text
 
+from dispatch.config import ConfigError, parse_settings
 from telephony.registrar import RateLimited
 from telephony.sip.message import Destination, SipResponse, parse_message
 from telephony.sip.proxied import (
@@ -121,3 +123,23 @@ async def test_registrar_limits_each_phone_behind_a_proxy_on_its_own() -> None:
     assert flood == [401, 401, 503, 503]
     assert other == 401
     assert {e.source for e in events.of(RateLimited)} == {"203.0.113.7"}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('[sip]\nproxies = ["kamailio.local"]', "f.toml: sip.proxies: "),
+    ('[sip]\nproxies = "127.0.0.1"', "f.toml: sip.proxies: "),
+    ('[sip]\nproxy = ["127.0.0.1"]', "f.toml: sip.proxy: unknown key"),
+])
+def test_proxies_setting_is_checked(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_settings(tomllib.loads(text), "f.toml")
+    assert len(err.value.problems) == 1
+    assert err.value.problems[0].startswith(expected), err.value.problems
+
+
+def test_proxies_setting_accepts_addresses_and_networks() -> None:
+    settings = parse_settings(tomllib.loads('[sip]\nproxies = ["10.0.0.2", "10.1.0.0/24"]'),
+                              "f.toml")
+    trust = ProxyTrust(parse_networks(settings.sip.proxies))
+    assert trust.trusted("10.0.0.2") and trust.trusted("10.1.0.77")
+    assert not trust.trusted("10.0.0.3")
