@@ -74,13 +74,34 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
         return int(s.getsockname()[1])
 
 
+def _seconds(value: str) -> float:
+    """SIPp's ElapsedTime (``HH:MM:SS``, ``HH:MM:SS:micro`` or seconds) in seconds."""
+    parts = [float(p) for p in value.strip().split(":")]
+    if len(parts) >= 3:
+        micro = parts[3] / 1e6 if len(parts) > 3 else 0.0
+        return parts[0] * 3600 + parts[1] * 60 + parts[2] + micro
+    return parts[0]
+
+
 def stats(path: Path) -> dict[str, float]:
-    """Totals from the last row of a SIPp -stf file."""
+    """Totals from a SIPp -stf file, and the setup rate while calls were being placed.
+
+    SIPp's cumulative ``CallRate(C)`` divides by the whole run, the last calls'
+    hold time included, so it reads low; the setup rate here is the calls placed
+    by the last periodic row before the final call was placed, over its elapsed time.
+    """
     with path.open() as f:
         rows = list(csv.DictReader(f, delimiter=";"))
     last = rows[-1]
+    placed = float(last["OutgoingCall(C)"])
+    rate = float(last["CallRate(C)"])
+    creating = [r for r in rows if 0 < float(r["OutgoingCall(C)"]) < placed]
+    if creating:
+        elapsed = _seconds(creating[-1]["ElapsedTime(C)"])
+        if elapsed >= 1.0:
+            rate = float(creating[-1]["OutgoingCall(C)"]) / elapsed
     return {"ok": float(last["SuccessfulCall(C)"]), "failed": float(last["FailedCall(C)"]),
-            "rate": float(last["CallRate(C)"])}
+            "rate": rate, "placed": placed}
 
 
 @dataclass
