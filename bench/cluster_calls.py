@@ -458,6 +458,12 @@ def main() -> None:
     capped = " (at --max-rate: raise it)" if two and two.rate == rates[-1] else ""
     print(f"best: one_node={one.line() if one else '-'}")
     print(f"best: two_nodes={two.line() if two else '-'}{capped}")
+    if two:
+        # On 2 cores one node is bound by one core (N ms per call); two nodes share both
+        # cores with Kamailio, PostgreSQL and SIPp (P ms per call): 2N / (N + P) at best.
+        node_ms, peers_ms = two.node_ms(), sum(two.peers.values())
+        print(f"cpu_bound: node_ms_per_call={node_ms:.1f} others_ms_per_call={peers_ms:.1f} "
+              f"best_ratio_on_2_cores={2 * node_ms / (node_ms + peers_ms):.2f}")
     print(f"one_node_cps={one_cps:.0f} two_node_cps={two_cps:.0f} ratio={ratio:.2f} "
           f"death_failed={failed} death_calls={total} "
           f"cpu_ms_per_call_one={one.node_ms() if one else 0:.1f} "

@@ -88,29 +88,33 @@ class ProxyTrust:
             self._cache[host] = known
         return known
 
-    def screen(self, request: SipRequest, source: Destination) -> None:
-        """Keep a well-formed header from a proxy; remove it from everything else (logged)."""
+    def screen(self, request: SipRequest, source: Destination) -> Destination | None:
+        """Keep a well-formed header from a proxy; remove it from everything else (logged).
+
+        Returns the origin the header names when it was kept, else None.
+        """
         values = request.headers.get_all(SOURCE_HEADER)
         if not values:
-            return
+            return None
         if not self.trusted(source.host):
             self.ignored += 1
             request.headers.remove(SOURCE_HEADER)
             log.warning("SIP %s from %s:%d carried %s but is not from a configured proxy; "
                         "header ignored", request.method, source.host, source.port,
                         SOURCE_HEADER)
-            return
+            return None
         try:
             if len(values) != 1:
                 raise SourceHeaderError("more than one header")
-            parse_source(values[0])
+            origin = parse_source(values[0])
         except SourceHeaderError as exc:
             self.malformed += 1
             request.headers.remove(SOURCE_HEADER)
             log.warning("SIP %s from proxy %s:%d: bad %s (%s); judged by the proxy's address",
                         request.method, source.host, source.port, SOURCE_HEADER, exc)
-            return
+            return None
         self.accepted += 1
+        return origin
 
 
 def origin_of(request: SipRequest, source: Destination) -> Destination:

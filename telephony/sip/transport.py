@@ -519,7 +519,10 @@ class SipEndpoint:
         try:
             message = parse_message(data, self.settings.limits)
             if isinstance(message, SipRequest):
-                self.proxy_trust.screen(message, source)  # X-Dispatchd-Source from proxies only
+                origin = self.proxy_trust.screen(message, source)  # X-Dispatchd-Source
+                if origin is not None and not self._admitted(origin.host):
+                    self.stats.dropped += 1  # a blocked source behind a proxy
+                    return
                 self._check_request(message)
             self.layer.receive(message, source, self.loop_time())
         except SipError as exc:

@@ -143,3 +143,39 @@ def test_proxies_setting_accepts_addresses_and_networks() -> None:
     trust = ProxyTrust(parse_networks(settings.sip.proxies))
     assert trust.trusted("10.0.0.2") and trust.trusted("10.1.0.77")
     assert not trust.trusted("10.0.0.3")
+
+
+async def test_a_blocked_source_behind_a_proxy_is_dropped_and_its_neighbour_is_not() -> None:
+    clock = Clock()
+    reg, _ = make_registrar(clock, max_failures=3)
+    endpoint = SipEndpoint(TransportSettings(listen=(ListenAddress("UDP", "127.0.0.1", 0),)))
+    endpoint.proxy_trust = ProxyTrust(parse_networks(["127.0.0.1"]))
+    router = MethodRouter(endpoint, fallback=None)
+    router.route("REGISTER", reg)
+    endpoint.user = router
+    reg.attach(endpoint)
+    await endpoint.start()
+    for _ in range(3):  # three failed logins from 203.0.113.9 (as the registrar counts them)
+        reg.blocker.record_failure("203.0.113.9", clock())
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    port = endpoint.address("UDP").port
+
+    async def send(origin: str, n: int) -> None:
+        text = register_text(call_id=f"b-{origin}-{n}", cseq=n).replace(
+            "Content-Length: 0", f"{SOURCE_HEADER}: {origin}:5062;transport=udp\r\n"
+            "Content-Length: 0")
+        await loop.sock_sendto(sock, text.encode(), ("127.0.0.1", port))
+
+    try:
+        await send("203.0.113.9", 1)  # blocked: dropped, no answer
+        await send("203.0.113.10", 1)  # its neighbour behind the same proxy: challenged
+        reply = parse_message(await asyncio.wait_for(loop.sock_recv(sock, 65535), 10))
+        assert isinstance(reply, SipResponse) and reply.status == 401
+        assert "b-203.0.113.10-1" in (reply.headers.get("Call-ID") or "")
+        assert endpoint.stats.dropped == 1
+    finally:
+        sock.close()
+        await endpoint.stop()
