@@ -9,7 +9,8 @@ Contact is one SIPp UAS that answers everything) and drives a SIPp carrier
 110.  Each configuration climbs a ladder of rates (``--start``, ``--step`` up
 to ``--max-rate``, ``--duration`` seconds each, calls held ``--hold`` ms) until
 one is not sustained: more than 0.1 % failed, or SIPp's setup rate fell short of
-95 % of the asked one.  Its ceiling is the best sustained rate.  First one node
+``--min-setup`` (95 %) of the asked one; then ``--refine`` halvings of the gap
+(down, halving, if even the first rate fails).  Its ceiling is the best sustained rate.  First one node
 behind Kamailio, then two (each on a fresh database).  Then the two-node cluster
 runs at ``--death-rate`` calls/s while one node is SIGKILLed: the failed calls
 are the ones that died with it (its live calls, and the ones Kamailio sent it
@@ -122,18 +123,19 @@ class RateResult:
         total = self.ok + self.failed
         return 100.0 * self.failed / total if total else 100.0
 
-    def sustained(self, duration: int) -> bool:
-        """At most 0.1 % failed, every call placed, the setup rate within 5 % of asked."""
+    def sustained(self, duration: int, min_setup: float) -> bool:
+        """At most 0.1 % failed, every call placed, the setup rate ``min_setup`` of asked."""
         return (self.failed_pct <= 0.1 and self.ok + self.failed >= self.rate * duration
-                and self.achieved >= 0.95 * self.rate)
+                and self.achieved >= min_setup * self.rate)
 
-    def why(self, duration: int) -> str:
+    def why(self, duration: int, min_setup: float) -> str:
         """Why this rate is not sustained."""
         if self.failed_pct > 0.1:
             return f"{self.failed_pct:.2f} % failed"
         if self.ok + self.failed < self.rate * duration:
             return "not every call was placed"
-        return f"setup rate {self.achieved:.1f}/s short of {self.rate}/s"
+        return (f"setup rate {self.achieved:.1f}/s short of {min_setup:.0%} of "
+                f"{self.rate}/s")
 
     def node_ms(self) -> float:
         """CPU ms per call of all nodes together."""
@@ -207,8 +209,9 @@ def sipp_load(kam_port: int, rate: int, calls: int, hold: int, stf: Path, cwd: P
 class Bench:
     """The cluster under test and its peers."""
 
-    def __init__(self, tmp: Path, agents: int) -> None:
+    def __init__(self, tmp: Path, agents: int, min_setup: float = 0.95) -> None:
         self.script = load_script()
+        self.min_setup = min_setup
         self.tmp = tmp
         self.agents = [f"a{i}" for i in range(agents)]
         self.layout = self.script.Layout(
@@ -354,21 +357,44 @@ class Bench:
         print(f"{label}: {result.line()}", flush=True)
         return result
 
-    def ladder(self, label: str, rates: list[int], duration: int, hold: int) -> RateResult | None:
-        """Rising rates until one fails: the best sustained one (SIPp's achieved call rate).
+    def ladder(self, label: str, rates: list[int], duration: int, hold: int,
+               refine: int) -> RateResult | None:
+        """Rising rates until one fails, then a few halvings of the gap: the best sustained.
 
         A rate is sustained when at most 0.1 % of its calls failed, every call was
-        placed, and SIPp reached at least 95 % of the asked rate (a setup rate that
-        falls short means the cluster, or the machine, could not keep up).
+        placed, and SIPp's setup rate reached ``--min-setup`` of the asked one (a setup
+        rate that falls short means the cluster, or the machine, could not keep up).
+        If even the first rate fails, the ladder goes down (halving) instead.
         """
         best: RateResult | None = None
-        for rate in rates:
+        good = bad = None
+
+        def attempt(rate: int) -> bool:
+            nonlocal best, good, bad
             r = self.run_rate(label, rate, duration, hold)
-            if not r.sustained(duration):
-                print(f"{label}: ceiling below {rate}/s ({r.why(duration)})", flush=True)
-                break
+            if not r.sustained(duration, self.min_setup):
+                print(f"{label}: rate={rate} not sustained ({r.why(duration, self.min_setup)})",
+                      flush=True)
+                bad = rate if bad is None else min(bad, rate)
+                return False
+            good = rate if good is None else max(good, rate)
             if best is None or r.achieved > best.achieved:
                 best = r
+            return True
+
+        for rate in rates:
+            if not attempt(rate):
+                break
+        rate = rates[0] // 2
+        while good is None and rate >= 1:
+            attempt(rate)
+            rate //= 2
+        for _ in range(refine):
+            if good is None or bad is None or bad - good <= max(2, good // 20):
+                break
+            attempt((good + bad) // 2)
+        print(f"{label}: ceiling={best.achieved if best else 0:.1f}/s (last sustained "
+              f"{good}/s, first not {bad}/s)", flush=True)
         return best
 
     def death(self, rate: int, seconds: int, hold: int) -> tuple[int, int]:
@@ -417,6 +443,10 @@ def main() -> None:
     parser.add_argument("--step", type=int, default=25, help="ladder step, calls/s")
     parser.add_argument("--max-rate", type=int, default=250, help="highest rate tried")
     parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--refine", type=int, default=2,
+                        help="halvings of the gap between the last good and first bad rate")
+    parser.add_argument("--min-setup", type=float, default=0.95,
+                        help="SIPp's setup rate must reach this share of the asked rate")
     parser.add_argument("--hold", type=int, default=1000, help="call length, ms")
     parser.add_argument("--agents", type=int, default=0)
     parser.add_argument("--death-rate", type=int, default=0,
@@ -433,19 +463,19 @@ def main() -> None:
           f"{Path('/proc/loadavg').read_text().split()[0]} rates={rates}", flush=True)
     with tempfile.TemporaryDirectory(prefix="cluster-bench-") as name:
         os.chmod(name, 0o755)  # PostgreSQL runs as its own user when we are root
-        bench = Bench(Path(name), agents)
+        bench = Bench(Path(name), agents, args.min_setup)
         try:
             bench.start()
             bench.node("n1")
             bench.front(["n1"])
             bench.register()
-            one = bench.ladder("one_node", rates, args.duration, args.hold)
+            one = bench.ladder("one_node", rates, args.duration, args.hold, args.refine)
             bench.fresh_database("dispatchd_two")
             bench.node("n1")
             bench.node("n2")
             bench.front(["n1", "n2"])
             bench.register()
-            two = bench.ladder("two_nodes", rates, args.duration, args.hold)
+            two = bench.ladder("two_nodes", rates, args.duration, args.hold, args.refine)
             best_two = two.achieved if two else 0.0
             rate = args.death_rate or max(10, int(best_two / 2))
             failed, total = bench.death(rate, max(30, args.duration * 2), args.hold)
