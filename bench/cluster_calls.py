@@ -10,11 +10,11 @@ Contact is one SIPp UAS that answers everything) and drives a SIPp carrier
 to ``--max-rate``, ``--duration`` seconds each, calls held ``--hold`` ms) until
 one is not sustained: more than 0.1 % failed, or SIPp's setup rate fell short of
 ``--min-setup`` (95 %) of the asked one; then ``--refine`` halvings of the gap
-(down, halving, if even the first rate fails).  Its ceiling is the best sustained rate.  First one node
-behind Kamailio, then two (each on a fresh database).  Then the two-node cluster
-runs at ``--death-rate`` calls/s while one node is SIGKILLed: the failed calls
-are the ones that died with it (its live calls, and the ones Kamailio sent it
-before it was marked down).
+(down, halving, if even the first rate fails).  Its ceiling is the best sustained
+rate.  First one node behind Kamailio, then two (each on a fresh database).
+Then the two-node cluster runs at ``--death-rate`` calls/s while one node is
+SIGKILLed: the failed calls are the ones that died with it (its live calls, and
+the ones Kamailio sent it before it was marked down).
 
 Every rate prints one line: SIPp's figures, load1 at its end, and the CPU per
 call of each part, measured from /proc until the nodes are idle again (so the
