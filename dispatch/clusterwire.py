@@ -36,8 +36,15 @@ def wire_campaigns(cluster: ClusterService, campaigns: Any) -> None:
 
 
 def leased_radio(cluster: ClusterService, radio: Any) -> LeasedService:
-    """The radio gateways behind one cluster lease (a survivor takes them over)."""
-    return LeasedService(radio, cluster, RADIO_LEASE, ttl_s=cluster.dead_after_s)
+    """The radio gateways behind one cluster lease (a survivor takes them over).
+
+    PTT is refused while this node does not hold the lease with a current heartbeat:
+    a node woken from a stall keys nothing before it knows it still drives the radios.
+    """
+    leased = LeasedService(radio, cluster, RADIO_LEASE, ttl_s=cluster.dead_after_s)
+    radio.guard = lambda: None if leased.may_act() else (
+        "this node does not drive the radio gateways now (another node holds them)")
+    return leased
 
 
 def wire_sip(daemon: Any, cluster: ClusterService | None) -> Any:
