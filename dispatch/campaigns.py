@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import secrets
@@ -44,6 +45,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dispatch.audit import AuditTrail
+from dispatch.fencing import Fence
 from dispatch.models import CampaignRecipientRow, CampaignRow, MessageIdRow
 from dispatch.storage import Database, after_commit
 
@@ -127,6 +129,7 @@ class _Claimed:
     replace: bool
     priority: int
     attempts: int
+    gen: int | None = None  # the fencing token the claim was made under
 
 
 class CampaignService:
@@ -151,6 +154,10 @@ class CampaignService:
         self._receipt_progress: dict[str, asyncio.TimerHandle] = {}
         self._progress_tasks: set[asyncio.Task[None]] = set()
         self.submitted = 0
+        self.fence: Fence | None = None  # set when clustered (dispatch/fencing.py)
+        self.fenced = 0
+        self._batch: asyncio.Future[list[tuple[_Claimed, str, Any]]] | None = None
+        self._abandoned = False
 
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
@@ -183,7 +190,18 @@ class CampaignService:
 
     def health(self) -> dict[str, Any]:
         """Whether a transport is attached and how much went out."""
-        return {"transport": self.sender is not None, "submitted": self.submitted}
+        return {"transport": self.sender is not None, "submitted": self.submitted,
+                "fenced": self.fenced}
+
+    async def abandon_batch(self) -> None:
+        """This node was taken over while it stalled: stop sending the batch in flight.
+
+        Its rows were re-queued by the survivor; submits still waiting in a
+        transport are cancelled (never written), outcomes are not stored.
+        """
+        if self._batch is not None and not self._batch.done():
+            self._abandoned = True
+            self._batch.cancel()
 
     async def recover(self) -> int:
         """Rows left ``submitting`` by this node go back to the queue, to be replaced."""
@@ -192,7 +210,7 @@ class CampaignService:
                 update(CampaignRecipientRow)
                 .where(CampaignRecipientRow.state == "submitting",
                        CampaignRecipientRow.lease_owner == self.node)
-                .values(state="queued", resend_replace=True, lease_owner=None,
+                .values(state="queued", resend_replace=True, lease_owner=None, lease_gen=None,
                         updated_at=self._now()))
             return int(getattr(result, "rowcount", 0) or 0)
 
@@ -334,13 +352,26 @@ class CampaignService:
             if self.db.dialect == "postgresql":
                 # Several nodes may share the queue: each claims rows no other holds.
                 stmt = stmt.with_for_update(of=CampaignRecipientRow, skip_locked=True)
+            fence = self.fence
+            if fence is not None and not fence.may_act():
+                return []  # stalled: let the heartbeat find out whether we are still us
             claimed = [_Claimed(*row) for row in await s.execute(stmt)]
             if claimed:
-                await s.execute(
-                    update(CampaignRecipientRow)
-                    .where(CampaignRecipientRow.id.in_([c.id for c in claimed]))
-                    .values(state="submitting", lease_owner=self.node,
-                            attempts=CampaignRecipientRow.attempts + 1, updated_at=now))
+                claim = (update(CampaignRecipientRow)
+                         .where(CampaignRecipientRow.id.in_([c.id for c in claimed]))
+                         .values(state="submitting", lease_owner=self.node,
+                                 attempts=CampaignRecipientRow.attempts + 1, updated_at=now))
+                if fence is None:
+                    await s.execute(claim)
+                else:
+                    # Fencing: the claim holds only while our node row still carries
+                    # the generation we announced (a survivor that took us over bumped it).
+                    got = set(await s.scalars(
+                        claim.where(fence.still_mine())
+                        .values(lease_gen=fence.generation)
+                        .returning(CampaignRecipientRow.id)))
+                    claimed = [dataclasses.replace(c, gen=fence.generation)
+                               for c in claimed if c.id in got]
         return claimed
 
     async def _send(self, claimed: Sequence[_Claimed]) -> None:
@@ -348,8 +379,14 @@ class CampaignService:
         sender = self.sender
         gate = asyncio.Semaphore(self.concurrency)
 
+        fence = self.fence
+
         async def one(c: _Claimed) -> tuple[_Claimed, str, Any]:
             async with gate:
+                if fence is not None and not await fence.confirm(c.gen or 0):
+                    # Taken over while stalled (or the database is out of reach): the
+                    # row is the survivor's now; sending it here would send it twice.
+                    return c, "fenced", None
                 try:
                     ids = await sender.submit(c.msisdn, c.text, tag=c.tag, replace=c.replace,
                                               priority=c.priority)
@@ -364,16 +401,36 @@ class CampaignService:
                     log.exception("SMS transport failed unexpectedly")
                     return c, "temporary", f"{type(exc).__name__}: {exc}"
 
-        outcomes = await asyncio.gather(*(one(c) for c in claimed))
-        await self._store(outcomes)
+        self._batch = batch = asyncio.gather(*(one(c) for c in claimed))
+        try:
+            outcomes = await batch
+        except asyncio.CancelledError:
+            if not self._abandoned:
+                raise
+            self._abandoned = False
+            self.fenced += len(claimed)
+            log.error("campaign sender fenced off: its batch in flight was abandoned (the "
+                      "node that took this one over sends it)", extra={"recipients": len(claimed)})
+            return
+        finally:
+            self._batch = None
+        fenced = sum(1 for _, kind, _ in outcomes if kind == "fenced")
+        if fenced:
+            self.fenced += fenced
+            log.error("campaign sender fenced off: recipients claimed before a stall were not "
+                      "sent by this node", extra={"recipients": fenced})
+        await self._store([o for o in outcomes if o[1] != "fenced"])
 
     async def _store(self, outcomes: Sequence[tuple[_Claimed, str, Any]]) -> None:
         """Commit a batch's outcomes in a few bulk statements (one executemany each)."""
+        if not outcomes:
+            return
         now = self._now()
         changes: list[dict[str, Any]] = []
         ids: list[dict[str, Any]] = []
         for c, kind, value in outcomes:
-            change: dict[str, Any] = {"id": c.id, "lease_owner": None, "updated_at": now}
+            change: dict[str, Any] = {"id": c.id, "lease_owner": None, "lease_gen": None,
+                                      "updated_at": now}
             if kind == "ok":
                 change.update(state="submitted", message_ids=list(value), last_error=None)
                 ids.extend({"message_id": m, "recipient_id": c.id} for m in value)
@@ -389,7 +446,15 @@ class CampaignService:
                               resend_replace=c.replace or kind == "unknown")
             changes.append(change)
         async with self.db.session() as s:
-            await s.execute(update(CampaignRecipientRow), changes)
+            store = update(CampaignRecipientRow)
+            if self.fence is not None:
+                # Only rows still ours: a survivor that took us over owns the rest.
+                [gen] = {c.gen for c, _, _ in outcomes}  # one batch, one claim
+                store = store.where(CampaignRecipientRow.lease_owner == self.node,
+                                    CampaignRecipientRow.state == "submitting",
+                                    CampaignRecipientRow.lease_gen == gen
+                                    ).execution_options(synchronize_session=None)
+            await s.execute(store, changes)
             if ids:
                 # An SMSC may reuse ids (after its own restart): the newest owner wins.
                 stmt = (pg_insert if self.db.dialect == "postgresql" else sqlite_insert)(

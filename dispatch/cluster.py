@@ -30,6 +30,18 @@ restart), and its leases are released.  Time comes from the injected clock.
 ``expires_at``; the holder renews them with its heartbeat.  The radio
 gateways of a cluster are one lease (:class:`LeasedService`): one node drives
 them, and a survivor takes them over when the lease expires.
+
+*Fencing* (see dispatch/fencing.py).  A node that stalls past
+``dead_after_s`` (SIGSTOP, GC pause, starvation) is taken over while it still
+lives.  Node rows and lease rows carry a ``generation`` (fencing token): a
+node's goes up when it (re)announces itself and when a survivor takes it over;
+a lease's goes up whenever it changes hands.  The heartbeat, lease renewals
+and campaign claims match the token in the statement that acts, and the node
+acts only within ``dead_after_s - heartbeat_s`` of its last committed
+heartbeat (monotonic clock).  A node that wakes to find its row's generation
+changed is *fenced off*: it drops every lease (the radio gateways stop, PTT
+released first), abandons its in-flight campaign batch (a survivor owns those
+rows now), and rejoins with a new generation.
 """
 
 from __future__ import annotations
@@ -40,12 +52,13 @@ import datetime as dt
 import json
 import logging
 import os
+import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, exists, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 
@@ -334,10 +347,12 @@ class ClusterService:
 
     def __init__(self, db: Database, audit: AuditTrail, clock: Callable[[], float], *,
                  node_id: str, lease_name: str, http_url: str, channel: str,
-                 heartbeat_s: float, dead_after_s: float, batch_ms: int = 20) -> None:
+                 heartbeat_s: float, dead_after_s: float, batch_ms: int = 20,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         """Keep the parts; nothing runs until :meth:`start`.
 
-        ``lease_name`` is the name this node's campaign leases carry (``node.name``).
+        ``lease_name`` is the name this node's campaign leases carry (``node.name``);
+        ``monotonic`` times how long ago a heartbeat was committed (fencing).
         """
         self.db, self.audit, self.clock = db, audit, clock
         self.node_id, self.lease_name, self.http_url = node_id, lease_name, http_url
@@ -353,6 +368,14 @@ class ClusterService:
         self._lost: dict[str, Callable[[], Awaitable[None]]] = {}
         self._task: asyncio.Task[None] | None = None
         self.takeovers = 0
+        self.monotonic = monotonic
+        self._generation = 0
+        self._confirmed_at: float | None = None  # monotonic time of the last good beat
+        self._beat_lock = asyncio.Lock()
+        self._confirming: asyncio.Task[bool] | None = None
+        self._lease_gen: dict[str, int] = {}
+        self._on_fenced: list[Callable[[], Awaitable[None]]] = []
+        self.fenced = 0
 
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
@@ -423,27 +446,98 @@ class ClusterService:
                     .where(CampaignRecipientRow.state == "submitting",
                            CampaignRecipientRow.lease_owner == self.lease_name)
                     .values(state="queued", resend_replace=True, lease_owner=None,
-                            updated_at=self._now()))
-                await s.execute(delete(ClusterLeaseRow).where(
-                    ClusterLeaseRow.owner == self.node_id))
+                            lease_gen=None, updated_at=self._now()))
+                await s.execute(update(ClusterLeaseRow).where(
+                    ClusterLeaseRow.owner == self.node_id).values(
+                        expires_at=self._now() - dt.timedelta(seconds=1)))
                 await s.execute(update(ClusterNodeRow).where(
                     ClusterNodeRow.node_id == self.node_id).values(alive=False))
 
     def health(self) -> dict[str, Any]:
         """This node's id, the bridge's counters, leases held and takeovers done."""
         return {"node": self.node_id, "bridge": self.bridge.health(),
-                "leases": sorted(self._leases), "takeovers": self.takeovers}
+                "leases": sorted(self._leases), "takeovers": self.takeovers,
+                "generation": self._generation, "may_act": self.may_act(),
+                "fenced": self.fenced}
 
     async def _announce(self) -> None:
-        now = self._now()
+        mono, now = self.monotonic(), self._now()
         values = {"node_id": self.node_id, "lease_name": self.lease_name,
                   "http_url": self.http_url, "pid": os.getpid(), "started_at": now,
                   "heartbeat_at": now, "alive": True}
-        stmt = pg_insert(ClusterNodeRow).values(**values)
+        stmt = pg_insert(ClusterNodeRow).values(**values, generation=1)
+        set_: dict[str, Any] = {k: stmt.excluded[k] for k in values if k != "node_id"}
+        set_["generation"] = ClusterNodeRow.generation + 1
         async with self.db.session() as s:
-            await s.execute(stmt.on_conflict_do_update(
-                index_elements=["node_id"],
-                set_={k: stmt.excluded[k] for k in values if k != "node_id"}))
+            generation = (await s.execute(stmt.on_conflict_do_update(
+                index_elements=["node_id"], set_=set_).returning(
+                    ClusterNodeRow.generation))).scalar_one()
+        self._generation, self._confirmed_at = int(generation), mono
+
+    # -- fencing (dispatch.fencing.Fence) ------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        """This node's fencing token (its row's generation when it announced itself)."""
+        return self._generation
+
+    def may_act(self) -> bool:
+        """True within ``dead_after_s - heartbeat_s`` of the last committed heartbeat."""
+        return (self._confirmed_at is not None and self.monotonic() - self._confirmed_at
+                < self.dead_after_s - self.heartbeat_s)
+
+    async def confirm(self, generation: int) -> bool:
+        """True if this node may act on what it claimed under ``generation``.
+
+        When the local window has run out (a stall), one heartbeat (shared by every
+        caller) settles it: a node taken over meanwhile rejoins with a new
+        generation, so what it claimed before is no longer its own.
+        """
+        if generation != self._generation:
+            return False
+        if self.may_act():
+            return True
+        if self._confirming is None:
+            self._confirming = asyncio.get_running_loop().create_task(self._confirm_now())
+        return await asyncio.shield(self._confirming) and generation == self._generation
+
+    async def _confirm_now(self) -> bool:
+        try:
+            await self.heartbeat()
+        except Exception:
+            log.exception("cluster heartbeat failed; this node does not act meanwhile")
+        finally:
+            self._confirming = None
+        return self.may_act()
+
+    def still_mine(self) -> ColumnElement[bool]:
+        """SQL true only while this node's row is alive and carries its generation."""
+        return exists().where(ClusterNodeRow.node_id == self.node_id,
+                              ClusterNodeRow.generation == self._generation,
+                              ClusterNodeRow.alive.is_(True))
+
+    def on_fenced(self, handler: Callable[[], Awaitable[None]]) -> None:
+        """Await ``handler()`` when this node finds it was taken over while it stalled."""
+        self._on_fenced.append(handler)
+
+    async def _fence_off(self) -> None:
+        self._confirmed_at = None
+        self.fenced += 1
+        log.error("this node was declared dead while it stalled; it stops acting on what it "
+                  "held and rejoins", extra={"generation": self._generation,
+                                             "leases": sorted(self._leases)})
+        for name in list(self._leases):
+            self._leases.pop(name, None)
+            self._lease_gen.pop(name, None)
+            lost = self._lost.get(name)
+            if lost is not None:
+                await lost()
+        for handler in list(self._on_fenced):
+            try:
+                await handler()
+            except Exception:
+                log.exception("fencing handler failed")
+        await self._announce()
 
     async def _beat(self) -> None:
         while True:
@@ -455,23 +549,29 @@ class ClusterService:
                 log.exception("cluster heartbeat failed")
 
     async def heartbeat(self) -> None:
-        """Refresh this node's heartbeat and renew its leases."""
-        now = self._now()
-        async with self.db.session() as s:
-            result = await s.execute(
-                update(ClusterNodeRow).where(ClusterNodeRow.node_id == self.node_id)
-                .values(heartbeat_at=now, alive=True))
+        """Refresh this node's heartbeat and renew its leases (fenced off if taken over)."""
+        async with self._beat_lock:
+            mono, now = self.monotonic(), self._now()
+            async with self.db.session() as s:
+                # Only while the row still carries our generation: a survivor that took
+                # us over bumped it, and then nothing we held is ours any more.
+                result = await s.execute(
+                    update(ClusterNodeRow).where(ClusterNodeRow.node_id == self.node_id,
+                                                 ClusterNodeRow.generation == self._generation,
+                                                 ClusterNodeRow.alive.is_(True))
+                    .values(heartbeat_at=now))
             if not getattr(result, "rowcount", 0):
-                log.error("this node's cluster row was gone; announcing again")
-        if not getattr(result, "rowcount", 0):
-            await self._announce()
-        for name in list(self._leases):
-            if not await self.acquire(name, self._leases[name]):
-                log.error("lost the cluster lease %s to another node", name)
-                self._leases.pop(name, None)
-                lost = self._lost.get(name)
-                if lost is not None:
-                    await lost()
+                await self._fence_off()
+                return
+            self._confirmed_at = mono
+            for name in list(self._leases):
+                if not await self.acquire(name, self._leases[name]):
+                    log.error("lost the cluster lease %s to another node", name)
+                    self._leases.pop(name, None)
+                    self._lease_gen.pop(name, None)
+                    lost = self._lost.get(name)
+                    if lost is not None:
+                        await lost()
 
     def on_lease_lost(self, name: str, handler: Callable[[], Awaitable[None]]) -> None:
         """Await ``handler()`` when this node finds lease ``name`` taken by another."""
@@ -494,11 +594,13 @@ class ClusterService:
         async with self.db.session() as s:
             # Exactly one survivor wins this UPDATE; it does the takeover in the same
             # transaction, so a crash half-way leaves the node alive for the next sweep.
+            # The generation goes up: whatever the node does if it was only stalled
+            # is fenced off (its heartbeat, claims and renewals match the old one).
             won = await s.execute(
                 update(ClusterNodeRow)
                 .where(ClusterNodeRow.node_id == node, ClusterNodeRow.alive.is_(True),
                        ClusterNodeRow.heartbeat_at < cutoff)
-                .values(alive=False)
+                .values(alive=False, generation=ClusterNodeRow.generation + 1)
                 .returning(ClusterNodeRow.lease_name))
             lease_name = won.scalar()
             if lease_name is None:
@@ -508,9 +610,11 @@ class ClusterService:
                 .where(CampaignRecipientRow.state == "submitting",
                        CampaignRecipientRow.lease_owner == lease_name)
                 .values(state="queued", resend_replace=True, lease_owner=None,
-                        updated_at=now))
-            released = await s.execute(delete(ClusterLeaseRow).where(
-                ClusterLeaseRow.owner == node))
+                        lease_gen=None, updated_at=now))
+            # Expired, not deleted: the next holder's generation continues from this one.
+            released = await s.execute(update(ClusterLeaseRow).where(
+                ClusterLeaseRow.owner == node).values(expires_at=now - dt.timedelta(
+                    seconds=1)))
             details = {"by": self.node_id,
                        "campaign_recipients_requeued": int(getattr(requeued, "rowcount", 0) or 0),
                        "leases_released": int(getattr(released, "rowcount", 0) or 0)}
@@ -530,34 +634,57 @@ class ClusterService:
     # -- leases ------------------------------------------------------------------
 
     async def acquire(self, name: str, ttl_s: float) -> bool:
-        """Take or renew lease ``name`` for ``ttl_s``; False while another node holds it."""
+        """Take or renew lease ``name`` for ``ttl_s``; False while another node holds it.
+
+        A renewal matches the lease's generation (fencing token); taking a lease
+        over (expired, or this node's own from before a restart) bumps it.
+        """
         now = self._now()
-        values = {"name": name, "owner": self.node_id,
-                  "expires_at": now + dt.timedelta(seconds=ttl_s), "acquired_at": now}
-        base = pg_insert(ClusterLeaseRow).values(**values)
-        stmt = base.on_conflict_do_update(
-            index_elements=["name"],
-            set_={"owner": base.excluded.owner, "expires_at": base.excluded.expires_at,
-                  "acquired_at": base.excluded.acquired_at},
-            where=(ClusterLeaseRow.owner == self.node_id) | (ClusterLeaseRow.expires_at < now),
-        ).returning(ClusterLeaseRow.owner)
+        expires = now + dt.timedelta(seconds=ttl_s)
+        held = self._lease_gen.get(name)
         async with self.db.session() as s:
-            owner = (await s.execute(stmt)).scalar()
-        if owner == self.node_id:
+            if held is not None:
+                renewed = await s.execute(update(ClusterLeaseRow).where(
+                    ClusterLeaseRow.name == name, ClusterLeaseRow.owner == self.node_id,
+                    ClusterLeaseRow.generation == held).values(expires_at=expires))
+                if getattr(renewed, "rowcount", 0):
+                    self._leases[name] = ttl_s
+                    return True
+                return False
+            base = pg_insert(ClusterLeaseRow).values(
+                name=name, owner=self.node_id, expires_at=expires, acquired_at=now,
+                generation=1)
+            stmt = base.on_conflict_do_update(
+                index_elements=["name"],
+                set_={"owner": base.excluded.owner, "expires_at": base.excluded.expires_at,
+                      "acquired_at": base.excluded.acquired_at,
+                      "generation": ClusterLeaseRow.generation + 1},
+                where=(ClusterLeaseRow.owner == self.node_id) | (ClusterLeaseRow.expires_at < now),
+            ).returning(ClusterLeaseRow.owner, ClusterLeaseRow.generation)
+            row = (await s.execute(stmt)).first()
+        if row is not None and row[0] == self.node_id:
             self._leases[name] = ttl_s
+            self._lease_gen[name] = int(row[1])
             return True
         return False
 
     async def release(self, name: str) -> None:
-        """Give lease ``name`` up (if this node holds it)."""
+        """Give lease ``name`` up (if this node holds it): it expires now."""
         self._leases.pop(name, None)
+        self._lease_gen.pop(name, None)
+        now = self._now()
         async with self.db.session() as s:
-            await s.execute(delete(ClusterLeaseRow).where(
-                ClusterLeaseRow.name == name, ClusterLeaseRow.owner == self.node_id))
+            await s.execute(update(ClusterLeaseRow).where(
+                ClusterLeaseRow.name == name, ClusterLeaseRow.owner == self.node_id).values(
+                    expires_at=now - dt.timedelta(seconds=1)))
 
     def holds(self, name: str) -> bool:
         """True while this node holds lease ``name``."""
         return name in self._leases
+
+    def lease_generation(self, name: str) -> int | None:
+        """The fencing token of lease ``name`` while this node holds it."""
+        return self._lease_gen.get(name)
 
     async def nodes(self) -> list[NodeInfo]:
         """Every node the cluster has seen."""
@@ -617,6 +744,10 @@ class LeasedService:
         finally:
             with contextlib.suppress(Exception):
                 await self.cluster.release(self.lease)
+
+    def may_act(self) -> bool:
+        """True while this node drives the inner service and its lease is current."""
+        return self.running and self.cluster.holds(self.lease) and self.cluster.may_act()
 
     def health(self) -> dict[str, Any]:
         """The inner service's health and whether the lease is held."""

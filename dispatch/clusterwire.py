@@ -24,13 +24,27 @@ def build_cluster(daemon: Any) -> ClusterService:
 
 
 def wire_campaigns(cluster: ClusterService, campaigns: Any) -> None:
-    """A dead node's recipients were re-queued: wake this node's sender."""
+    """A dead node's recipients were re-queued: wake this node's sender.  The sender is
+    fenced by the cluster: it claims and sends only while this node is still itself."""
     cluster.on_takeover(lambda _node: campaigns._wake.set())
+    campaigns.fence = cluster
+    cluster.on_fenced(campaigns.abandon_batch)
+    if hasattr(campaigns.sender, "hold"):
+        # SMPP binds write nothing while this node may not act (woken from a stall,
+        # not yet sure it is still itself): queued submits wait for the heartbeat.
+        campaigns.sender.hold = lambda: not cluster.may_act()
 
 
 def leased_radio(cluster: ClusterService, radio: Any) -> LeasedService:
-    """The radio gateways behind one cluster lease (a survivor takes them over)."""
-    return LeasedService(radio, cluster, RADIO_LEASE, ttl_s=cluster.dead_after_s)
+    """The radio gateways behind one cluster lease (a survivor takes them over).
+
+    PTT is refused while this node does not hold the lease with a current heartbeat:
+    a node woken from a stall keys nothing before it knows it still drives the radios.
+    """
+    leased = LeasedService(radio, cluster, RADIO_LEASE, ttl_s=cluster.dead_after_s)
+    radio.guard = lambda: None if leased.may_act() else (
+        "this node does not drive the radio gateways now (another node holds them)")
+    return leased
 
 
 def wire_sip(daemon: Any, cluster: ClusterService | None) -> Any:

@@ -735,6 +735,20 @@ class SipSettings(_Section):
     agent_login_on_register: bool = False
     user_agent: Annotated[str, Field(min_length=1, max_length=64)] = "dispatchd"
     registrar: SipRegistrarSettings = SipRegistrarSettings()
+    # SIP proxies (Kamailio) whose X-Dispatchd-Source header names a request's real source.
+    proxies: Annotated[tuple[str, ...], Field(strict=False, max_length=64)] = ()
+
+    @field_validator("proxies")
+    @classmethod
+    def _check_proxies(cls, proxies: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"{proxy!r} is not an IP address or network") from None
+        return proxies
 
     @model_validator(mode="after")
     def _check_tls(self) -> SipSettings:

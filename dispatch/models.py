@@ -253,6 +253,7 @@ class CampaignRecipientRow(Base):
     resend_replace: Mapped[bool] = mapped_column(Boolean, default=False)
     next_attempt_at: Mapped[dt.datetime]
     lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_gen: Mapped[int | None] = mapped_column(Integer)  # the claimer's fencing token
     message_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     last_error: Mapped[str | None] = mapped_column(String(200))
     updated_at: Mapped[dt.datetime]
@@ -578,6 +579,9 @@ class ClusterNodeRow(Base):
     started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     heartbeat_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     alive: Mapped[bool] = mapped_column(Boolean)
+    # Fencing token: +1 at every (re)start and every takeover; a node acts only while
+    # the row still carries the generation it announced.
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ClusterLeaseRow(Base):
@@ -589,6 +593,8 @@ class ClusterLeaseRow(Base):
     owner: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
     acquired_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    # Fencing token: +1 whenever the lease changes hands; renewals must match it.
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class AcdAgentRow(Base):

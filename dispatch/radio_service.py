@@ -359,6 +359,9 @@ class RadioService:
         self.on_air: dict[str, str | None] = {}
         self.emergencies: dict[str, tuple[int, str]] = {}   # talkgroup -> (cc, calling)
         self.positions: dict[str, UnitPosition] = {}
+        # Why this node may not key now (None: it may); set in a cluster, where one node
+        # drives the gateways and a node woken from a stall may have been taken over.
+        self.guard: Callable[[], str | None] | None = None
         self.counts = {"reports": 0, "report_failures": 0, "audit_lost": 0, "handler_crashes": 0,
                        "bridge_dropped": 0}
         self._hooks: list[PositionHook] = []
@@ -580,6 +583,8 @@ class RadioService:
         radio = self._keyable(tg.gateway)
         if why is None and radio is None:
             why = "DMR talkgroups are monitor-only (no vocoder for console audio)"
+        if why is None and self.guard is not None:
+            why = self.guard()
         if why is not None or radio is None:
             denied = floor.FloorDenied(tg.gssi, who, asyncio.get_running_loop().time(),
                                        why or "")

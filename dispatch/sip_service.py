@@ -51,6 +51,7 @@ from telephony.registrar.core import Registrar, RegistrarSettings
 from telephony.registrar.events import BindingAdded
 from telephony.routing import Router
 from telephony.sip.message import SipLimits
+from telephony.sip.proxied import ProxyTrust, parse_networks
 from telephony.sip.transport import ListenAddress, MethodRouter, SipEndpoint, TransportSettings
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ class SipService:
             allow=("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "UPDATE", "INFO",
                    "REFER", "PRACK"),
             user_agent=settings.user_agent))
+        self.endpoint.proxy_trust = ProxyTrust(parse_networks(settings.proxies))
         router = MethodRouter(self.endpoint, fallback=self.b2bua)
         router.route("REGISTER", self.registrar)
         self.endpoint.user = router

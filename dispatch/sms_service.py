@@ -243,6 +243,9 @@ class SmsService:
         self._extra = dict(extra or {})
         self._port_factory = port_factory
         self.transports: dict[str, Transport] = {}
+        # While this returns True the SMPP binds write nothing (queued submits wait):
+        # set by the cluster wiring to "this node may not act now" (dispatch/fencing.py).
+        self.hold: Callable[[], bool] | None = None
         self.router: Router | None = None
         self.counts: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -264,11 +267,18 @@ class SmsService:
         for pool, modems in pools.items():
             built[pool] = ModemTransport(ModemPool(pool, modems))
         built.update(self._extra)
+        for transport in built.values():
+            if isinstance(transport, SmppTransport):
+                for client in transport.pool.clients:
+                    client.hold = self._held
         smpp = [n for n, t in built.items() if isinstance(t, SmppTransport)]
         default = smpp + [n for n in built if n not in smpp]
         self.router = Router([Route(r.prefix, r.transports) for r in self.settings.routes],
                              default)
         self.transports = built
+
+    def _held(self) -> bool:
+        return self.hold is not None and self.hold()
 
     async def start(self) -> None:
         """Build and start every transport; they connect in the background."""

@@ -69,6 +69,8 @@ from .ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
+#: How often a held pump (``SmppClient.hold``) looks again, seconds.
+HOLD_RECHECK_S = 0.05
 # Statuses after which binding again with the same credentials is pointless until fixed.
 _AUTH_STATUSES = frozenset({CommandStatus.ESME_RINVPASWD, CommandStatus.ESME_RINVSYSID})
 
@@ -213,6 +215,9 @@ class SmppClient:
         self._wake: asyncio.Event | None = None
         self._bind_waiters: list[asyncio.Future[None]] = []
         self._ref = self._rng.randrange(256)
+        self.hold: Callable[[], bool] | None = None
+        """While this returns True nothing more is written: queued submits wait (a
+        clustered node that may have been taken over holds until it knows)."""
 
     # ------------------------------------------------------------ service shape
 
@@ -372,6 +377,9 @@ class SmppClient:
         if session is None or session.state is not SessionState.BOUND or self._loop is None:
             return
         now = self._loop.time()
+        if self._queue and self.hold is not None and self.hold():
+            self._pump_handle = self._loop.call_at(now + HOLD_RECHECK_S, self._pump)
+            return
         while self._queue:
             job = self._queue[0]
             if job.future.done():

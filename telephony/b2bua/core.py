@@ -113,6 +113,7 @@ from telephony.sip.message import (
     build_response,
     response_destination,
 )
+from telephony.sip.proxied import origin_of
 from telephony.sip.transport import TransactionUser
 from telephony.sip.uri import SipUri, parse_uri
 
@@ -365,7 +366,7 @@ class B2bua(SipIo):
             return
         if not self.sessions.check_invite(request):
             return
-        trunk = self._trunk_for(source)
+        trunk = self._trunk_for(origin_of(request, source))  # real source behind a proxy
         if not self.reliable.check_invite(request, trunk):
             return
         if trunk is not None:
@@ -384,7 +385,8 @@ class B2bua(SipIo):
         creds = credentials_for_realm(request.headers.get_all("Proxy-Authorization"),
                                       self.registrar.settings.realm)
         assert creds is not None
-        verdict = await self.verify_digest(self.registrar, request, creds, event.source.host)
+        verdict = await self.verify_digest(self.registrar, request, creds,
+                                            origin_of(request, event.source).host)
         if verdict is DigestOutcome.OK:
             trunk = next((t for t in self.trunks if t.inbound is InboundAuth.DIGEST
                           and t.account == username), None)

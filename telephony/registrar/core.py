@@ -64,6 +64,7 @@ from telephony.sip.errors import SipError
 from telephony.sip.events import DeliverRequest
 from telephony.sip.headers import NameAddr
 from telephony.sip.message import Destination, SipRequest, SipResponse, build_response
+from telephony.sip.proxied import origin_of
 from telephony.sip.transport import NullTransactionUser, SipEndpoint
 from telephony.sip.uri import SipUri
 
@@ -271,7 +272,7 @@ class Registrar(NullTransactionUser):
         """The response to one REGISTER from ``source`` at ``now``; None to drop it."""
         if request.method != "REGISTER":
             return build_response(request, 405, extra_headers=[("Allow", "REGISTER")])
-        host = source.host
+        host = origin_of(request, source).host  # the phone's address even behind a proxy
         exempt = self.exempt(host)
         if not exempt and self.blocker.is_blocked(host, now):
             return None

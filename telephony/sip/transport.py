@@ -66,6 +66,7 @@ from telephony.sip.message import (
     response_destination,
     stamp_via_received,
 )
+from telephony.sip.proxied import ProxyTrust
 from telephony.sip.transaction import TransactionLayer, TransactionStateError
 
 __all__ = [
@@ -371,6 +372,8 @@ class SipEndpoint:
         admit: Callable[[str], bool] | None = None,
     ) -> None:
         self.settings = settings
+        self.proxy_trust = ProxyTrust()
+        """Proxies whose X-Dispatchd-Source header is believed (see telephony.sip.proxied)."""
         self.user: TransactionUser = user or NullTransactionUser()
         self.admit = admit
         self.layer = TransactionLayer(settings.timers)
@@ -516,6 +519,10 @@ class SipEndpoint:
         try:
             message = parse_message(data, self.settings.limits)
             if isinstance(message, SipRequest):
+                origin = self.proxy_trust.screen(message, source)  # X-Dispatchd-Source
+                if origin is not None and not self._admitted(origin.host):
+                    self.stats.dropped += 1  # a blocked source behind a proxy
+                    return
                 self._check_request(message)
             self.layer.receive(message, source, self.loop_time())
         except SipError as exc:

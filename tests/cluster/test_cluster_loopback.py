@@ -26,11 +26,12 @@ from clusterpeer import SIPP_DIR, Cluster, free_port
 from smscpeer import SYSTEM_ID, SmscSim
 from sqlalchemy import select
 
-from dispatch.models import CallRecordRow, ReportRow
+from dispatch.models import CallRecordRow, CampaignRow, ReportRow
 from dispatch.storage import Database
 
 WAIT = 60.0
 PASSWORD = "agent-password-1"
+CARRIER = "127.0.0.2"  # the trunk "carrier" of scripts/cluster, known by this address
 
 
 async def until(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
@@ -144,7 +145,7 @@ async def test_console_on_one_node_sees_the_other_and_queues_are_cluster_wide(
             # Calls to 110 through Kamailio: round robin puts half of them on n2.
             done = await asyncio.to_thread(
                 sipp, f"127.0.0.1:{c.sip_port}", "-sf", str(SIPP_DIR / "trunk_call.xml"),
-                "-s", "110", "-i", "127.0.0.1", "-p", str(free_port()), "-mp",
+                "-s", "110", "-i", CARRIER, "-p", str(free_port()), "-mp",
                 str(free_port()), "-m", "16", "-r", "4", "-d", "300", cwd=tmp_path)
             assert done.returncode == 0, done.stderr[-2000:]
             # A call that arrived on n2 reached an agent whose phone registered via n1.
@@ -156,7 +157,7 @@ async def test_console_on_one_node_sees_the_other_and_queues_are_cluster_wide(
             start = len(seen)
             held = subprocess.Popen(
                 ["sipp", f"127.0.0.1:{c.sip_port}", "-sf", str(SIPP_DIR / "trunk_call.xml"),
-                 "-s", "110", "-i", "127.0.0.1", "-p", str(free_port()), "-mp",
+                 "-s", "110", "-i", CARRIER, "-p", str(free_port()), "-mp",
                  str(free_port()), "-m", "2", "-r", "10", "-d", "60000", "-nostdin"],
                 cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
@@ -234,7 +235,7 @@ async def test_sigkill_a_node_under_call_load_and_mid_campaign_loses_nothing(
         await until(lambda: _all_ready(c, "n1", sup, agents), "agents ready on n1")
         load = subprocess.Popen(
             ["sipp", f"127.0.0.1:{c.sip_port}", "-sf", str(SIPP_DIR / "trunk_call.xml"),
-             "-s", "110", "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()),
+             "-s", "110", "-i", CARRIER, "-p", str(free_port()), "-mp", str(free_port()),
              "-r", "20", "-m", str(calls), "-d", "1000", "-nostdin", "-trace_msg",
              "-trace_stat", "-stf", "load.csv", "-recv_timeout", "15000",
              "-timeout", "240s"], cwd=tmp_path, stdout=subprocess.DEVNULL,
@@ -326,3 +327,70 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
 
     with path.open() as f:
         return list(csv.DictReader(f, delimiter=";"))
+
+
+async def test_a_node_stopped_past_dead_after_wakes_fenced_off_and_sends_nothing_twice(
+        cluster_factory: Any, smsc_sim: Any, tmp_path: Path) -> None:
+    """SIGSTOP a node mid-campaign until the other takes it over, then SIGCONT it.
+
+    The stopped node had a batch claimed (marked submitting, partly sent); the
+    survivor re-queues and sends it.  Woken, the stopped node must not send the
+    rest of its old batch: the SMSC simulator's per-handset record shows every
+    handset got exactly one message.
+    """
+    sim: SmscSim = await smsc_sim("--receipts", "--hold", "-1", "--throttle", "400")
+    c: Cluster = await cluster_factory([], sms_config(sim))
+    sup = await asyncio.to_thread(c.token, "sup", "supervisor")
+    cmd = await asyncio.to_thread(c.token, "cmd", "commander")
+    await sim.command(f"notify-at {KILL_AT}")
+    async with httpx.AsyncClient(base_url=c.url("n2"), timeout=60) as h:
+        body = {"title": "台风 紧急转移", "recipients": [
+            {"msisdn": f"+86137{i:08d}", "text": f"【应急】台风来袭，请立即转移。编号{i}"}
+            for i in range(RECIPIENTS)]}
+        r = await h.post("/api/v1/campaigns", json=body, headers=sup)
+        assert r.status_code == 201, r.text
+        cid = r.json()["id"]
+        r = await h.post(f"/api/v1/campaigns/{cid}/approve", headers=cmd)
+        assert r.status_code == 200, r.text
+    await sim.wait_for(lambda e: e.get("event") == "reached", timeout=120)
+    n1, n2 = c.nodes["n1"], c.nodes["n2"]
+    n2.proc.send_signal(signal.SIGSTOP)
+    db = Database(c.layout.db_url)
+    try:
+        dead = await asyncio.to_thread(
+            n1.read_until, lambda e: e.get("msg") == "cluster node is dead; its work was "
+            "taken over", 60)
+        assert dead is not None and dead["dead_node"] == "n2"
+
+        async def completed() -> bool:
+            async with db.session() as s:
+                row = await s.get(CampaignRow, cid)
+            return row is not None and row.status == "completed"
+
+        # n1 sends everything, n2's claimed batch included, while n2 is still stopped.
+        await until(completed, "the campaign completed by n1", timeout=300)
+    finally:
+        n2.proc.send_signal(signal.SIGCONT)
+        await db.close()
+    c.drain("n1")
+    # Woken, n2 still has its old batch in hand; it must find out and drop it.
+    fenced = await asyncio.to_thread(
+        n2.read_until, lambda e: str(e.get("msg", "")).startswith(
+            "this node was declared dead while it stalled"), 60)
+    dropped = await asyncio.to_thread(
+        n2.read_until, lambda e: str(e.get("msg", "")).startswith("campaign sender fenced"), 10)
+    c.drain("n2")
+    dump = tmp_path / "handsets.json"  # what each handset got or will get (held ones too)
+    seen = len(sim.events)
+    await sim.command(f"dump {dump}")
+    await sim.wait_for(lambda e: e.get("command") == "dump", start=seen, timeout=60)
+    per_number = json.loads(dump.read_text())
+    assert set(per_number) == {f"86137{i:08d}" for i in range(RECIPIENTS)}, "none skipped"
+    twice = sorted(n for n, count in per_number.items() if count != 1)
+    assert twice == [], f"{len(twice)} handsets texted twice, e.g. {twice[:5]}"
+    assert fenced is not None, "the woken node did not find out it had been taken over"
+    print(f"stalled node: fenced off; recipients it had claimed and did not send: "
+          f"{dropped.get('recipients') if dropped else 0}")
+    for proc in (n1, n2):
+        proc.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.proc.wait, 60) == 0

@@ -1,0 +1,151 @@
+"""A node stalled (SIGSTOP) while driving a keyed radio: nothing is keyed by two nodes.
+
+Both real ``dispatchd run`` nodes of the loopback cluster are configured with
+the same TETRA gateway (the emulator's pty); the radio lease decides which one
+drives it.  n1 keys talkgroup 9001 and is stopped past ``dead_after_s``: n2
+takes the node over and, at its next retry, the radios — its first command is
+a hang-up, so the radio is unkeyed.  n1 is then woken: it must find it was
+taken over, let go of the gateway without keying anything, and refuse PTT;
+n2 keys the radio normally.  (A PTT pressed on the standby node's own API
+is not forwarded to the node that drives the radio: it keys nothing.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from clusterpeer import ROOT, Cluster
+
+sys.path.insert(0, str(ROOT / "tests" / "radio"))
+from radioharness import Plugged  # noqa: E402
+
+from hardware.emulators import TetraRadioEmulator  # noqa: E402
+
+RADIO = """
+[[radio.gateways]]
+name = "tetra1"
+kind = "tetra"
+device = "{device}"
+retry_s = 0.2
+hang_time_s = 0.0
+
+[[radio.talkgroups]]
+name = "fire"
+gssi = "9001"
+gateway = "tetra1"
+"""
+KEYING = ("ATD", "AT+CTXD")
+
+
+async def until(check: Any, what: str, timeout: float = 90.0) -> Any:
+    """Re-check ``check()`` (sync or async) until it returns something true."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last: {result!r}")
+        await asyncio.sleep(0.2)
+
+
+async def ptt(url: str, headers: dict[str, str]) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        return await client.post("/api/v1/radio/talkgroups/fire/ptt", headers=headers)
+
+
+async def cluster_health(url: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        doc = (await client.get("/health")).json()
+    return dict(doc["services"]["cluster"]["detail"])
+
+
+async def test_a_stalled_node_never_keys_the_radio_its_survivor_drives(
+        cluster_factory: Any, tmp_path: Path) -> None:
+    tetra = Plugged(TetraRadioEmulator(), tmp_path / "ttyTETRA0")
+    tetra.plug()
+    radio = tetra.emulator
+    n1 = n2 = None
+    try:
+        c: Cluster = await cluster_factory([], RADIO.format(device=tetra.link))
+        admin = await asyncio.to_thread(c.token, "adm", "admin")
+        n1, n2 = c.nodes["n1"], c.nodes["n2"]
+        await tetra.command("AT+CTGS=1,9001")  # n1 (started first) drives the gateway
+        r = await ptt(c.url("n1"), admin)
+        assert r.status_code == 200 and r.json()["events"][0]["event"] == "granted", r.text
+        await tetra.command("ATD9001")
+        assert radio.calls[1].talker == "self"  # type: ignore[attr-defined]
+
+        before = len(radio.commands)
+        n1.proc.send_signal(signal.SIGSTOP)
+        pressed: asyncio.Task[httpx.Response] | None = None
+        try:
+            dead = await asyncio.to_thread(
+                n2.read_until, lambda e: e.get("msg") == "cluster node is dead; its work was "
+                "taken over", 60)
+            assert dead is not None and dead["dead_node"] == "n1"
+            # n2's radio retry takes the lease; its first command hangs the call up.
+            await until(lambda: "ATH" in radio.commands[before:], "n2 to take the radio")
+            await until(lambda: radio.calls == {}, "the radio unkeyed")  # type: ignore[attr-defined]
+            woke = len(radio.commands)
+            # A dispatcher on n1's console presses PTT while n1 is stopped: the request
+            # waits in the socket and is the first thing n1 handles when it wakes.
+            pressed = asyncio.ensure_future(ptt(c.url("n1"), admin))
+            port = int(c.url("n1").rsplit(":", 1)[1])
+            await until(lambda: _bytes_waiting(port), "the PTT request to wait in n1's socket")
+        finally:
+            n1.proc.send_signal(signal.SIGCONT)
+        assert pressed is not None
+        r = await asyncio.wait_for(pressed, 60)
+        assert r.status_code == 200 and r.json()["events"][0]["event"] == "denied", r.text
+        fenced = await asyncio.to_thread(
+            n1.read_until, lambda e: str(e.get("msg", "")).startswith(
+                "this node was declared dead while it stalled"), 60)
+        assert fenced is not None, "the woken node did not find out it had been taken over"
+        c.drain("n1")
+        c.drain("n2")
+        # n1 has let go (its fencing handlers ran, it rejoined under a new generation).
+        health = await until(lambda: _rejoined(c), "n1 to rejoin after fencing")
+        assert health["fenced"] == 1 and "radio" not in health["leases"]
+        # A PTT pressed on n1 now reaches no radio: n1 no longer drives the gateway.
+        r = await ptt(c.url("n1"), admin)
+        assert r.status_code != 200 or r.json()["talkgroup"]["gateway_state"] != "up", r.text
+        assert not [cmd for cmd in radio.commands[woke:] if cmd.startswith(KEYING)], \
+            radio.commands[woke:]
+
+        # The survivor keys the radio as usual; only its press went out.
+        r = await ptt(c.url("n2"), admin)
+        assert r.status_code == 200 and r.json()["events"][0]["event"] == "granted", r.text
+        await until(lambda: any(t.talker == "self" for t in radio.calls.values()),  # type: ignore[attr-defined]
+                    "n2 keyed")
+        assert [cmd for cmd in radio.commands[woke:] if cmd.startswith(KEYING)] == ["ATD9001"]
+    finally:
+        for proc in (n1, n2):
+            if proc is not None and proc.proc.poll() is None:
+                proc.signal(signal.SIGTERM)
+                await asyncio.to_thread(proc.proc.wait, 60)
+        radio.close()
+
+
+def _bytes_waiting(port: int) -> bool:
+    """True when an established connection to local ``port`` has unread bytes."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if int(local.split(":")[1], 16) == port and state == "01" and \
+                int(queues.split(":")[1], 16) > 0:
+            return True
+    return False
+
+
+async def _rejoined(c: Cluster) -> dict[str, Any] | None:
+    health = await cluster_health(c.url("n1"))
+    return health if health.get("fenced") and health.get("may_act") else None
