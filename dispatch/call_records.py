@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 200_000
 BATCH = 500
-LINGER_S = 0.02
+LINGER_S = 0.2
 """A batch smaller than :data:`BATCH` waits this long for company (group commit)."""
 LIVE_ROWS = 50_000
 """CDR rows of unfinished calls kept between batches, so an update needs no SELECT."""
