@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dispatch.events import AuditRecorded
 from dispatch.models import AuditEntry
-from dispatch.storage import after_commit
+from dispatch.storage import Transaction, after_commit
 
 MAX_DETAILS_KEYS = 64
 
@@ -104,7 +104,7 @@ class AuditBatch:
                           "actor": actor[:64], "action": action[:64],
                           "subject": subject[:128], "details": details})
 
-    async def write(self, session: AsyncSession) -> None:
+    async def write(self, session: AsyncSession | Transaction) -> None:
         """Insert the queued rows in ``session``'s transaction; announce them after commit.
 
         The ids are needed for the announcements.  PostgreSQL returns them from
@@ -117,7 +117,7 @@ class AuditBatch:
         if not rows:
             return
         table = cast(Table, AuditEntry.__table__)
-        conn = await session.connection()
+        conn = session.conn if isinstance(session, Transaction) else await session.connection()
         if conn.dialect.name == "sqlite":
             await conn.execute(insert(table), rows)
             last = int((await conn.execute(select(func.max(table.c.id)))).scalar_one())
@@ -127,7 +127,11 @@ class AuditBatch:
                 insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)
             ids = [int(i) for i in result.scalars()]
         for i, row in zip(ids, rows, strict=True):
-            after_commit(session, partial(self._publish, AuditRecorded(id=i, **row)))
+            hook = partial(self._publish, AuditRecorded(id=i, **row))
+            if isinstance(session, Transaction):
+                session.after_commit(hook)
+            else:
+                after_commit(session, hook)
 
 
 async def query(

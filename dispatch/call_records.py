@@ -210,13 +210,12 @@ class CallRecorder:
     async def _write_batch(self, batch: list[object]) -> None:
         b = _Batch(self.audit.batch())
         try:
-            async with self.db.session() as s:
-                conn = await s.connection()
-                await self._fetch(conn, b, batch)
+            async with self.db.transaction() as tx:
+                await self._fetch(tx.conn, b, batch)
                 for event in batch:
                     self._apply(b, event)
-                await self._store(conn, b)
-                await b.audit.write(s)
+                await self._store(tx.conn, b)
+                await b.audit.write(tx)
             self.written += len(batch)
         except Exception:
             self._live.clear()  # what the batch changed was rolled back: read rows again
@@ -238,7 +237,8 @@ class CallRecorder:
         if self._stopping:
             self.owed += len(filings)  # refile() files them at the next start
             filings = []
-        await self._file_reports([(call_id, text, extra, b.rows.get(call_id))
+        await self._file_reports([(call_id, text, extra,
+                                   b.rows.get(call_id) or self._live.get(call_id))
                                   for call_id, text, extra in filings])
         for call_id, path, sha256 in b.links:
             try:
@@ -253,6 +253,8 @@ class CallRecorder:
         offered = {e.call_id for e in batch if isinstance(e, CallOffered)}
         wanted: set[str] = set()
         for event in batch:
+            if isinstance(event, CallReleased) and not self._writes_release(event.call_id):
+                continue  # the ACD's CallFinished writes the release
             if isinstance(event, _FETCHED):
                 call_id = (event.record.call_id if isinstance(event, CallFinished)
                            else event.room if isinstance(event, RecordingFinished)
@@ -265,6 +267,12 @@ class CallRecorder:
                                    .where(_CDR.c.id.in_(wanted)))
         for row in found.mappings():
             b.rows[row["id"]] = dict(row)
+
+    def _writes_release(self, call_id: str) -> bool:
+        """True when a CallReleased changes the CDR (a transfer's or a call-back's end)."""
+        offered = self._offered.get(call_id)
+        return call_id in self._transferred or (offered is not None
+                                                and offered.route == "callback")
 
     async def _store(self, conn: AsyncConnection, b: _Batch) -> None:
         """One executemany INSERT of the new CDRs, one executemany UPDATE of the others."""
@@ -481,9 +489,8 @@ class CallRecorder:
         missing = [call_id for call_id, _, _, known in filings if known is None]
         found: dict[str, Row] = {}
         if missing:
-            async with self.db.session() as s:
-                conn = await s.connection()
-                result = await conn.execute(select(_CDR)
+            async with self.db.transaction() as tx:
+                result = await tx.conn.execute(select(_CDR)
                                             .where(_CDR.c.id.in_(missing)))
                 found = {r["id"]: dict(r) for r in result.mappings()}
         news: list[NewReport] = []
@@ -501,9 +508,8 @@ class CallRecorder:
             return
         try:
             done = await self.reports.submit_many(news, actor="sip")
-            async with self.db.session() as s:
-                conn = await s.connection()
-                await conn.execute(_LINK_REPORT, [
+            async with self.db.transaction() as tx:
+                await tx.conn.execute(_LINK_REPORT, [
                     {"b_id": call_id, "b_report_id": d.report_id}
                     for call_id, d in zip(call_ids, done, strict=True)])
         except Exception:

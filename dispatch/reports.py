@@ -245,8 +245,8 @@ class ReportService:
         audit = self.audit.batch()
         rows: list[dict[str, Any]] = []
         events: list[ReportReceived] = []
-        async with self.db.session() as s:
-            conn = await s.connection()
+        async with self.db.transaction() as tx:
+            conn = tx.conn
             if refs:
                 found = await conn.execute(
                     select(ReportRow.channel, ReportRow.source_ref, ReportRow.id,
@@ -276,9 +276,9 @@ class ReportService:
                 stored.append((index, report_id))
             if rows:
                 await conn.execute(insert(_REPORTS), rows)
-            await audit.write(s)
+            await audit.write(tx)
             for event in events:
-                after_commit(s, partial(self.publish, event))
+                tx.after_commit(partial(self.publish, event))
         self.counts["received"] += len(stored)
         self.counts["duplicates"] += len(duplicates)
         return stored, duplicates

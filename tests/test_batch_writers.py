@@ -82,6 +82,22 @@ async def test_an_audit_batch_is_one_insert_announced_with_its_ids(database: Dat
     async with database.session() as s:
         assert await s.scalar(select(AuditEntry).where(AuditEntry.action == "x.lost")) is None
 
+    # The same through a Core transaction (the batch writers' path), and its rollback.
+    core = trail.batch()
+    core.record(actor="sip", action="x.core", subject="s:5")
+    async with database.transaction() as tx:
+        await core.write(tx)
+        assert len(heard) == 4
+    async with database.session() as s:
+        row = await s.scalar(select(AuditEntry).where(AuditEntry.action == "x.core"))
+    assert row is not None and isinstance(heard[-1], AuditRecorded) and heard[-1].id == row.id
+    core.record(actor="sip", action="x.lost", subject="s:9")
+    with pytest.raises(RuntimeError):
+        async with database.transaction() as tx:
+            await core.write(tx)
+            raise RuntimeError("the transaction fails after the audit rows")
+    assert len(heard) == 5
+
 
 def _finished(call_id: str, at: float) -> CallFinished:
     return CallFinished(CallRecord(
