@@ -47,6 +47,8 @@ from intake.pipeline import Assessment, Intake
 log = logging.getLogger(__name__)
 
 CLOSED_STATES = frozenset({"closed", "merged"})
+YIELD_EVERY = 20
+"""A batch's assessment lets the event loop run after this many reports."""
 _REPORTS = cast(Table, ReportRow.__table__)
 _INCIDENTS = cast(Table, IncidentRow.__table__)
 _ASSESSED = ("assessed", "category", "subtype", "agencies", "grade", "lat", "lon", "assessment",
@@ -301,7 +303,9 @@ class ReportService:
         audit = self.audit.batch()
         events: list[object] = []
         async with self.db.session() as s:
-            for report_id, new in items:
+            for n, (report_id, new) in enumerate(items):
+                if n and n % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # a large batch must not hold up the calls
                 report = Report(report_id, new.channel, new.received_at, new.text, new.lang,
                                 new.caller, new.lat, new.lon, new.address,
                                 tuple((str(k), str(v)) for k, v in dict(new.fields).items()))
