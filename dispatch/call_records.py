@@ -506,12 +506,23 @@ class CallRecorder:
             call_ids.append(call_id)
         if not news:
             return
+        linked: list[bool] = []
+
+        async def link(conn: AsyncConnection, report_ids: list[str]) -> None:
+            # In the transaction that stores the reports: a CDR and its report id commit
+            # together, at no extra transaction.
+            await conn.execute(_LINK_REPORT, [
+                {"b_id": call_id, "b_report_id": report_id}
+                for call_id, report_id in zip(call_ids, report_ids, strict=True)])
+            linked.append(True)
+
         try:
-            done = await self.reports.submit_many(news, actor="sip")
-            async with self.db.transaction() as tx:
-                await tx.conn.execute(_LINK_REPORT, [
-                    {"b_id": call_id, "b_report_id": d.report_id}
-                    for call_id, d in zip(call_ids, done, strict=True)])
+            done = await self.reports.submit_many(news, actor="sip", on_stored=link)
+            if not linked:  # the batch fell back to one-by-one submits
+                async with self.db.transaction() as tx:
+                    await tx.conn.execute(_LINK_REPORT, [
+                        {"b_id": call_id, "b_report_id": d.report_id}
+                        for call_id, d in zip(call_ids, done, strict=True)])
         except Exception:
             self.errors += 1
             log.exception("call records: %d voice reports not filed (refiled at next start)",

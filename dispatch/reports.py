@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import math
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -26,7 +26,7 @@ from typing import Any, ClassVar, cast
 
 from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from dispatch.audit import AuditTrail
 from dispatch.events import to_jsonable
@@ -47,6 +47,8 @@ from intake.pipeline import Assessment, Intake
 log = logging.getLogger(__name__)
 
 CLOSED_STATES = frozenset({"closed", "merged"})
+OnStored = Callable[[AsyncConnection, list[str]], Awaitable[object]]
+"""A hook run in the transaction that stores a batch of reports, given their ids."""
 YIELD_EVERY = 20
 """A batch's assessment lets the event loop run after this many reports."""
 _REPORTS = cast(Table, ReportRow.__table__)
@@ -207,7 +209,8 @@ class ReportService:
         incident_id = await self._assess(report_id, actor=actor)
         return Submitted(report_id, False, incident_id)
 
-    async def submit_many(self, news: Sequence[NewReport], *, actor: str) -> list[Submitted]:
+    async def submit_many(self, news: Sequence[NewReport], *, actor: str,
+                          on_stored: OnStored | None = None) -> list[Submitted]:
         """Store a batch of reports in one transaction, then assess them all in one more.
 
         For a channel that hands over many contacts at once (the voice reports of a
@@ -216,11 +219,15 @@ class ReportService:
         already held (or repeated in the batch) comes back as a duplicate.  If the
         batch cannot be stored together, each report goes through :meth:`submit`; if
         it cannot be assessed together, each stored report is assessed on its own.
+
+        ``on_stored`` runs inside the storing transaction with each report's id (in
+        the order of ``news``), so a caller can link its own rows to the reports
+        atomically; it does not run when the batch falls back to :meth:`submit`.
         """
         if not news:
             return []
         try:
-            stored, results = await self._store_many(news, actor)
+            stored, results = await self._store_many(news, actor, on_stored)
         except IntegrityError:  # another node stored one of them meanwhile
             return [await self.submit(new, actor=actor) for new in news]
         ids = [report_id for _, report_id in stored]
@@ -236,7 +243,8 @@ class ReportService:
             results[index] = Submitted(report_id, False, incident_id)
         return [results[i] for i in range(len(news))]
 
-    async def _store_many(self, news: Sequence[NewReport], actor: str
+    async def _store_many(self, news: Sequence[NewReport], actor: str,
+                          on_stored: OnStored | None = None
                           ) -> tuple[list[tuple[int, str]], dict[int, Submitted]]:
         """Insert the batch's new reports in one transaction: ((index, id) stored,
         {index: duplicate})."""
@@ -278,6 +286,9 @@ class ReportService:
                 stored.append((index, report_id))
             if rows:
                 await conn.execute(insert(_REPORTS), rows)
+            if on_stored is not None:
+                ids = dict(stored) | {i: d.report_id for i, d in duplicates.items()}
+                await on_stored(conn, [ids[i] for i in range(len(news))])
             await audit.write(tx)
             for event in events:
                 tx.after_commit(partial(self.publish, event))
