@@ -3,7 +3,10 @@
 :class:`CallRecorder` takes the B2BUA's and the ACD's events from a queue and
 writes them in batches: everything queued at that moment goes into one
 transaction (CDR inserts and updates, audit rows), so a burst of calls costs
-a handful of commits instead of several per call.  Then each answered or
+a handful of commits instead of several per call.  The writes are SQLAlchemy
+Core statements, one ``executemany`` per table per batch; a live call's CDR is
+kept in memory as column values, so its later events need no SELECT (a CDR of
+an earlier run is read back once per batch).  Then each answered or
 abandoned emergency call is filed as a ``voice`` report (caller number,
 hotline, queue, times; ``source_ref`` is the call id, so a report is never
 filed twice) and the report id is written on the CDR.  If a batch fails,
