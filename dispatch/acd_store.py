@@ -44,6 +44,9 @@ MIRROR = "cluster:"  # also known to dispatch.call_records (not audited)
 TOPIC = "agent_state_changed"
 _OFFERED = frozenset({"ringing", "busy", "wrap_up", "not_ready"})
 WRITE_QUEUE = 10_000
+FLUSH_S = 0.25
+"""How long the writer gathers changes before a write: a call moves its agent through
+ringing, busy, wrap-up and ready within seconds, and only the newest state is stored."""
 
 
 class AcdCluster:
@@ -57,8 +60,12 @@ class AcdCluster:
     name = "acd_state"
 
     def __init__(self, db: Database, b2bua: Any, node: str, clock: Callable[[], float],
-                 bindings: Any = None) -> None:
-        """Keep the parts; nothing runs until :meth:`start`."""
+                 bindings: Any = None, flush_s: float = FLUSH_S) -> None:
+        """Keep the parts; nothing runs until :meth:`start`.
+
+        ``flush_s`` is how long changes are gathered before they are written."""
+        self.flush_s = flush_s
+        self._stopping = asyncio.Event()
         self.db, self.b2bua, self.node, self.clock = db, b2bua, node, clock
         self.bindings = bindings
         self.held: dict[str, str] = {}  # agent id -> node whose call holds them here
@@ -81,6 +88,7 @@ class AcdCluster:
     async def stop(self) -> None:
         """Write what is queued, then stop."""
         if self._task is not None:
+            self._stopping.set()  # ends the writer's gathering at once
             with contextlib.suppress(asyncio.QueueFull):
                 self._queue.put_nowait(None)
             with contextlib.suppress(Exception):
@@ -123,23 +131,26 @@ class AcdCluster:
             self.lost_writes += 1
 
     async def _writer(self) -> None:
-        while True:
+        stop = False
+        while not stop:
             item = await self._queue.get()
+            if item is not None and self.flush_s > 0 and not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):  # gather the changes that follow
+                    await asyncio.wait_for(self._stopping.wait(), self.flush_s)
             batch: dict[str, tuple[str, str]] = {}
-            stop = item is None
-            while item is not None:
-                batch[item[0]] = (item[1], item[2])  # the newest state of an agent wins
+            while True:
+                if item is None:
+                    stop = True
+                else:
+                    batch[item[0]] = (item[1], item[2])  # the newest state of an agent wins
                 if self._queue.empty():
                     break
                 item = self._queue.get_nowait()
-                stop = stop or item is None
             if batch:
                 try:
                     await self._write(batch)
                 except Exception:  # a database outage: the next change rewrites the row
                     log.exception("could not store call takers' states")
-            if stop:
-                return
 
     async def _write(self, batch: dict[str, tuple[str, str]]) -> None:
         now = self._now()
@@ -151,7 +162,8 @@ class AcdCluster:
             index_elements=["agent_id"],
             set_={k: stmt.excluded[k] for k in ("state", "reason", "node", "updated_at")})
         async with self.db.session() as s:
-            await s.execute(stmt, rows)
+            conn = await s.connection()
+            await conn.execute(stmt, rows)
         self.written += len(rows)
 
     # -- other nodes' changes: mirror ---------------------------------------------

@@ -3,7 +3,10 @@
 :class:`CallRecorder` takes the B2BUA's and the ACD's events from a queue and
 writes them in batches: everything queued at that moment goes into one
 transaction (CDR inserts and updates, audit rows), so a burst of calls costs
-a handful of commits instead of several per call.  Then each answered or
+a handful of commits instead of several per call.  The writes are SQLAlchemy
+Core statements, one ``executemany`` per table per batch; a live call's CDR is
+kept in memory as column values, so its later events need no SELECT (a CDR of
+an earlier run is read back once per batch).  Then each answered or
 abandoned emergency call is filed as a ``voice`` report (caller number,
 hotline, queue, times; ``source_ref`` is the call id, so a report is never
 filed twice) and the report id is written on the CDR.  If a batch fails,
@@ -18,12 +21,13 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from dispatch.audit import AuditTrail
+from dispatch.audit import AuditBatch, AuditTrail
 from dispatch.incidents import IncidentService, LinkKind
 from dispatch.models import CallRecordRow, ReportRow
 from dispatch.reports import NewReport, ReportService
@@ -47,7 +51,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 200_000
 BATCH = 500
-LINGER_S = 0.02
+LINGER_S = 0.2
 """A batch smaller than :data:`BATCH` waits this long for company (group commit)."""
 LIVE_ROWS = 50_000
 """CDR rows of unfinished calls kept between batches, so an update needs no SELECT."""
@@ -60,12 +64,37 @@ RECORDED = (CallOffered, CallAnswered, CallReleased, Abandoned, CallFinished, Ag
             RecordingFailed, CallTransferred, CallTransferFailed, CallPreempted)
 
 
-Filing = tuple[str, str, dict[str, str], CallRecordRow | None]
+Row = dict[str, Any]
+"""A CDR row's column values, kept in memory (no ORM object per call)."""
+Filing = tuple[str, str, dict[str, str], Row | None]
 """A voice report owed: call id, text, extra fields, the CDR row if in hand."""
+_CDR = cast(Table, CallRecordRow.__table__)
+_MUTABLE = ("agent_id", "outcome", "queue", "cause", "released_by", "answered_at",
+            "released_at", "timeline")
+"""The CDR columns a call's later events change (``report_id`` is written apart)."""
+_UPDATE_CDR = update(_CDR).where(_CDR.c.id == bindparam("b_id")).values(
+    {c: bindparam(f"b_{c}") for c in _MUTABLE})
+_LINK_REPORT = update(_CDR).where(_CDR.c.id == bindparam("b_id")).values(
+    report_id=bindparam("b_report_id"))
+_FETCHED = (CallAnswered, CallFinished, CallReleased, CallTransferred, RecordingFinished)
+"""Events that change a CDR written by an earlier batch."""
 
 
 def _ts(epoch: float | None) -> dt.datetime | None:
     return None if epoch is None else dt.datetime.fromtimestamp(epoch, dt.UTC)
+
+
+@dataclass
+class _Batch:
+    """What one batch of events changes, gathered in memory and then written at once."""
+
+    audit: AuditBatch
+    rows: dict[str, Row] = field(default_factory=dict)
+    """Working copies of the CDRs this batch touches."""
+    new: set[str] = field(default_factory=set)
+    touched: set[str] = field(default_factory=set)
+    filings: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    links: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 class CallRecorder:
@@ -89,8 +118,8 @@ class CallRecorder:
         self._offered: dict[str, CallOffered] = {}
         self._released: dict[str, CallReleased] = {}
         self._transferred: set[str] = set()
-        # Committed CDR rows of live calls (detached; re-attached by the next batch).
-        self._live: dict[str, CallRecordRow] = {}
+        # Column values of live calls' committed CDRs, so an update needs no SELECT.
+        self._live: dict[str, Row] = {}
 
     def enqueue(self, event: object) -> None:
         """Queue an event for writing (never blocks the call path)."""
@@ -122,19 +151,20 @@ class CallRecorder:
         call id as ``source_ref`` makes a second filing impossible).
         """
         async with self.db.session() as s:
-            rows = list(await s.scalars(select(CallRecordRow).where(
-                CallRecordRow.report_id.is_(None), CallRecordRow.hotline != "",
-                CallRecordRow.outcome.in_(("answered", "abandoned")))))
+            conn = await s.connection()
+            rows = [dict(r) for r in (await conn.execute(select(_CDR).where(
+                _CDR.c.report_id.is_(None), _CDR.c.hotline != "",
+                _CDR.c.outcome.in_(("answered", "abandoned"))))).mappings()]
         owed: list[Filing] = []
         for row in rows:
-            if row.outcome == "answered":
-                text = (f"Voice call to {row.hotline} from {row.caller or 'unknown'}, "
-                        f"answered by {row.agent_id}")
+            if row["outcome"] == "answered":
+                text = (f"Voice call to {row['hotline']} from {row['caller'] or 'unknown'}, "
+                        f"answered by {row['agent_id']}")
             else:
-                text = (f"Abandoned voice call to {row.hotline} from "
-                        f"{row.caller or 'unknown'}: call back")
-            owed.append((row.id, text, {"outcome": row.outcome or "", "agent": row.agent_id},
-                         row))
+                text = (f"Abandoned voice call to {row['hotline']} from "
+                        f"{row['caller'] or 'unknown'}: call back")
+            owed.append((row["id"], text,
+                         {"outcome": row["outcome"] or "", "agent": row["agent_id"]}, row))
         for start in range(0, len(owed), BATCH):
             await self._file_reports(owed[start:start + BATCH])
         if rows:
@@ -181,17 +211,17 @@ class CallRecorder:
                     self.queue.task_done()
 
     async def _write_batch(self, batch: list[object]) -> None:
-        filings: list[tuple[str, str, dict[str, str]]] = []
-        links: list[tuple[str, str, str]] = []
-        self._links = links
-        rows: dict[str, CallRecordRow] = {}
+        b = _Batch(self.audit.batch())
         try:
-            async with self.db.session() as s:
+            async with self.db.transaction() as tx:
+                await self._fetch(tx.conn, b, batch)
                 for event in batch:
-                    await self._apply(s, rows, event, filings)
+                    self._apply(b, event)
+                await self._store(tx.conn, b)
+                await b.audit.write(tx)
             self.written += len(batch)
         except Exception:
-            self._live.clear()  # a rollback leaves them stale: read them again
+            self._live.clear()  # what the batch changed was rolled back: read rows again
             if len(batch) == 1:
                 self.errors += 1
                 log.exception("call records: could not store %s", type(batch[0]).__name__)
@@ -200,17 +230,63 @@ class CallRecorder:
             for event in batch:
                 await self._write_batch([event])
             return
+        for call_id in b.touched:
+            row = b.rows[call_id]
+            if row.get("_done"):
+                self._live.pop(call_id, None)
+            elif call_id in self._live or len(self._live) < LIVE_ROWS:
+                self._live[call_id] = row
+        filings = b.filings
         if self._stopping:
             self.owed += len(filings)  # refile() files them at the next start
             filings = []
-        await self._file_reports([(call_id, text, extra, rows.get(call_id))
+        await self._file_reports([(call_id, text, extra,
+                                   b.rows.get(call_id) or self._live.get(call_id))
                                   for call_id, text, extra in filings])
-        for call_id, path, sha256 in links:
+        for call_id, path, sha256 in b.links:
             try:
                 await self._link_recording(call_id, path, sha256)
             except Exception:
                 self.errors += 1
                 log.exception("call records: recording of %s not linked", call_id)
+
+    async def _fetch(self, conn: AsyncConnection, b: _Batch, batch: list[object]) -> None:
+        """Read, in one SELECT, the CDRs of earlier batches this batch changes and that
+        are not held in memory (after a restart, or beyond :data:`LIVE_ROWS`)."""
+        offered = {e.call_id for e in batch if isinstance(e, CallOffered)}
+        wanted: set[str] = set()
+        for event in batch:
+            if isinstance(event, CallReleased) and not self._writes_release(event.call_id):
+                continue  # the ACD's CallFinished writes the release
+            if isinstance(event, _FETCHED):
+                call_id = (event.record.call_id if isinstance(event, CallFinished)
+                           else event.room if isinstance(event, RecordingFinished)
+                           else event.call_id)
+                if call_id not in offered and call_id not in self._live:
+                    wanted.add(call_id)
+        if not wanted:
+            return
+        found = await conn.execute(select(_CDR)
+                                   .where(_CDR.c.id.in_(wanted)))
+        for row in found.mappings():
+            b.rows[row["id"]] = dict(row)
+
+    def _writes_release(self, call_id: str) -> bool:
+        """True when a CallReleased changes the CDR (a transfer's or a call-back's end)."""
+        offered = self._offered.get(call_id)
+        return call_id in self._transferred or (offered is not None
+                                                and offered.route == "callback")
+
+    async def _store(self, conn: AsyncConnection, b: _Batch) -> None:
+        """One executemany INSERT of the new CDRs, one executemany UPDATE of the others."""
+        inserts = [{k: v for k, v in b.rows[i].items() if not k.startswith("_")}
+                   for i in b.touched if i in b.new]
+        updates = [{"b_id": i, **{f"b_{c}": b.rows[i][c] for c in _MUTABLE}}
+                   for i in b.touched if i not in b.new]
+        if inserts:
+            await conn.execute(insert(_CDR), inserts)
+        if updates:
+            await conn.execute(_UPDATE_CDR, updates)
 
     async def _link_recording(self, call_id: str, path: str, sha256: str) -> None:
         """Link a call's recording to the incident its voice report joined."""
@@ -227,191 +303,185 @@ class CallRecorder:
         await self.incidents.link(report.incident_id, LinkKind.RECORDING, ref, actor="sip",
                                   note=f"call {call_id} sha256 {sha256}")
 
-    async def _row(self, s: AsyncSession, rows: dict[str, CallRecordRow],
-                   call_id: str) -> CallRecordRow | None:
-        row = rows.get(call_id)
-        if row is not None:
-            return row
-        row = self._live.get(call_id)
-        if row is not None:
-            s.add(row)  # re-attach: the flush writes only what this batch changes
-        else:
-            row = await s.get(CallRecordRow, call_id)
-        if row is not None:
-            rows[call_id] = row
+    def _row(self, b: _Batch, call_id: str) -> Row | None:
+        """The batch's working copy of a CDR (marked touched: it will be written)."""
+        row = b.rows.get(call_id)
+        if row is None:
+            live = self._live.get(call_id)
+            if live is None:
+                return None
+            row = b.rows[call_id] = dict(live)  # a copy: a failed batch leaves _live as it was
+        b.touched.add(call_id)
         return row
 
-    async def _apply(self, s: AsyncSession, rows: dict[str, CallRecordRow], event: object,
-                     filings: list[tuple[str, str, dict[str, str]]]) -> None:
+    def _apply(self, b: _Batch, event: object) -> None:
         if isinstance(event, CallOffered):
             self._offered[event.call_id] = event
-            rows[event.call_id] = row = CallRecordRow(
-                id=event.call_id, sip_call_id=event.sip_call_id[:200], caller=event.caller,
-                called=event.called, hotline=event.hotline, queue=event.queue,
-                trunk=event.trunk, priority=event.priority, agent_id="", outcome=None,
-                cause="", released_by="", offered_at=_ts(event.at), timeline=[])
-            s.add(row)
-            if len(self._live) < LIVE_ROWS:
-                self._live[event.call_id] = row
-            self.audit.record(s, actor="system", action="call.offered",
-                              subject=f"call:{event.call_id}",
-                              details={"caller": event.caller, "hotline": event.hotline,
-                                       "queue": event.queue, "trunk": event.trunk,
-                                       "route": event.route})
+            b.rows[event.call_id] = {
+                "id": event.call_id, "sip_call_id": event.sip_call_id[:200],
+                "caller": event.caller, "called": event.called, "hotline": event.hotline,
+                "queue": event.queue, "trunk": event.trunk, "priority": event.priority,
+                "agent_id": "", "outcome": None, "cause": "", "released_by": "",
+                "offered_at": _ts(event.at), "answered_at": None, "released_at": None,
+                "report_id": None, "timeline": []}
+            b.new.add(event.call_id)
+            b.touched.add(event.call_id)
+            b.audit.record(actor="system", action="call.offered",
+                           subject=f"call:{event.call_id}",
+                           details={"caller": event.caller, "hotline": event.hotline,
+                                    "queue": event.queue, "trunk": event.trunk,
+                                    "route": event.route})
         elif isinstance(event, CallAnswered):
-            await self._answered(s, rows, event, filings)
+            self._answered(b, event)
         elif isinstance(event, Abandoned):
             e = event.entry
-            filings.append((e.call_id, f"Abandoned voice call to {e.hotline} from "
-                            f"{e.caller or 'unknown'} after {e.wait:.0f} s waiting: call back",
-                            {"wait_s": f"{e.wait:.1f}", "outcome": "abandoned"}))
+            b.filings.append((e.call_id, f"Abandoned voice call to {e.hotline} from "
+                              f"{e.caller or 'unknown'} after {e.wait:.0f} s waiting: call back",
+                              {"wait_s": f"{e.wait:.1f}", "outcome": "abandoned"}))
         elif isinstance(event, CallTransferred | CallTransferFailed):
-            await self._transfer(s, rows, event)
+            self._transfer(b, event)
         elif isinstance(event, CallReleased) and event.call_id in self._transferred:
-            await self._after_transfer(s, rows, event)
+            self._after_transfer(b, event)
         elif isinstance(event, CallReleased):
             self._released[event.call_id] = event
             offered = self._offered.get(event.call_id)
             if offered is not None and offered.route == "callback":
-                await self._finish(s, rows, event.call_id, None, event)
+                self._finish(b, event.call_id, None, event)
         elif isinstance(event, CallFinished):
-            await self._finish(s, rows, event.record.call_id, event,
-                               self._released.get(event.record.call_id))
+            self._finish(b, event.record.call_id, event,
+                         self._released.get(event.record.call_id))
         elif isinstance(event, AgentStateChanged):
-            self.audit.record(s, actor=f"agent:{event.agent_id}", action="agent.state",
-                              subject=f"agent:{event.agent_id}",
-                              details={"from": event.old.value, "to": event.new.value,
-                                       "reason": event.reason})
+            b.audit.record(actor=f"agent:{event.agent_id}", action="agent.state",
+                           subject=f"agent:{event.agent_id}",
+                           details={"from": event.old.value, "to": event.new.value,
+                                    "reason": event.reason})
         elif isinstance(event, CallMonitor | CallMediaDead | RecordingFinished | RecordingFailed):
-            await self._media(s, rows, event)
+            self._media(b, event)
         elif isinstance(event, CallPreempted):
-            self.audit.record(s, actor="system", action="call.preempted",
-                              subject=f"call:{event.call_id}",
-                              details={"action": event.action, "why": event.why,
-                                       "agent": event.agent_id,
-                                       "for_call": event.urgent_call_id,
-                                       "for_hotline": event.urgent_hotline})
+            b.audit.record(actor="system", action="call.preempted",
+                           subject=f"call:{event.call_id}",
+                           details={"action": event.action, "why": event.why,
+                                    "agent": event.agent_id,
+                                    "for_call": event.urgent_call_id,
+                                    "for_hotline": event.urgent_hotline})
         elif isinstance(event, AuthFailed | SourceBlocked):
             action = "sip.auth_failed" if isinstance(event, AuthFailed) else "sip.blocked"
-            self.audit.record(s, actor="system", action=action, subject=f"source:{event.source}",
-                              details={"event": type(event).__name__})
+            b.audit.record(actor="system", action=action, subject=f"source:{event.source}",
+                           details={"event": type(event).__name__})
 
-    async def _media(self, s: AsyncSession, rows: dict[str, CallRecordRow],
-                     event: CallMonitor | CallMediaDead | RecordingFinished | RecordingFailed
-                     ) -> None:
+    def _media(self, b: _Batch,
+               event: CallMonitor | CallMediaDead | RecordingFinished | RecordingFailed) -> None:
         """Force-in steps, dead media and recordings: audit rows, and the CDR's recording."""
         if isinstance(event, CallMonitor):
-            self.audit.record(s, actor=event.actor or "system",
-                              action=f"call.monitor_{event.step}", subject=f"call:{event.call_id}",
-                              details={"leg": event.leg_id, "account": event.account,
-                                       "mode": event.mode, "detail": event.detail})
+            b.audit.record(actor=event.actor or "system",
+                           action=f"call.monitor_{event.step}", subject=f"call:{event.call_id}",
+                           details={"leg": event.leg_id, "account": event.account,
+                                    "mode": event.mode, "detail": event.detail})
         elif isinstance(event, CallMediaDead):
-            self.audit.record(s, actor="system", action="call.dead_media",
-                              subject=f"call:{event.call_id}",
-                              details={"leg": event.leg_id, "silent_s": round(event.silent_s, 1)})
+            b.audit.record(actor="system", action="call.dead_media",
+                           subject=f"call:{event.call_id}",
+                           details={"leg": event.leg_id, "silent_s": round(event.silent_s, 1)})
         elif isinstance(event, RecordingFinished):
-            row = await self._row(s, rows, event.room)
+            row = self._row(b, event.room)
             if row is not None:
-                row.timeline = [*(row.timeline or []), {
+                row["timeline"] = [*(row["timeline"] or []), {
                     "kind": "recording", "path": event.path, "sha256": event.sha256,
                     "duration_s": round(event.duration_s, 2)}]
-                self._links.append((event.room, event.path, event.sha256))
-            self.audit.record(s, actor="system", action="call.recorded",
-                              subject=f"call:{event.room}",
-                              details={"path": event.path, "sha256": event.sha256,
-                                       "duration_s": round(event.duration_s, 2)})
+                b.links.append((event.room, event.path, event.sha256))
+            b.audit.record(actor="system", action="call.recorded",
+                           subject=f"call:{event.room}",
+                           details={"path": event.path, "sha256": event.sha256,
+                                    "duration_s": round(event.duration_s, 2)})
         else:
-            self.audit.record(s, actor="system", action="call.recording_failed",
-                              subject=f"call:{event.room}",
-                              details={"path": event.path, "error": event.error[:200]})
+            b.audit.record(actor="system", action="call.recording_failed",
+                           subject=f"call:{event.room}",
+                           details={"path": event.path, "error": event.error[:200]})
 
-    async def _answered(self, s: AsyncSession, rows: dict[str, CallRecordRow], e: CallAnswered,
-                        filings: list[tuple[str, str, dict[str, str]]]) -> None:
-        row = await self._row(s, rows, e.call_id)
+    def _answered(self, b: _Batch, e: CallAnswered) -> None:
+        row = self._row(b, e.call_id)
         if row is not None:
-            row.answered_at = _ts(e.at)
-            row.agent_id = e.agent_id
-        self.audit.record(s, actor=f"agent:{e.agent_id}", action="call.answered",
-                          subject=f"call:{e.call_id}",
-                          details={"queue": e.queue, "wait_s": round(e.wait, 3)})
+            row["answered_at"] = _ts(e.at)
+            row["agent_id"] = e.agent_id
+        b.audit.record(actor=f"agent:{e.agent_id}", action="call.answered",
+                       subject=f"call:{e.call_id}",
+                       details={"queue": e.queue, "wait_s": round(e.wait, 3)})
         offered = self._offered.get(e.call_id)
         if offered is not None and offered.route != "callback":
-            filings.append((e.call_id, f"Voice call to {offered.hotline} from "
-                            f"{offered.caller or 'unknown'}, answered by {e.agent_id} after "
-                            f"{e.wait:.0f} s", {"agent": e.agent_id, "wait_s": f"{e.wait:.1f}",
-                                                "outcome": "answered"}))
+            b.filings.append((e.call_id, f"Voice call to {offered.hotline} from "
+                              f"{offered.caller or 'unknown'}, answered by {e.agent_id} after "
+                              f"{e.wait:.0f} s", {"agent": e.agent_id,
+                                                  "wait_s": f"{e.wait:.1f}",
+                                                  "outcome": "answered"}))
 
-    async def _finish(self, s: AsyncSession, rows: dict[str, CallRecordRow], call_id: str,
-                      finished: CallFinished | None, released: CallReleased | None) -> None:
-        row = await self._row(s, rows, call_id)
-        self._live.pop(call_id, None)
+    def _finish(self, b: _Batch, call_id: str, finished: CallFinished | None,
+                released: CallReleased | None) -> None:
+        row = self._row(b, call_id)
         self._released.pop(call_id, None)
         offered = self._offered.pop(call_id, None)
         if row is None:
             return
+        row["_done"] = call_id not in self._transferred
         if finished is not None:
             record = finished.record
-            row.outcome = record.outcome.value if record.outcome else None
-            row.queue = record.queue or row.queue
-            row.agent_id = record.agent_id or row.agent_id
-            kept = [t for t in row.timeline or []
+            row["outcome"] = record.outcome.value if record.outcome else None
+            row["queue"] = record.queue or row["queue"]
+            row["agent_id"] = record.agent_id or row["agent_id"]
+            kept = [t for t in row["timeline"] or []
                     if t.get("kind") in ("recording", "transferred")]
-            row.timeline = [{"kind": t.kind.value, "queue": t.queue, "agent": t.agent_id,
-                             "cause": t.cause, "after_s": round(t.at - record.arrived, 3)}
-                            for t in record.timeline] + kept
+            row["timeline"] = [{"kind": t.kind.value, "queue": t.queue, "agent": t.agent_id,
+                                "cause": t.cause, "after_s": round(t.at - record.arrived, 3)}
+                               for t in record.timeline] + kept
             cause = record.cause
         else:
-            row.outcome = "answered" if row.answered_at is not None else "failed"
+            row["outcome"] = "answered" if row["answered_at"] is not None else "failed"
             cause = ""
-        row.cause = (released.cause if released else cause)[:64]
-        row.released_by = (released.by if released else "")[:64]
-        row.released_at = _ts(released.at if released else self.clock())
+        row["cause"] = (released.cause if released else cause)[:64]
+        row["released_by"] = (released.by if released else "")[:64]
+        row["released_at"] = _ts(released.at if released else self.clock())
         if call_id in self._transferred:
-            row.outcome = "transferred"  # its release is written when the caller's leg ends
+            row["outcome"] = "transferred"  # its release is written when the caller's leg ends
             return
-        self.audit.record(s, actor=row.released_by or "system", action="call.released",
-                          subject=f"call:{call_id}",
-                          details={"outcome": row.outcome, "cause": row.cause,
-                                   "route": offered.route if offered else ""})
+        b.audit.record(actor=row["released_by"] or "system", action="call.released",
+                       subject=f"call:{call_id}",
+                       details={"outcome": row["outcome"], "cause": row["cause"],
+                                "route": offered.route if offered else ""})
 
-    async def _transfer(self, s: AsyncSession, rows: dict[str, CallRecordRow],
-                        event: CallTransferred | CallTransferFailed) -> None:
+    def _transfer(self, b: _Batch, event: CallTransferred | CallTransferFailed) -> None:
         """A blind transfer: a CDR step and an audit row (and the outcome, when done)."""
         ok = isinstance(event, CallTransferred)
         details: dict[str, Any] = {"agent": event.agent_id, "target": event.target}
         if isinstance(event, CallTransferFailed):
             details["status"] = event.status
-        self.audit.record(s, actor=event.by or f"agent:{event.agent_id}",
-                          action="call.transferred" if ok else "call.transfer_failed",
-                          subject=f"call:{event.call_id}", details=details)
+        b.audit.record(actor=event.by or f"agent:{event.agent_id}",
+                       action="call.transferred" if ok else "call.transfer_failed",
+                       subject=f"call:{event.call_id}", details=details)
         if not ok:
             return
         self._transferred.add(event.call_id)
-        row = await self._row(s, rows, event.call_id)
+        row = self._row(b, event.call_id)
         if row is not None:
-            row.outcome = "transferred"
-            row.timeline = [*(row.timeline or []), {
+            row["outcome"] = "transferred"
+            row["timeline"] = [*(row["timeline"] or []), {
                 "kind": "transferred", "agent": event.agent_id, "target": event.target,
                 "by": event.by}]
 
-    async def _after_transfer(self, s: AsyncSession, rows: dict[str, CallRecordRow],
-                              event: CallReleased) -> None:
+    def _after_transfer(self, b: _Batch, event: CallReleased) -> None:
         """The caller's leg of a transferred call ended: the CDR's release."""
         self._transferred.discard(event.call_id)
         self._offered.pop(event.call_id, None)
-        self._live.pop(event.call_id, None)
-        row = await self._row(s, rows, event.call_id)
+        row = self._row(b, event.call_id)
         if row is None:
             return
-        row.outcome = "transferred"
-        row.cause = "transferred"
-        row.released_by = event.by[:64]
-        row.released_at = _ts(event.at)
-        row.timeline = [*(row.timeline or []), {"kind": "released_after_transfer",
-                                                "cause": event.cause, "by": event.by}]
-        self.audit.record(s, actor=event.by or "system", action="call.released",
-                          subject=f"call:{event.call_id}",
-                          details={"outcome": "transferred", "cause": event.cause})
+        row["_done"] = True
+        row["outcome"] = "transferred"
+        row["cause"] = "transferred"
+        row["released_by"] = event.by[:64]
+        row["released_at"] = _ts(event.at)
+        row["timeline"] = [*(row["timeline"] or []), {"kind": "released_after_transfer",
+                                                      "cause": event.cause, "by": event.by}]
+        b.audit.record(actor=event.by or "system", action="call.released",
+                       subject=f"call:{event.call_id}",
+                       details={"outcome": "transferred", "cause": event.cause})
 
     async def _file_reports(self, filings: list[Filing]) -> None:
         """File the voice reports of committed CDRs as one batch, and link each CDR.
@@ -419,28 +489,43 @@ class CallRecorder:
         A failure leaves the CDRs without a report id, so :meth:`refile` files
         them at the next start; it never loses the CDR itself.
         """
+        missing = [call_id for call_id, _, _, known in filings if known is None]
+        found: dict[str, Row] = {}
+        if missing:
+            async with self.db.transaction() as tx:
+                result = await tx.conn.execute(select(_CDR)
+                                            .where(_CDR.c.id.in_(missing)))
+                found = {r["id"]: dict(r) for r in result.mappings()}
         news: list[NewReport] = []
         call_ids: list[str] = []
         for call_id, text, extra, known in filings:
-            row = known
-            if row is None:
-                async with self.db.session() as s:
-                    row = await s.get(CallRecordRow, call_id)
+            row = known if known is not None else found.get(call_id)
             if row is None:
                 continue
-            fields = {"call_id": call_id, "hotline": row.hotline, "queue": row.queue,
-                      "trunk": row.trunk, "called": row.called, **extra}
-            news.append(NewReport(Channel.VOICE, text, row.offered_at, caller=row.caller,
+            fields = {"call_id": call_id, "hotline": row["hotline"], "queue": row["queue"],
+                      "trunk": row["trunk"], "called": row["called"], **extra}
+            news.append(NewReport(Channel.VOICE, text, row["offered_at"], caller=row["caller"],
                                   fields=tuple(sorted(fields.items())), source_ref=call_id))
             call_ids.append(call_id)
         if not news:
             return
+        linked: list[bool] = []
+
+        async def link(conn: AsyncConnection, report_ids: list[str]) -> None:
+            # In the transaction that stores the reports: a CDR and its report id commit
+            # together, at no extra transaction.
+            await conn.execute(_LINK_REPORT, [
+                {"b_id": call_id, "b_report_id": report_id}
+                for call_id, report_id in zip(call_ids, report_ids, strict=True)])
+            linked.append(True)
+
         try:
-            done = await self.reports.submit_many(news, actor="sip")
-            async with self.db.session() as s:
-                await s.execute(update(CallRecordRow), [
-                    {"id": call_id, "report_id": d.report_id}
-                    for call_id, d in zip(call_ids, done, strict=True)])
+            done = await self.reports.submit_many(news, actor="sip", on_stored=link)
+            if not linked:  # the batch fell back to one-by-one submits
+                async with self.db.transaction() as tx:
+                    await tx.conn.execute(_LINK_REPORT, [
+                        {"b_id": call_id, "b_report_id": d.report_id}
+                        for call_id, d in zip(call_ids, done, strict=True)])
         except Exception:
             self.errors += 1
             log.exception("call records: %d voice reports not filed (refiled at next start)",

@@ -27,18 +27,37 @@ Clock = Callable[[], float]
 Listener = Callable[["Envelope"], None]
 
 
+_TOPICS: dict[type, str] = {}
+_FIELDS: dict[type, tuple[str, ...] | None] = {}
+"""Field names of each dataclass type seen (None: not a dataclass), looked up once."""
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def topic_of(event: object) -> str:
     """An event's topic: its ``topic`` class attribute, else its class name in snake case."""
-    topic = getattr(type(event), "topic", None)
+    cls = type(event)
+    topic = getattr(cls, "topic", None)
     if isinstance(topic, str):
         return topic
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(event).__name__).lower()
+    topic = _TOPICS.get(cls)
+    if topic is None:
+        topic = _TOPICS[cls] = re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+    return topic
 
 
 def to_jsonable(value: Any) -> Any:
     """Dataclasses, enums, datetimes and containers as plain JSON data."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    cls = type(value)
+    if cls in _PLAIN:
+        return value
+    try:
+        names = _FIELDS[cls]
+    except KeyError:
+        names = _FIELDS[cls] = (
+            tuple(f.name for f in dataclasses.fields(value))
+            if dataclasses.is_dataclass(value) and not isinstance(value, type) else None)
+    if names is not None:
+        return {name: to_jsonable(getattr(value, name)) for name in names}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, dt.datetime | dt.date):

@@ -155,11 +155,25 @@ class PlanService:
         if envelope.topic != "incident.changed":
             return
         incident_id = getattr(envelope.event, "incident_id", None)
-        if not isinstance(incident_id, str):
+        if not isinstance(incident_id, str) or not self._may_match(envelope.event):
             return
         task = asyncio.get_running_loop().create_task(self._activate_logged(incident_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _may_match(self, event: object) -> bool:
+        """False when the change says what the incident now is and no plan matches it.
+
+        Most incidents (an unclassified voice call's) match no plan: this spares
+        them a read of the incident.  An event without those facts is checked in full.
+        """
+        category = getattr(event, "category", None)
+        grade = getattr(event, "grade", None)
+        if not hasattr(event, "subtype") or not isinstance(grade, str) or (
+                grade not in Grade.__members__):
+            return True
+        subtype = getattr(event, "subtype", None)
+        return bool(self.files.plans_for(category, subtype, Grade[grade].value))
 
     async def _activate_logged(self, incident_id: str) -> None:
         try:

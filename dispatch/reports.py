@@ -18,14 +18,15 @@ import datetime as dt
 import logging
 import math
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from dispatch.audit import AuditTrail
 from dispatch.events import to_jsonable
@@ -46,6 +47,20 @@ from intake.pipeline import Assessment, Intake
 log = logging.getLogger(__name__)
 
 CLOSED_STATES = frozenset({"closed", "merged"})
+OnStored = Callable[[AsyncConnection, list[str]], Awaitable[object]]
+"""A hook run in the transaction that stores a batch of reports, given their ids."""
+YIELD_EVERY = 20
+"""A batch's assessment lets the event loop run after this many reports."""
+_REPORTS = cast(Table, ReportRow.__table__)
+_INCIDENTS = cast(Table, IncidentRow.__table__)
+_ASSESSED = ("assessed", "category", "subtype", "agencies", "grade", "lat", "lon", "assessment",
+             "incident_id")
+_UPDATE_ASSESSMENT = update(_REPORTS).where(_REPORTS.c.id == bindparam("b_id")).values(
+    {c: bindparam(f"b_{c}") for c in _ASSESSED})
+_PLACED = ("category", "subtype", "agencies", "grade", "grade_reasons", "lat", "lon",
+           "needs_location", "opened_at", "last_report_at", "report_count", "updated_at")
+_UPDATE_INCIDENT = update(_INCIDENTS).where(_INCIDENTS.c.id == bindparam("b_id")).values(
+    {c: bindparam(f"b_{c}") for c in _PLACED})
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,7 @@ class IncidentChanged:
     colour: str
     report_count: int
     previous_grade: str | None
+    subtype: str | None = None
 
 
 class NotFound(LookupError):
@@ -193,7 +209,8 @@ class ReportService:
         incident_id = await self._assess(report_id, actor=actor)
         return Submitted(report_id, False, incident_id)
 
-    async def submit_many(self, news: Sequence[NewReport], *, actor: str) -> list[Submitted]:
+    async def submit_many(self, news: Sequence[NewReport], *, actor: str,
+                          on_stored: OnStored | None = None) -> list[Submitted]:
         """Store a batch of reports in one transaction, then assess them all in one more.
 
         For a channel that hands over many contacts at once (the voice reports of a
@@ -202,22 +219,23 @@ class ReportService:
         already held (or repeated in the batch) comes back as a duplicate.  If the
         batch cannot be stored together, each report goes through :meth:`submit`; if
         it cannot be assessed together, each stored report is assessed on its own.
+
+        ``on_stored`` runs inside the storing transaction with each report's id (in
+        the order of ``news``), so a caller can link its own rows to the reports
+        atomically; it does not run when the batch falls back to :meth:`submit`.
         """
         if not news:
             return []
         try:
-            stored, results = await self._store_many(news, actor)
+            stored, results = await self._store_many(news, actor, on_stored)
         except IntegrityError:  # another node stored one of them meanwhile
             return [await self.submit(new, actor=actor) for new in news]
         ids = [report_id for _, report_id in stored]
         try:
             async with self._lock:
-                async with self.db.session() as s:
-                    # One query loads the batch; each _assess_in then finds its row in
-                    # the session's identity map.
-                    await s.scalars(select(ReportRow).where(ReportRow.id.in_(ids)))
-                    placed = [await self._assess_in(s, report_id, actor) for report_id in ids]
-                self.counts["assessed"] += len(ids)
+                placed = await self._assess_many(
+                    [(report_id, news[index]) for index, report_id in stored], actor)
+            self.counts["assessed"] += len(ids)
         except Exception:
             log.exception("reports: batch of %d not assessed together; one by one", len(ids))
             placed = [await self._assess(report_id, actor=actor) for report_id in ids]
@@ -225,7 +243,8 @@ class ReportService:
             results[index] = Submitted(report_id, False, incident_id)
         return [results[i] for i in range(len(news))]
 
-    async def _store_many(self, news: Sequence[NewReport], actor: str
+    async def _store_many(self, news: Sequence[NewReport], actor: str,
+                          on_stored: OnStored | None = None
                           ) -> tuple[list[tuple[int, str]], dict[int, Submitted]]:
         """Insert the batch's new reports in one transaction: ((index, id) stored,
         {index: duplicate})."""
@@ -233,9 +252,13 @@ class ReportService:
         held: dict[tuple[str, str], tuple[str, str | None]] = {}
         stored: list[tuple[int, str]] = []
         duplicates: dict[int, Submitted] = {}
-        async with self.db.session() as s:
+        audit = self.audit.batch()
+        rows: list[dict[str, Any]] = []
+        events: list[ReportReceived] = []
+        async with self.db.transaction() as tx:
+            conn = tx.conn
             if refs:
-                found = await s.execute(
+                found = await conn.execute(
                     select(ReportRow.channel, ReportRow.source_ref, ReportRow.id,
                            ReportRow.incident_id).where(ReportRow.source_ref.in_(refs)))
                 held = {(c, str(r)): (i, inc) for c, r, i, inc in found}
@@ -247,23 +270,92 @@ class ReportService:
                 report_id = str(uuid.uuid4())
                 if new.source_ref is not None:
                     held[key] = (report_id, None)
-                s.add(ReportRow(
-                    id=report_id, channel=new.channel.value, source_ref=new.source_ref,
-                    received_at=new.received_at, text=new.text, lang=new.lang,
-                    caller=new.caller, lat=new.lat, lon=new.lon, address=new.address,
-                    fields=dict(new.fields), created_by=actor, assessed=False, agencies=[],
-                    assessment={}))
-                self.audit.record(s, actor=actor, action="report.received",
-                                  subject=f"report:{report_id}",
-                                  details={"channel": new.channel.value, "caller": new.caller,
-                                           "source_ref": new.source_ref})
-                event = ReportReceived(report_id, new.channel.value, new.caller,
-                                       new.received_at)
-                after_commit(s, lambda e=event: self.publish(e))  # type: ignore[misc]
+                rows.append({
+                    "id": report_id, "channel": new.channel.value, "source_ref": new.source_ref,
+                    "received_at": new.received_at, "text": new.text, "lang": new.lang,
+                    "caller": new.caller, "lat": new.lat, "lon": new.lon,
+                    "address": new.address, "fields": dict(new.fields), "created_by": actor,
+                    "assessed": False, "category": None, "subtype": None, "agencies": [],
+                    "grade": None, "assessment": {}, "incident_id": None})
+                audit.record(actor=actor, action="report.received",
+                             subject=f"report:{report_id}",
+                             details={"channel": new.channel.value, "caller": new.caller,
+                                      "source_ref": new.source_ref})
+                events.append(ReportReceived(report_id, new.channel.value, new.caller,
+                                             new.received_at))
                 stored.append((index, report_id))
+            if rows:
+                await conn.execute(insert(_REPORTS), rows)
+            if on_stored is not None:
+                ids = dict(stored) | {i: d.report_id for i, d in duplicates.items()}
+                await on_stored(conn, [ids[i] for i in range(len(news))])
+            await audit.write(tx)
+            for event in events:
+                tx.after_commit(partial(self.publish, event))
         self.counts["received"] += len(stored)
         self.counts["duplicates"] += len(duplicates)
         return stored, duplicates
+
+    async def _assess_many(self, items: Sequence[tuple[str, NewReport]], actor: str
+                           ) -> list[str]:
+        """Assess and place a batch of stored reports in one transaction (lock held).
+
+        The same decisions as :meth:`_assess_in` one by one, without an ORM object per
+        row: each report is assessed from what was just stored (no read back), the
+        incidents the batch opens or joins are kept in memory so that a later report of
+        the batch can join them, and at the end one executemany statement per table
+        writes the incidents, the reports' assessments and the audit rows.
+        """
+        now = self._now()
+        touched: dict[str, IncidentSnapshot] = {}
+        fresh: set[str] = set()
+        updates: list[dict[str, Any]] = []
+        placed: list[str] = []
+        audit = self.audit.batch()
+        events: list[object] = []
+        async with self.db.session() as s:
+            for n, (report_id, new) in enumerate(items):
+                if n and n % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # a large batch must not hold up the calls
+                report = Report(report_id, new.channel, new.received_at, new.text, new.lang,
+                                new.caller, new.lat, new.lon, new.address,
+                                tuple((str(k), str(v)) for k, v in dict(new.fields).items()))
+                assessment = self.intake.assess(report)
+                ref = assessment.ref(report)
+                candidates = await self._open_snapshots(s, ref, touched)
+                decision = self.intake.correlator.place(ref, candidates, now, str(uuid.uuid4()))
+                if decision.other is not None:  # place() only opens or joins
+                    raise CorrelationError(f"unexpected {decision.action} in a batch")
+                incident = decision.incident
+                if decision.action is Action.OPEN:
+                    fresh.add(incident.incident_id)
+                touched[incident.incident_id] = incident
+                values = _assessment_values(new.lat, new.lon, assessment)
+                updates.append({"b_id": report_id, "b_incident_id": incident.incident_id,
+                                **{f"b_{k}": v for k, v in values.items()}})
+                events.extend(self._audit_decision(audit.record, decision, actor))
+                audit.record(actor=actor, action="report.assessed",
+                             subject=f"report:{report_id}",
+                             details=_assessment_summary(assessment))
+                c = assessment.classification
+                events.append(ReportAssessed(
+                    report_id, c.category.value if c.category else None, c.subtype,
+                    tuple(c.agencies), assessment.grade.grade.name, incident.incident_id))
+                placed.append(incident.incident_id)
+            conn = await s.connection()
+            opened = [{"id": i, "status": "new", "merged_into": None,
+                       **_snapshot_values(snap, now)} for i, snap in touched.items() if i in fresh]
+            joined = [{"b_id": i, **{f"b_{k}": v for k, v in _snapshot_values(snap, now).items()}}
+                      for i, snap in touched.items() if i not in fresh]
+            if opened:
+                await conn.execute(insert(_INCIDENTS), opened)
+            if joined:
+                await conn.execute(_UPDATE_INCIDENT, joined)
+            await conn.execute(_UPDATE_ASSESSMENT, updates)
+            await audit.write(s)
+            for event in events:
+                after_commit(s, partial(self.publish, event))
+        return placed
 
     async def _assess(self, report_id: str, *, actor: str, replace: str | None = None) -> str:
         """Assess a report and place it: join an open incident or open one.
@@ -312,9 +404,14 @@ class ReportService:
         after_commit(s, lambda: self.publish(event))
         return decision.incident.incident_id
 
-    async def _open_snapshots(self, s: AsyncSession, ref: ReportRef) -> list[IncidentSnapshot]:
+    async def _open_snapshots(self, s: AsyncSession, ref: ReportRef,
+                              touched: dict[str, IncidentSnapshot] | None = None
+                              ) -> list[IncidentSnapshot]:
         """Open incidents this report could join: in the time window and, when both are
-        located, inside a box around it no larger than the widest correlation distance."""
+        located, inside a box around it no larger than the widest correlation distance.
+
+        ``touched`` holds incidents a batch has opened or changed but not yet written:
+        they replace their stored versions and are filtered the same way in memory."""
         rules = self.intake.rules.correlation
         if (ref.lat is None or ref.lon is None) and not rules.unlocated_joins:
             # The correlator joins an unlocated report to nothing, so loading every
@@ -332,7 +429,14 @@ class ReportService:
             # An unlocated incident is a candidate only when unlocated joins are allowed.
             stmt = stmt.where(or_(IncidentRow.lat.is_(None), near)
                               if rules.unlocated_joins else near)
-        return await _snapshots(s, (await s.scalars(stmt)).all())
+        found = await _snapshots(s, (await s.scalars(stmt)).all())
+        if not touched:
+            return found
+        box = (ref.lat - dlat, ref.lat + dlat, ref.lon - dlon, ref.lon + dlon) if (
+            ref.lat is not None and ref.lon is not None) else None
+        return [snap for snap in found if snap.incident_id not in touched] + [
+            snap for snap in touched.values()
+            if _may_join(snap, ref.received_at - window, box, rules.unlocated_joins)]
 
     async def _apply(self, s: AsyncSession, decision: Decision, actor: str,
                      fresh: str | None = None) -> None:
@@ -363,9 +467,13 @@ class ReportService:
                 report = await s.get(ReportRow, ref.report_id)
                 if report is not None:
                     report.incident_id = owner.incident_id
-        self._audit_decision(s, decision, actor)
+        for event in self._audit_decision(partial(self.audit.record, s), decision, actor):
+            after_commit(s, partial(self.publish, event))
 
-    def _audit_decision(self, s: AsyncSession, decision: Decision, actor: str) -> None:
+    @staticmethod
+    def _audit_decision(record: Callable[..., object], decision: Decision,
+                        actor: str) -> list[IncidentChanged]:
+        """Record a correlation decision's audit rows; returns the events to publish."""
         incident = decision.incident
         action = {Action.OPEN: "incident.opened", Action.JOIN: "incident.report_joined",
                   Action.MERGE: "incident.merged", Action.SPLIT: "incident.split"}[decision.action]
@@ -376,21 +484,20 @@ class ReportService:
             details["distance_km"] = round(decision.distance_km, 3)
         if decision.other is not None:
             details["other"] = decision.other.incident_id
-        self.audit.record(s, actor=actor, action=action, subject=f"incident:{incident.incident_id}",
-                          details=details)
+        record(actor=actor, action=action, subject=f"incident:{incident.incident_id}",
+               details=details)
         if decision.grade_changed and decision.previous_grade is not None:
-            self.audit.record(
-                s, actor=actor, action="incident.grade_changed",
+            record(
+                actor=actor, action="incident.grade_changed",
                 subject=f"incident:{incident.incident_id}",
                 details={"from": decision.previous_grade.name, "to": incident.grade.name,
                          "reasons": [r.detail for r in incident.grade_reasons]})
-        for snapshot in [incident] + ([decision.other] if decision.other else []):
-            event = IncidentChanged(
-                snapshot.incident_id, decision.action.value, decision.reason,
-                snapshot.category.value if snapshot.category else None, snapshot.grade.name,
-                snapshot.grade.colour, snapshot.report_count,
-                decision.previous_grade.name if decision.previous_grade else None)
-            after_commit(s, lambda e=event: self.publish(e))  # type: ignore[misc]
+        return [IncidentChanged(
+            snapshot.incident_id, decision.action.value, decision.reason,
+            snapshot.category.value if snapshot.category else None, snapshot.grade.name,
+            snapshot.grade.colour, snapshot.report_count,
+            decision.previous_grade.name if decision.previous_grade else None, snapshot.subtype)
+            for snapshot in [incident] + ([decision.other] if decision.other else [])]
 
     async def describe(self, report_id: str, text: str, *, actor: str,
                        lat: float | None = None, lon: float | None = None,
@@ -479,17 +586,22 @@ def _to_report(row: ReportRow) -> Report:
 
 
 def _store_assessment(row: ReportRow, assessment: Assessment) -> None:
+    for key, value in _assessment_values(row.lat, row.lon, assessment).items():
+        setattr(row, key, value)
+
+
+def _assessment_values(lat: float | None, lon: float | None,
+                       assessment: Assessment) -> dict[str, Any]:
+    """A report's columns after assessment (its own position kept if it had one)."""
     c = assessment.classification
-    row.assessed = True
-    row.category = c.category.value if c.category else None
-    row.subtype = c.subtype
-    row.agencies = list(c.agencies)
-    row.grade = assessment.grade.grade.value
-    row.assessment = to_jsonable({
-        "classification": c, "grade": assessment.grade, "location": assessment.location,
-        "figures": assessment.figures})
-    if row.lat is None and assessment.location.resolved:
-        row.lat, row.lon = assessment.location.lat, assessment.location.lon
+    if lat is None and assessment.location.resolved:
+        lat, lon = assessment.location.lat, assessment.location.lon
+    return {"assessed": True, "category": c.category.value if c.category else None,
+            "subtype": c.subtype, "agencies": list(c.agencies),
+            "grade": assessment.grade.grade.value, "lat": lat, "lon": lon,
+            "assessment": to_jsonable({
+                "classification": c, "grade": assessment.grade,
+                "location": assessment.location, "figures": assessment.figures})}
 
 
 def _assessment_summary(assessment: Assessment) -> dict[str, Any]:
@@ -501,17 +613,31 @@ def _assessment_summary(assessment: Assessment) -> dict[str, Any]:
 
 
 def _store_snapshot(row: IncidentRow, snapshot: IncidentSnapshot, now: dt.datetime) -> None:
-    row.category = snapshot.category.value if snapshot.category else None
-    row.subtype = snapshot.subtype
-    row.agencies = list(snapshot.agencies)
-    row.grade = snapshot.grade.value
-    row.grade_reasons = [to_jsonable(r) for r in snapshot.grade_reasons]
-    row.lat, row.lon = snapshot.lat, snapshot.lon
-    row.needs_location = snapshot.lat is None
-    row.opened_at = snapshot.opened_at
-    row.last_report_at = snapshot.last_report_at
-    row.report_count = snapshot.report_count
-    row.updated_at = now
+    for key, value in _snapshot_values(snapshot, now).items():
+        setattr(row, key, value)
+
+
+def _snapshot_values(snapshot: IncidentSnapshot, now: dt.datetime) -> dict[str, Any]:
+    """An incident's columns as correlation left it (status and merges apart)."""
+    return {"category": snapshot.category.value if snapshot.category else None,
+            "subtype": snapshot.subtype, "agencies": list(snapshot.agencies),
+            "grade": snapshot.grade.value,
+            "grade_reasons": [to_jsonable(r) for r in snapshot.grade_reasons],
+            "lat": snapshot.lat, "lon": snapshot.lon, "needs_location": snapshot.lat is None,
+            "opened_at": snapshot.opened_at, "last_report_at": snapshot.last_report_at,
+            "report_count": snapshot.report_count, "updated_at": now}
+
+
+def _may_join(snap: IncidentSnapshot, since: dt.datetime,
+              box: tuple[float, float, float, float] | None, unlocated_joins: bool) -> bool:
+    """:meth:`ReportService._open_snapshots`'s query, on an incident held in memory."""
+    if snap.closed or snap.last_report_at < since:
+        return False
+    if box is None:
+        return True
+    if snap.lat is None or snap.lon is None:
+        return unlocated_joins
+    return box[0] <= snap.lat <= box[1] and box[2] <= snap.lon <= box[3]
 
 
 async def _snapshots(s: AsyncSession, incidents: Iterable[IncidentRow]) -> list[IncidentSnapshot]:

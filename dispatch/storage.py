@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -56,6 +57,23 @@ def _run_hooks(session: Session) -> None:
 
 def _drop_hooks(session: Session, *_args: Any) -> None:
     session.info.pop(_HOOKS, None)
+
+
+class Transaction:
+    """A Core connection inside a transaction, for batch writers that need no ORM session.
+
+    ``after_commit`` hooks run once the transaction has committed, never on rollback,
+    as :func:`after_commit` does for a session.
+    """
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        """Wrap ``conn`` (already in a transaction)."""
+        self.conn = conn
+        self.hooks: list[Callable[[], object]] = []
+
+    def after_commit(self, hook: Callable[[], object]) -> None:
+        """Run ``hook`` after the commit."""
+        self.hooks.append(hook)
 
 
 class SchemaOutOfDate(RuntimeError):
@@ -146,6 +164,21 @@ class Database:
         """A session whose transaction commits on success, rolls back on error."""
         async with self.sessions() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """A Core transaction: commits on success, rolls back on error, then runs hooks.
+
+        Cheaper than :meth:`session` for executemany statements on hot paths.
+        """
+        async with self.engine.begin() as conn:
+            tx = Transaction(conn)
+            yield tx
+        for hook in tx.hooks:
+            try:
+                hook()
+            except Exception:  # the data is committed; a failing hook must not hide that
+                log.exception("after-commit hook failed")
 
     async def schema_status(self) -> SchemaStatus:
         """The current and wanted schema revisions."""

@@ -11,12 +11,50 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from intake.config import Place
 from intake.model import Location, Report
 from intake.textmatch import fold
 
 _SPECIFICITY = {"landmark": 4, "street": 3, "town": 2, "district": 1}
+
+
+def trie_pattern(names: Iterable[str]) -> str:
+    """One regular expression matching any of ``names``, the longest first at a position.
+
+    A plain alternation of two hundred names makes the regex engine try every
+    name at every character of a report; a trie shares their prefixes, so it
+    tries one branch per character.  Names with Latin letters match only as
+    whole words (not inside a longer word), as :func:`alternation` writes them.
+    """
+    trie: dict[str, Any] = {}
+    for name in names:
+        node = trie
+        for ch in name:
+            node = node.setdefault(ch, {})
+        node[""] = name  # the end of a name: the key no character can be
+
+    def branch(node: dict[str, Any]) -> str:
+        alts = [re.escape(ch) + branch(child) for ch, child in sorted(node.items()) if ch]
+        if "" in node:  # children first: a longer name wins over its own prefix
+            name = node[""]
+            alts.append(rf"(?<![a-z][\s\S]{{{len(name)}}})(?![a-z])"
+                        if re.search("[a-z]", name) else "")
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+    return branch(trie)
+
+
+def alternation(names: Iterable[str]) -> str:
+    """The same language as :func:`trie_pattern`, as a plain alternation (for tests)."""
+    parts = []
+    for name in sorted(names, key=lambda n: (-len(n), n)):
+        if re.search(r"[a-z]", name):
+            parts.append(rf"(?<![a-z]){re.escape(name)}(?![a-z])")
+        else:
+            parts.append(re.escape(name))
+    return "|".join(parts) if parts else "(?!)"
 
 
 class Gazetteer:
@@ -29,13 +67,7 @@ class Gazetteer:
             for name in (place.name_zh, place.name_en, *place.aliases):
                 if name.strip():
                     self._by_name.setdefault(fold(name.strip()), place)
-        parts = []
-        for name in sorted(self._by_name, key=lambda n: (-len(n), n)):
-            if re.search(r"[a-z]", name):
-                parts.append(rf"(?<![a-z]){re.escape(name)}(?![a-z])")
-            else:
-                parts.append(re.escape(name))
-        self._re = re.compile("|".join(parts) if parts else "(?!)")
+        self._re = re.compile(trie_pattern(self._by_name) if self._by_name else "(?!)")
 
     def resolve(self, text: str) -> Location:
         """The best place named in ``text``, or an unresolved location."""

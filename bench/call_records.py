@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""CPU time the database side costs per call: CDRs, audit rows, voice reports, incidents.
+
+Feeds :class:`~dispatch.call_records.CallRecorder` the events of ``--calls`` answered
+emergency calls (offered, answered, released, finished), as the B2BUA and the ACD emit
+them, ``--burst`` calls at a time, on SQLite (a temporary file) or ``--url``; waits until
+every row is written and every voice report filed, then prints the process CPU time
+(this thread and the SQLite driver's) per call.  No SIP: the figure is what the hot write
+paths cost on their own.
+
+    python bench/call_records.py [--calls 3000] [--burst 50] [--url postgresql://...]
+
+Last line: ``records_cpu_ms_per_call=X calls=N reports=R wall_s=W``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import text  # noqa: E402
+
+from dispatch.audit import AuditTrail  # noqa: E402
+from dispatch.call_records import CallRecorder  # noqa: E402
+from dispatch.reports import ReportService  # noqa: E402
+from dispatch.storage import Database  # noqa: E402
+from telephony.acd.events import (  # noqa: E402
+    CallFinished,
+    CallOutcome,
+    CallRecord,
+    TimelineEntry,
+    TimelineKind,
+)
+from telephony.b2bua.events import CallAnswered, CallOffered, CallReleased  # noqa: E402
+
+
+def events(i: int, at: float) -> list[object]:
+    """One answered hotline call's events, in the order the daemon emits them."""
+    call, agent = f"call-{i}", f"a{i % 200}"
+    record = CallRecord(call, f"1380013{i:04d}", "110", 1, at, CallOutcome.ANSWERED, "police",
+                        agent, at + 2, at + 30, "caller_hangup",
+                        (TimelineEntry(at, TimelineKind.QUEUED, "police"),
+                         TimelineEntry(at + 2, TimelineKind.ANSWERED, "police", agent)))
+    return [CallOffered(call, f"sip-{i}", f"1380013{i:04d}", "110", "110", "police", 1,
+                        "carrier", "hotline", at),
+            CallAnswered(call, agent, "police", 2.0, at + 2),
+            CallReleased(call, "caller_hangup", "caller", at + 30),
+            CallFinished(record)]
+
+
+async def run(url: str, calls: int, burst: int) -> None:
+    """Write ``calls`` calls' records and print the CPU they cost."""
+    db = Database(url)
+    await db.upgrade()
+    now = [time.time()]
+    audit = AuditTrail(lambda e: None, lambda: now[0])
+    reports = ReportService(db, audit, lambda e: None, lambda: now[0])
+    await reports.start()
+    recorder = CallRecorder(db, audit, reports, lambda: now[0])
+    await recorder.start()
+    cpu, wall = time.process_time(), time.monotonic()
+    for start in range(0, calls, burst):
+        for i in range(start, min(calls, start + burst)):
+            for event in events(i, now[0]):
+                recorder.enqueue(event)
+        await recorder.queue.join()
+        now[0] += 1.0
+    cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    await recorder.stop()
+    async with db.engine.connect() as conn:
+        filed = (await conn.execute(text(
+            "SELECT count(*) FROM call_records WHERE report_id IS NOT NULL"))).scalar()
+    await db.close()
+    print(f"records_cpu_ms_per_call={1000 * cpu / calls:.3f} calls={calls} reports={filed} "
+          f"wall_s={wall:.1f}", flush=True)
+
+
+def main() -> None:
+    """Parse the arguments and run."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--burst", type=int, default=50, help="calls queued at a time")
+    parser.add_argument("--url", default="", help="database URL (default: a temporary SQLite)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        url = args.url or f"sqlite:///{tmp}/bench.db"
+        asyncio.run(run(url, args.calls, args.burst))
+
+
+if __name__ == "__main__":
+    main()
