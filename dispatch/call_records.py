@@ -52,7 +52,9 @@ log = logging.getLogger(__name__)
 QUEUE_SIZE = 200_000
 BATCH = 500
 LINGER_S = 0.2
-"""A batch smaller than :data:`BATCH` waits this long for company (group commit)."""
+"""A batch smaller than :data:`BATCH` waits this long for company (group commit); the
+default of ``[sip] records_linger_ms``.  A crash (SIGKILL, power) can lose the call events
+of this window; SIGTERM loses none (:meth:`CallRecorder.stop` writes everything)."""
 LIVE_ROWS = 50_000
 """CDR rows of unfinished calls kept between batches, so an update needs no SELECT."""
 RECORDS_FLUSH_S = 60.0
@@ -101,8 +103,10 @@ class CallRecorder:
     """The batch writer of CDRs, call audit rows and voice reports (module docs)."""
 
     def __init__(self, db: Database, audit: AuditTrail, reports: ReportService,
-                 clock: Callable[[], float], incidents: IncidentService | None = None) -> None:
+                 clock: Callable[[], float], incidents: IncidentService | None = None,
+                 linger_s: float = LINGER_S) -> None:
         self.db = db
+        self.linger_s = linger_s
         self.incidents = incidents
         self._links: list[tuple[str, str, str]] = []
         self.audit = audit
@@ -201,7 +205,7 @@ class CallRecorder:
             batch = [await self.queue.get()]
             if self.queue.qsize() < BATCH and not self._stopping:
                 # Group commit: a lone event waits a moment so a burst shares a commit.
-                await asyncio.sleep(LINGER_S)
+                await asyncio.sleep(self.linger_s)
             while len(batch) < BATCH and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             try:

@@ -735,6 +735,10 @@ class SipSettings(_Section):
     agent_login_on_register: bool = False
     user_agent: Annotated[str, Field(min_length=1, max_length=64)] = "dispatchd"
     registrar: SipRegistrarSettings = SipRegistrarSettings()
+    #: Call events wait up to this long in memory to share one commit (group commit). A crash
+    #: (SIGKILL, power) can lose this window's events; SIGTERM loses none. Lower = less at
+    #: risk, more CPU per call (200 ms: ~6 ms/call at 60 calls/s; 20 ms: ~9 ms).
+    records_linger_ms: Annotated[int, Field(ge=0, le=2000)] = 200
     # SIP proxies (Kamailio) whose X-Dispatchd-Source header names a request's real source.
     proxies: Annotated[tuple[str, ...], Field(strict=False, max_length=64)] = ()
 

@@ -150,7 +150,8 @@ class SipService:
         self.b2bua.conferences.trunk_source = self.trunks.best
         if tones is not None:
             self.b2bua.conferences.join_tone, self.b2bua.conferences.leave_tone = tones
-        self.recorder = CallRecorder(db, audit, reports, clock, incidents=incidents)
+        self.recorder = CallRecorder(db, audit, reports, clock, incidents=incidents,
+                                     linger_s=settings.records_linger_ms / 1000)
         if media_events is not None:
             media_events(self._media_event)
 
