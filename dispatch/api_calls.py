@@ -7,6 +7,7 @@ force-releases a call (强拆: BYE on both legs with a Reason header, audited).
 Without ``[sip] enabled`` every route answers 503.
 """
 
+import asyncio
 from dataclasses import asdict
 from typing import Annotated, Any
 
@@ -19,6 +20,8 @@ from dispatch.auth import Permission, Principal
 from telephony.acd.engine import AcdError
 
 API = "/api/v1"
+DESCRIBE_WAIT_S = 0.1
+DESCRIBE_WAIT_TRIES = 30  # up to 3 s for a just-answered call's voice report to be filed
 SIP_OFF = "SIP is not enabled on this node ([sip] enabled = false)"
 
 
@@ -160,6 +163,14 @@ def mount_calls(app: FastAPI, sip: Any, needs: Any) -> None:
         and is classified, graded and placed again.  Returns the report's incident."""
         svc = service(f"call {call_id}")
         row = await svc.call_record(call_id)
+        # Call records are written behind the calls ([sip] records_linger_ms): a call taker
+        # quick to describe a just-answered call waits for its report rather than a 409.
+        for _ in range(DESCRIBE_WAIT_TRIES):
+            live = call_id in svc.b2bua.calls
+            if not ((row is None and live) or (row is not None and row.report_id is None)):
+                break
+            await asyncio.sleep(DESCRIBE_WAIT_S)
+            row = await svc.call_record(call_id)
         if row is None:
             raise HTTPException(404, f"no call {call_id}")
         if row.report_id is None:

@@ -206,3 +206,31 @@ async def test_a_dispatcher_runs_a_conference_from_the_console(
     for step in ("conference.created", "conference.muted", "conference.locked",
                  "conference.removed", "conference.ended"):
         assert step in done, (step, done)
+
+
+async def test_describing_a_call_just_answered_waits_for_its_report(
+        tmp_path: Path, started: list[object]) -> None:  # noqa: F811 - the fixture
+    """Call records are written behind the calls; with a 1.5 s group-commit window the
+    report is certainly not filed when the call taker describes the call at once, and the
+    API waits for it instead of answering 409."""
+    carrier = free_port()
+    sip = SipDaemon(tmp_path, agents={"alice": ["police"]}, trunks=trunk(carrier),
+                    extra_sip="session_expires = 90\nrecords_linger_ms = 1500")
+    started.append(sip)
+    agent_port = free_port()
+    agent = SippServer("agent_uas.xml", agent_port, tmp_path)
+    started.append(agent)
+    assert (await register_agents(sip, tmp_path, {"alice": agent_port}))[0] == 0
+    api = sip.api()
+    caller = asyncio.ensure_future(call(sip, tmp_path, "caller_wait_bye.xml", "110", carrier))
+    live = await wait_for(lambda: [c for c in api.get("/api/v1/calls").json()
+                                   if c["state"] == "connected"], "a connected call")
+    call_id = live[0]["call_id"]
+    r = await asyncio.to_thread(api.post, f"/api/v1/calls/{call_id}/describe",
+                                json={"text": "东城街道一栋居民楼起火，三人受伤"})
+    assert r.status_code == 200, r.text
+    got = api.get(f"/api/v1/reports/{r.json()['report_id']}").json()
+    assert got["channel"] == "voice" and got["subtype"] == "building_fire"
+    assert api.post(f"/api/v1/calls/{call_id}/release", json={"reason": "done"}).status_code == 200
+    code, out = await caller
+    assert code == 0, out + errors(tmp_path)
