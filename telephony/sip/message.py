@@ -184,10 +184,10 @@ class SipMessage:
     @property
     def top_via(self) -> Via:
         """The topmost Via element; raises 400 if there is none."""
-        values = self.headers.values("Via")
-        if not values:
+        value = self.headers.first_value("Via")
+        if value is None:
             raise SipParseError("missing Via")
-        return self._parsed("via", values[0], parse_via)
+        return self._parsed("via", value, parse_via)
 
     @property
     def from_(self) -> NameAddr:
