@@ -108,6 +108,9 @@ _FORBIDDEN_RE = re.compile(r"[\x00\r\n]")
 # gen-value is token / host / quoted-string; ':' admits bare IPv6 (received=).
 _GEN_VALUE_RE = re.compile(f"[{_TOKEN_CHARS}:]+")
 _WS_RE = re.compile(r"[ \t]*")
+_VIA_HEAD_RE = re.compile(
+    f"([{_TOKEN_CHARS}]+)/([{_TOKEN_CHARS}]+)/([{_TOKEN_CHARS}]+)[ \t]*([^; \t]*)")
+_SIMPLE_PARAM_RE = re.compile(f";([{_TOKEN_CHARS}]+)(?:=([{_TOKEN_CHARS}:]+))?")
 _UNTIL_GT = re.compile(r"[^>]*")
 _UNTIL_BRACKET = re.compile(r"[^\]]*")
 _UNTIL_HOST_END = re.compile(r"[^; \t]*")
@@ -457,6 +460,27 @@ def _param_value(scanner: _Scanner) -> str:
 
 def _scan_params(scanner: _Scanner, stop: str = "") -> Params:
     """Parse ``*(SEMI generic-param)``; values keep their quotes."""
+    # Fast path for what nearly every peer sends: ``;name`` / ``;name=token``
+    # with no whitespace, quotes or brackets.  It only commits when it consumed
+    # everything up to the end (or a stop character); anything else is re-read
+    # from the start by the general scanner below, so results are identical.
+    text, pos = scanner.text, scanner.pos
+    end = len(text)
+    simple: list[tuple[str, str | None]] = []
+    while pos < end and text[pos] == ";":
+        match = _SIMPLE_PARAM_RE.match(text, pos)
+        if match is None:
+            break
+        simple.append((match.group(1), match.group(2)))
+        pos = match.end()
+    if pos >= end or (stop and text[pos] in stop):
+        scanner.pos = pos
+        return tuple(simple)
+    return _scan_params_general(scanner, stop)
+
+
+def _scan_params_general(scanner: _Scanner, stop: str = "") -> Params:
+    """The full ``*(SEMI generic-param)`` grammar: whitespace, quoted and IPv6 values."""
     params: list[tuple[str, str | None]] = []
     while True:
         scanner.skip_ws()
@@ -554,13 +578,19 @@ class Via:
 def parse_via(text: str) -> Via:
     """Parse one Via element (already split from its list)."""
     scanner = _Scanner(text)
-    name = scanner.token()
-    scanner.expect("/")
-    version = scanner.token()
-    scanner.expect("/")
-    transport = scanner.token().upper()
-    scanner.skip_ws()
-    hostport = scanner.until(_UNTIL_HOST_END)
+    head = _VIA_HEAD_RE.match(text)
+    if head is not None:  # no whitespace around the slashes: the usual form, in one step
+        name, version, transport, hostport = head.groups()
+        transport = transport.upper()
+        scanner.pos = head.end()
+    else:
+        name = scanner.token()
+        scanner.expect("/")
+        version = scanner.token()
+        scanner.expect("/")
+        transport = scanner.token().upper()
+        scanner.skip_ws()
+        hostport = scanner.until(_UNTIL_HOST_END)
     host, port = parse_host_port(hostport)
     params = _scan_params(scanner)
     for key, value in params:
