@@ -154,7 +154,9 @@ def _run(settings: Settings, config_path: str | None) -> int:
     from dispatch import logs
 
     logs.configure(settings.log.level, settings.log.format)
-    loop = asyncio.new_event_loop()
+    from dispatch.runtime import new_event_loop
+
+    loop = new_event_loop(settings.node.event_loop)  # uvloop when installed (runtime.py)
     asyncio.set_event_loop(loop)
     from dispatch.daemon import install_reactor
 

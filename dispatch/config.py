@@ -50,6 +50,7 @@ class NodeSettings(_Section):
 
     name: Name = "dispatchd"
     data_dir: str = "var"
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
 
 
 class DatabaseSettings(_Section):
