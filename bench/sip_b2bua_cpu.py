@@ -209,7 +209,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
             settle_heap()  # as the daemon does once started
         if args.gc_threshold:
             gc.set_threshold(*(int(x) for x in args.gc_threshold.split(",")))
-        ready = sum(1 for a in agents if stack.b2bua.acd.agent_status(a).state.value != "logged_out")
+        ready = sum(1 for a in agents
+                    if stack.b2bua.acd.agent_status(a).state.value != "logged_out")
         print(f"agents_logged_in={ready} of {len(agents)}", flush=True)
         stf = tmp / "calls.csv"
         gc_clock.reset()
@@ -222,8 +223,9 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
         used, wall = cpu() - before, time.monotonic() - began
         totals = sipp_totals(stf)
         calls = totals["SuccessfulCall"] + totals["FailedCall"]
+        runs = zip(gc_clock.counts, gc_clock.seconds, strict=True)
         print(f"gc_s={sum(gc_clock.seconds):.2f} gc_by_generation="
-              f"{'/'.join(f'{n}x{t:.2f}s' for n, t in zip(gc_clock.counts, gc_clock.seconds))}")
+              f"{'/'.join(f'{n}x{t:.2f}s' for n, t in runs)}")
         print(f"wall_s={wall:.1f} cpu_s={used:.2f} events={stack.events} "
               f"loop={type(asyncio.get_running_loop()).__module__}", flush=True)
         print(f"sip_cpu_ms_per_call={1000 * used / max(calls, 1):.3f} calls={calls:.0f} "
