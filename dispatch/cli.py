@@ -156,7 +156,8 @@ def _run(settings: Settings, config_path: str | None) -> int:
     logs.configure(settings.log.level, settings.log.format)
     from dispatch.runtime import new_event_loop
 
-    loop = new_event_loop(settings.node.event_loop)  # uvloop when installed (runtime.py)
+    tls = settings.sip.enabled and any(x.transport == "tls" for x in settings.sip.listen)
+    loop = new_event_loop(settings.node.event_loop, tls=tls)  # asyncio unless chosen
     asyncio.set_event_loop(loop)
     from dispatch.daemon import install_reactor
 

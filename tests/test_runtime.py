@@ -21,7 +21,7 @@ def _close_after(loop: asyncio.AbstractEventLoop) -> str:
         loop.close()
 
 
-def test_auto_runs_on_uvloop_when_installed() -> None:
+def test_auto_runs_on_uvloop_when_installed_and_no_tls() -> None:
     """uvloop is part of the test environment (setup.cfg extra ``fast``)."""
     try:
         import uvloop  # noqa: F401
@@ -29,32 +29,46 @@ def test_auto_runs_on_uvloop_when_installed() -> None:
         pytest.fail("uvloop missing: pip install 'dispatchd[fast]'")
     assert _close_after(new_event_loop("auto")) == "uvloop"
     assert _close_after(new_event_loop("uvloop")) == "uvloop"
+    assert _close_after(new_event_loop("auto", tls=True)).startswith("asyncio")
 
 
-def test_asyncio_forces_the_standard_loop() -> None:
-    """``asyncio`` never picks uvloop."""
+def test_asyncio_is_the_default_and_never_uvloop() -> None:
+    """``asyncio`` (the default) never picks uvloop."""
+    assert _close_after(new_event_loop()).startswith("asyncio")
     assert _close_after(new_event_loop("asyncio")).startswith("asyncio")
+    assert parse_settings({}, "f.toml").node.event_loop == "asyncio"
 
 
-def test_without_uvloop_auto_falls_back_and_uvloop_refuses(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A machine without the extra: auto is asyncio, an explicit uvloop is a clear error."""
-    monkeypatch.setitem(sys.modules, "uvloop", None)  # import raises ImportError
-    assert _close_after(new_event_loop("auto")).startswith("asyncio")
-    with pytest.raises(RuntimeError, match="uvloop is not installed"):
-        new_event_loop("uvloop")
+def test_uvloop_refused_with_tls_and_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvloop with a TLS listener, or without the package: a clear error; auto falls back."""
+    with pytest.raises(ValueError, match="SIP over TLS does not work on uvloop"):
+        new_event_loop("uvloop", tls=True)
     with pytest.raises(ValueError, match="unknown event loop"):
         new_event_loop("trio")
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import raises ImportError
+    assert _close_after(new_event_loop("auto")).startswith("asyncio")
+    with pytest.raises(ValueError, match="uvloop is not installed"):
+        new_event_loop("uvloop")
+
+
+TLS_SIP = ('[sip]\nenabled = true\ntls_cert = "c.pem"\ntls_key = "k.pem"\n'
+           'listen = [{transport = "tls", host = "127.0.0.1", port = 5061}]\n'
+           '[routing]\nfallback = "110"\n[[hotlines]]\nnumber = "110"\nqueue = "police"\n'
+           '[[queues]]\nname = "police"\n')
 
 
 def test_event_loop_setting_is_checked_in_the_config() -> None:
-    """A wrong value is one line naming ``node.event_loop``."""
+    """A wrong value, or uvloop with a TLS listener, is one line naming ``node.event_loop``."""
     with pytest.raises(ConfigError) as err:
         parse_settings(tomllib.loads('[node]\nevent_loop = "gevent"'), "f.toml")
     assert err.value.problems == [
-        "f.toml: node.event_loop: Input should be 'auto', 'asyncio' or 'uvloop' (got 'gevent')"]
-    assert parse_settings(tomllib.loads('[node]\nevent_loop = "asyncio"'),
-                          "f.toml").node.event_loop == "asyncio"
+        "f.toml: node.event_loop: Input should be 'asyncio', 'auto' or 'uvloop' (got 'gevent')"]
+    with pytest.raises(ConfigError) as err:
+        parse_settings(tomllib.loads('[node]\nevent_loop = "uvloop"\n' + TLS_SIP), "f.toml")
+    assert len(err.value.problems) == 1
+    assert "node.event_loop: SIP over TLS does not work on uvloop" in err.value.problems[0]
+    assert parse_settings(tomllib.loads('[node]\nevent_loop = "auto"\n' + TLS_SIP),
+                          "f.toml").node.event_loop == "auto"
 
 
 @pytest.fixture
