@@ -6,7 +6,8 @@ The event loop
 daemon on uvloop (``pip install 'dispatchd[fast]'``), ``"auto"`` does so when it
 is installed.  Measured with ``bench/sip_b2bua_cpu.py --rate 150 --calls 3000``
 (the SIP path alone, CPU per call, runs interleaved on the same busy machine):
-2.59, 2.73 and 2.43 ms on asyncio, 2.19, 2.30 and 2.35 ms on uvloop: 3-15 % less.
+2.59, 2.73 and 2.43 ms on asyncio, 2.19, 2.30 and 2.35 ms on uvloop on a busy machine
+(3-15 % less), 3.22 against 3.19 ms on a quiet one (1 %).
 It is not the default because SIP over TLS does not work on it: baresip never
 registers over our TLS listener on uvloop 0.23
 (``tests/b2bua/test_b2bua_sipproto.py::test_baresip_registers_and_calls_over_tls``
