@@ -156,7 +156,10 @@ def _run(settings: Settings, config_path: str | None, *, simulate: bool = False)
     from dispatch import logs
 
     logs.configure(settings.log.level, settings.log.format)
-    loop = asyncio.new_event_loop()
+    from dispatch.runtime import new_event_loop
+
+    tls = settings.sip.enabled and any(x.transport == "tls" for x in settings.sip.listen)
+    loop = new_event_loop(settings.node.event_loop, tls=tls)  # asyncio unless chosen
     asyncio.set_event_loop(loop)
     from dispatch.daemon import install_reactor
 

@@ -50,6 +50,7 @@ class NodeSettings(_Section):
 
     name: Name = "dispatchd"
     data_dir: str = "var"
+    event_loop: Literal["asyncio", "auto", "uvloop"] = "asyncio"
 
 
 class DatabaseSettings(_Section):
@@ -829,6 +830,14 @@ class Settings(_Section):
         if self.cluster.enabled and not url.startswith("postgres"):
             raise ValueError("cluster.enabled: a cluster shares one PostgreSQL; "
                              "set database.url = \"postgresql://...\"")
+        return self
+
+    @model_validator(mode="after")
+    def _check_event_loop(self) -> Settings:
+        from dispatch.runtime import check_event_loop
+
+        check_event_loop(self.node.event_loop,
+                         any(x.transport == "tls" for x in self.sip.listen) and self.sip.enabled)
         return self
 
     @model_validator(mode="after")

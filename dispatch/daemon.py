@@ -44,6 +44,7 @@ from dispatch.metrics import Metrics
 from dispatch.radio_service import RadioService
 from dispatch.reports import ReportService
 from dispatch.residents import ResidentService
+from dispatch.runtime import settle_heap
 from dispatch.services import RequiredServiceFailed, ServiceManager
 from dispatch.sms_service import SmsService, report_sink
 from dispatch.storage import Database
@@ -421,6 +422,7 @@ class Daemon:
             except RequiredServiceFailed as exc:
                 log.error(str(exc))
                 return EXIT_FAILED
+            settle_heap()  # start-up's objects out of the collector's way (dispatch/runtime.py)
             while True:
                 await self._stop.wait()
                 self._stop.clear()

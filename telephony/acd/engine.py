@@ -65,6 +65,7 @@ from telephony.acd.events import (
     TimelineEntry,
     TimelineKind,
 )
+from telephony.acd.ready import ReadySet
 
 __all__ = [
     "AcdEngine",
@@ -192,7 +193,7 @@ class _Queue:
     settings: QueueSettings
     waiting: list[_SortKey] = field(default_factory=list)
     members: set[str] = field(default_factory=set)
-    ready: set[str] = field(default_factory=set)  # members in READY, kept by _move
+    ready: ReadySet = field(default_factory=ReadySet)  # members in READY, kept by _move
     answered: int = 0
     abandoned: int = 0
     overflowed: int = 0
@@ -576,20 +577,12 @@ class AcdEngine:
                 return
 
     def _pick_agents(self, queue: _Queue, call: _Call) -> list[_Agent]:
-        if not queue.ready:
-            return []
-        ready = [self._agents[a] for a in queue.ready]
-        name = queue.settings.name
-
-        def rank(a: _Agent) -> tuple[bool, int, float, str]:
-            idle = a.idle_since if a.idle_since is not None else a.since
-            return (a.settings.agent_id in call.declined, a.queues[name], idle, a.settings.agent_id)
-
-        ready.sort(key=rank)
+        """Who to ring: ranked by (declined this call, penalty, idle since, id), the best
+        one (longest idle) or every agent sharing the best's first two (ring all)."""
         if queue.settings.strategy is Strategy.LONGEST_IDLE:
-            return ready[:1]
-        best = rank(ready[0])[:2]
-        return [a for a in ready if rank(a)[:2] == best]
+            best = queue.ready.best(call.declined)
+            return [] if best is None else [self._agents[best]]
+        return [self._agents[a] for a in queue.ready.best_group(call.declined)]
 
     def _offer(self, call: _Call, agents: list[_Agent], now: float) -> None:
         self._unwait(call)
@@ -705,10 +698,11 @@ class AcdEngine:
         agent.since = now
         if AgentState.READY in (old, new):
             agent_id = agent.settings.agent_id
-            for name in agent.queues:
+            idle = agent.idle_since if agent.idle_since is not None else now
+            for name, penalty in agent.queues.items():
                 ready = self._queues[name].ready
                 if new is AgentState.READY:
-                    ready.add(agent_id)
+                    ready.add(agent_id, penalty, idle)
                 else:
                     ready.discard(agent_id)
         self._events.append(AgentStateChanged(agent.settings.agent_id, old, new, now, reason))

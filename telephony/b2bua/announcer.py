@@ -52,10 +52,15 @@ class QueueAnnouncer:
         self._timer: asyncio.TimerHandle | None = None
         self._preempted: set[str] = set()
         self.played = 0
+        self._player_of: object = None
+        self._playback: SequencePlayback | None = None
 
     def _player(self) -> SequencePlayback | None:
         anchor = self.b2bua.anchor
-        return anchor if isinstance(anchor, SequencePlayback) else None
+        if anchor is not self._player_of:  # a Protocol isinstance is slow: once per anchor
+            self._player_of = anchor
+            self._playback = anchor if isinstance(anchor, SequencePlayback) else None
+        return self._playback
 
     def language(self, call: Call) -> str:
         """The hotline's language, else the trunk's, else the queue's."""

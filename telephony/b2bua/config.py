@@ -11,6 +11,7 @@ keep-alives and outbound registration), validated here.  Every problem raises
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -67,11 +68,18 @@ class SipTrunk:
             return False
         if self.source_port is not None and port != self.source_port:
             return False
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(address in network for network in self.sources)
+        address = _source_address(host)
+        return address is not None and any(address in network for network in self.sources)
+
+
+@functools.lru_cache(maxsize=4096)
+def _source_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The packet source as an address (None for anything else); asked for every INVITE
+    from every trunk's peers, which are few, so parsing is remembered (bounded)."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

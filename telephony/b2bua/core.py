@@ -201,6 +201,8 @@ class B2bua(SipIo):
         self._by_invite: dict[TransactionKey, Leg] = {}
         self._client: dict[TransactionKey, tuple[Leg, str, Any]] = {}
         self._acd_timer: asyncio.TimerHandle | None = None
+        self._control_of: object = None
+        self._control: MediaControl | None = None
         self.other_client: TransactionUser | None = None
         """Gets responses to client transactions that are not ours (trunk keep-alives)."""
         self.forcein = ForceIn(self)
@@ -257,7 +259,13 @@ class B2bua(SipIo):
 
     def control(self) -> MediaControl | None:
         """The anchor, when it mixes media itself (prompts, force-in, dead media)."""
-        return self.anchor if isinstance(self.anchor, MediaControl) else None
+        anchor = self.anchor
+        if anchor is not self._control_of:
+            # A runtime-checkable Protocol isinstance costs tens of microseconds and
+            # this is asked several times per call: check once per anchor object.
+            self._control_of = anchor
+            self._control = anchor if isinstance(anchor, MediaControl) else None
+        return self._control
 
     def emit(self, event: object) -> None:
         """Hand an event to the daemon (for the force-in helper)."""

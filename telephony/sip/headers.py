@@ -108,6 +108,9 @@ _FORBIDDEN_RE = re.compile(r"[\x00\r\n]")
 # gen-value is token / host / quoted-string; ':' admits bare IPv6 (received=).
 _GEN_VALUE_RE = re.compile(f"[{_TOKEN_CHARS}:]+")
 _WS_RE = re.compile(r"[ \t]*")
+_VIA_HEAD_RE = re.compile(
+    f"([{_TOKEN_CHARS}]+)/([{_TOKEN_CHARS}]+)/([{_TOKEN_CHARS}]+)[ \t]*([^; \t]*)")
+_SIMPLE_PARAM_RE = re.compile(f";([{_TOKEN_CHARS}]+)(?:=([{_TOKEN_CHARS}:]+))?")
 _UNTIL_GT = re.compile(r"[^>]*")
 _UNTIL_BRACKET = re.compile(r"[^\]]*")
 _UNTIL_HOST_END = re.compile(r"[^; \t]*")
@@ -119,6 +122,28 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
+_NAME_CACHE_SIZE = 512
+# name as written by the caller -> (canonical name, known?, list-valued?).  Header
+# lookups by the same few literal names happen dozens of times per message, so
+# the lower()/dict/frozenset work is done once per spelling; bounded because
+# names can also come from the network.
+_LOOKUPS: dict[str, tuple[str, bool, bool]] = {}
+# Locally supplied names already checked to be tokens (same bound, same reason).
+_CHECKED: dict[str, str] = {}
+
+
+def _name_info(name: str) -> tuple[str, bool, bool]:
+    found = _LOOKUPS.get(name)
+    if found is None:
+        canon = _CANONICAL.get(name.lower())
+        known = canon is not None
+        canon = canon or name
+        found = (canon, known, canon.lower() in _LIST_HEADERS)
+        if len(_LOOKUPS) < _NAME_CACHE_SIZE:
+            _LOOKUPS[name] = found
+    return found
+
+
 def check_header_text(text: str) -> str:
     """Refuse CR, LF and NUL in locally supplied header text (header injection)."""
     if _FORBIDDEN_RE.search(text):
@@ -128,9 +153,15 @@ def check_header_text(text: str) -> str:
 
 def _checked_name(name: str) -> str:
     """Canonical form of a locally supplied header name, which must be a token."""
+    canon = _CHECKED.get(name)
+    if canon is not None:
+        return canon
     if _TOKEN_RE.fullmatch(name) is None:
         raise SipHeaderInjection(f"header name is not a token: {name!r}")
-    return canonical_name(name)
+    canon = canonical_name(name)
+    if len(_CHECKED) < _NAME_CACHE_SIZE:
+        _CHECKED[name] = canon
+    return canon
 
 
 def split_list(value: str) -> list[str]:
@@ -200,8 +231,8 @@ class Headers:
 
     def get(self, name: str) -> str | None:
         """The first value of ``name``, or None."""
-        canon = _CANONICAL.get(name.lower())
-        if canon is not None:
+        canon, known, _ = _name_info(name)
+        if known:
             # Known names are stored canonically, so an exact compare suffices.
             for key, value in self._items:
                 if key == canon:
@@ -215,16 +246,29 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """Every header line's value for ``name``, in order (not comma-split)."""
-        canon = _CANONICAL.get(name.lower())
-        if canon is not None:
+        canon, known, _ = _name_info(name)
+        if known:
             return [v for k, v in self._items if k == canon]
         lname = name.lower()
         return [v for k, v in self._items if k.lower() == lname]
 
+    def first_value(self, name: str) -> str | None:
+        """The first element of ``name`` (what ``values(name)[0]`` is), or None."""
+        canon, known, listed = _name_info(name)
+        lname = canon.lower()
+        for key, line in self._items:
+            if key == canon if known else key.lower() == lname:
+                if not listed:
+                    return line
+                items = split_list(line)
+                if items:
+                    return items[0]
+        return None
+
     def values(self, name: str) -> list[str]:
         """All elements of ``name``: list headers are comma-split, others per line."""
         lines = self.get_all(name)
-        if canonical_name(name).lower() not in _LIST_HEADERS:
+        if not _name_info(name)[2]:
             return lines
         return [item for line in lines for item in split_list(line)]
 
@@ -416,6 +460,27 @@ def _param_value(scanner: _Scanner) -> str:
 
 def _scan_params(scanner: _Scanner, stop: str = "") -> Params:
     """Parse ``*(SEMI generic-param)``; values keep their quotes."""
+    # Fast path for what nearly every peer sends: ``;name`` / ``;name=token``
+    # with no whitespace, quotes or brackets.  It only commits when it consumed
+    # everything up to the end (or a stop character); anything else is re-read
+    # from the start by the general scanner below, so results are identical.
+    text, pos = scanner.text, scanner.pos
+    end = len(text)
+    simple: list[tuple[str, str | None]] = []
+    while pos < end and text[pos] == ";":
+        match = _SIMPLE_PARAM_RE.match(text, pos)
+        if match is None:
+            break
+        simple.append((match.group(1), match.group(2)))
+        pos = match.end()
+    if pos >= end or (stop and text[pos] in stop):
+        scanner.pos = pos
+        return tuple(simple)
+    return _scan_params_general(scanner, stop)
+
+
+def _scan_params_general(scanner: _Scanner, stop: str = "") -> Params:
+    """The full ``*(SEMI generic-param)`` grammar: whitespace, quoted and IPv6 values."""
     params: list[tuple[str, str | None]] = []
     while True:
         scanner.skip_ws()
@@ -513,13 +578,19 @@ class Via:
 def parse_via(text: str) -> Via:
     """Parse one Via element (already split from its list)."""
     scanner = _Scanner(text)
-    name = scanner.token()
-    scanner.expect("/")
-    version = scanner.token()
-    scanner.expect("/")
-    transport = scanner.token().upper()
-    scanner.skip_ws()
-    hostport = scanner.until(_UNTIL_HOST_END)
+    head = _VIA_HEAD_RE.match(text)
+    if head is not None:  # no whitespace around the slashes: the usual form, in one step
+        name, version, transport, hostport = head.groups()
+        transport = transport.upper()
+        scanner.pos = head.end()
+    else:
+        name = scanner.token()
+        scanner.expect("/")
+        version = scanner.token()
+        scanner.expect("/")
+        transport = scanner.token().upper()
+        scanner.skip_ws()
+        hostport = scanner.until(_UNTIL_HOST_END)
     host, port = parse_host_port(hostport)
     params = _scan_params(scanner)
     for key, value in params:

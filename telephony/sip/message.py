@@ -117,6 +117,11 @@ _PLACEHOLDER_URI = AbsoluteUri("invalid", "request-uri-rejected")
 _SINGLE_VALUED = frozenset(
     {"From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length", "Content-Type"})
 _DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+# Header names as written on the wire (before the colon) that were valid tokens,
+# with their canonical spelling: the same dozen spellings arrive in every
+# message.  Bounded, since names come from the network.
+_FIELD_NAMES: dict[str, str] = {}
+_FIELD_NAMES_MAX = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,10 +189,10 @@ class SipMessage:
     @property
     def top_via(self) -> Via:
         """The topmost Via element; raises 400 if there is none."""
-        values = self.headers.values("Via")
-        if not values:
+        value = self.headers.first_value("Via")
+        if value is None:
             raise SipParseError("missing Via")
-        return self._parsed("via", values[0], parse_via)
+        return self._parsed("via", value, parse_via)
 
     @property
     def from_(self) -> NameAddr:
@@ -321,25 +326,36 @@ def _split_head(data: bytes) -> tuple[bytes, bytes]:
 
 def _header_fields(lines: list[str], limits: SipLimits) -> list[tuple[str, str]]:
     """Unfold continuation lines and split ``name HCOLON value``."""
-    fields: list[list[str]] = []
+    fields: list[tuple[str, str]] = []
+    max_line, max_headers = limits.max_line, limits.max_headers
+    names = _FIELD_NAMES
     for line in lines:
-        if len(line) > limits.max_line:
-            raise SipParseError(f"header line longer than {limits.max_line}")
+        if len(line) > max_line:
+            raise SipParseError(f"header line longer than {max_line}")
         if "\r" in line:
             raise SipParseError("bare CR in header line")
-        if line[:1] in (" ", "\t"):
+        first = line[:1]
+        if first == " " or first == "\t":
             if not fields:
                 raise SipParseError("continuation line before any header")
-            fields[-1][1] = (fields[-1][1] + " " + line.strip(" \t")).strip(" \t")
+            name, value = fields[-1]
+            fields[-1] = (name, (value + " " + line.strip(" \t")).strip(" \t"))
             continue
-        name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if not colon or _TOKEN_RE.fullmatch(name) is None:
+        raw, colon, value = line.partition(":")
+        if not colon:
             raise SipParseError(f"malformed header line {line[:80]!r}")
-        fields.append([canonical_name(name), value.strip(" \t")])
-        if len(fields) > limits.max_headers:
-            raise SipParseError(f"more than {limits.max_headers} header fields")
-    return [(n, v) for n, v in fields]
+        canon = names.get(raw)
+        if canon is None:
+            name = raw.rstrip(" \t")
+            if _TOKEN_RE.fullmatch(name) is None:
+                raise SipParseError(f"malformed header line {line[:80]!r}")
+            canon = canonical_name(name)
+            if len(names) < _FIELD_NAMES_MAX:
+                names[raw] = canon
+        fields.append((canon, value.strip(" \t")))
+        if len(fields) > max_headers:
+            raise SipParseError(f"more than {max_headers} header fields")
+    return fields
 
 
 def _parse_content_length(value: str) -> int:
