@@ -377,8 +377,15 @@ async def test_a_node_stopped_past_dead_after_wakes_fenced_off_and_sends_nothing
     fenced = await asyncio.to_thread(
         n2.read_until, lambda e: str(e.get("msg", "")).startswith(
             "this node was declared dead while it stalled"), 60)
-    dropped = await asyncio.to_thread(
-        n2.read_until, lambda e: str(e.get("msg", "")).startswith("campaign sender fenced"), 10)
+    # Whether the woken node still had recipients of its old batch waiting to go out (and so
+    # logs dropping them) depends on where the stop caught it: its SMSC bind may have failed
+    # them all meanwhile.  What must hold either way is checked below: nobody texted twice.
+    try:
+        dropped = await asyncio.to_thread(
+            n2.read_until, lambda e: str(e.get("msg", "")).startswith("campaign sender fenced"),
+            10)
+    except TimeoutError:
+        dropped = None
     c.drain("n2")
     dump = tmp_path / "handsets.json"  # what each handset got or will get (held ones too)
     seen = len(sim.events)
