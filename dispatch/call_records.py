@@ -40,6 +40,7 @@ from telephony.b2bua.events import (
     CallMonitor,
     CallOffered,
     CallPreempted,
+    CallRefused,
     CallReleased,
     CallTransferFailed,
     CallTransferred,
@@ -63,7 +64,7 @@ _OPERATOR_STATES = (AgentState.LOGGED_OUT, AgentState.NOT_READY)
 CLUSTER_MIRROR = "cluster:"  # reason of the changes dispatch.acd_store's mirror makes
 RECORDED = (CallOffered, CallAnswered, CallReleased, Abandoned, CallFinished, AgentStateChanged,
             AuthFailed, SourceBlocked, CallMonitor, CallMediaDead, RecordingFinished,
-            RecordingFailed, CallTransferred, CallTransferFailed, CallPreempted)
+            RecordingFailed, CallTransferred, CallTransferFailed, CallPreempted, CallRefused)
 
 
 Row = dict[str, Any]
@@ -368,6 +369,13 @@ class CallRecorder:
                                     "agent": event.agent_id,
                                     "for_call": event.urgent_call_id,
                                     "for_hotline": event.urgent_hotline})
+        elif isinstance(event, CallRefused):
+            # Refused before any queue (trunk limit, overload, no SDP): no CDR, but traced.
+            b.audit.record(actor="system", action="call.refused",
+                           subject=f"sip:{event.sip_call_id}"[:128],
+                           details={"caller": event.caller, "called": event.called,
+                                    "trunk": event.trunk, "status": event.status,
+                                    "reason": event.reason})
         elif isinstance(event, AuthFailed | SourceBlocked):
             action = "sip.auth_failed" if isinstance(event, AuthFailed) else "sip.blocked"
             b.audit.record(actor="system", action=action, subject=f"source:{event.source}",

@@ -716,6 +716,28 @@ class SipRegistrarSettings(_Section):
         return self
 
 
+class SipOverloadSettings(_Section):
+    """Overload control (telephony/b2bua/overload.py): shed new calls with 503 + Retry-After."""
+
+    #: Event-loop lag at which calls below keep_priority get 503 (0 = never).
+    lag_ms: Annotated[int, Field(ge=0, le=60_000)] = 300
+    #: Lag at which every new call gets 503, 110/119/120 too, so the carrier's overflow
+    #: routing takes them to the backup centre (0 = never shed emergency calls).
+    all_lag_ms: Annotated[int, Field(ge=0, le=60_000)] = 2000
+    #: Calls at or above this priority (110/119/120 = 30) are kept while lag < all_lag_ms.
+    keep_priority: Annotated[int, Field(ge=0, le=1000)] = 30
+    #: Shedding stays on this long after the last late sample.
+    hold_s: Annotated[float, Field(ge=0.1, le=600)] = 2.0
+    #: Retry-After (seconds) on the 503.
+    retry_after_s: Annotated[int, Field(ge=0, le=3600)] = 5
+
+    @model_validator(mode="after")
+    def _order(self) -> SipOverloadSettings:
+        if self.lag_ms and self.all_lag_ms and self.all_lag_ms < self.lag_ms:
+            raise ValueError("all_lag_ms must be at least lag_ms (or 0)")
+        return self
+
+
 class SipSettings(_Section):
     """The SIP stack: listeners, domain, limits, session timers, the registrar."""
 
@@ -736,6 +758,7 @@ class SipSettings(_Section):
     agent_login_on_register: bool = False
     user_agent: Annotated[str, Field(min_length=1, max_length=64)] = "dispatchd"
     registrar: SipRegistrarSettings = SipRegistrarSettings()
+    overload: SipOverloadSettings = SipOverloadSettings()
     #: Call events wait up to this long in memory to share one commit (group commit). A crash
     #: (SIGKILL, power) can lose this window's events; SIGTERM loses none. Lower = less at
     #: risk, more CPU per call (200 ms: ~6 ms/call at 60 calls/s; 20 ms: ~9 ms).

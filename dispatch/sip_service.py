@@ -38,6 +38,7 @@ from telephony.acd.events import AgentState
 from telephony.b2bua.anchor import MediaAnchor, PassThroughAnchor
 from telephony.b2bua.config import TelephonySettings
 from telephony.b2bua.core import B2bua, B2buaSettings
+from telephony.b2bua.overload import OverloadSettings
 from telephony.b2bua.trunks import TrunkManager
 from telephony.media.anchor import (
     DeadMedia,
@@ -123,7 +124,11 @@ class SipService:
         self.b2bua = B2bua(
             B2buaSettings(settings.domain, settings.max_calls, float(settings.session_expires),
                           settings.ringback_180, settings.user_agent,
-                          hold_prompt=hold_prompt or None, min_se=settings.min_se),
+                          hold_prompt=hold_prompt or None, min_se=settings.min_se,
+                          overload=OverloadSettings(
+                              settings.overload.lag_ms / 1000, settings.overload.all_lag_ms / 1000,
+                              settings.overload.keep_priority, settings.overload.hold_s,
+                              settings.overload.retry_after_s)),
             self.registrar, Router(telephony.routing), self.acd, telephony.trunks,
             anchor or PassThroughAnchor(), on_event=self._call_event, wall_clock=clock)
         self.trunks = TrunkManager(telephony.trunks, on_event=self._call_event,

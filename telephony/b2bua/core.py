@@ -57,7 +57,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from telephony.acd.engine import AcdEngine, AcdError
@@ -85,6 +85,7 @@ from telephony.b2bua.events import (
 )
 from telephony.b2bua.legs import Call, CallState, Leg, LegRole, LegState
 from telephony.b2bua.monitor import ForceIn
+from telephony.b2bua.overload import LoopLagMonitor, OverloadGuard, OverloadSettings
 from telephony.b2bua.prack import Reliability
 from telephony.b2bua.preempt import Preemptor
 from telephony.b2bua.sessions import EXPIRED_REASON, SessionKeeper
@@ -141,6 +142,8 @@ class B2buaSettings:
     """Prompt looped to a queued caller when the anchor mixes media (None: silence)."""
     min_se: int = 90
     """RFC 4028 Min-SE: smaller Session-Expires requests are answered 422."""
+    overload: OverloadSettings = field(default_factory=OverloadSettings)
+    """When new calls are shed with 503 (:mod:`telephony.b2bua.overload`)."""
 
 
 def _user(uri: object) -> str:
@@ -214,14 +217,18 @@ class B2bua(SipIo):
         self.conferences = Conferences(self)
         self.announcer = QueueAnnouncer(self)
         self.preemptor = Preemptor(self)
+        self.overload = OverloadGuard(settings.overload)
+        self.lag_monitor = LoopLagMonitor(self.overload)
 
     # -- service ---------------------------------------------------------------
 
     async def start(self) -> None:
-        """Nothing to arm: session timers run per leg."""
+        """Watch the loop's lag (overload control); session timers run per leg."""
+        self.lag_monitor.start()
 
     async def stop(self) -> None:
         """Release every call (BYE/CANCEL/503), free their media and stop timers."""
+        await self.lag_monitor.stop()
         legs: list[str] = []
         for call in list(self.calls.values()):
             legs.extend(leg.leg_id for leg in call.legs())
@@ -243,7 +250,8 @@ class B2bua(SipIo):
         """Live figures for /health."""
         return {"calls": len(self.calls), "trunk_calls": dict(self.trunk_calls),
                 **self.counts, "sessions": dict(self.sessions.counts),
-                "prack": dict(self.reliable.counts), "transfers": dict(self.transfers.counts)}
+                "prack": dict(self.reliable.counts), "transfers": dict(self.transfers.counts),
+                "overload": self.overload.health(self.lag_monitor.now())}
 
     def live_calls(self) -> list[LiveCall]:
         """Snapshots of every live call."""
@@ -437,6 +445,10 @@ class B2bua(SipIo):
                                                   route.hotline.number)):
             self._refuse(request, caller, 503, f"trunk {trunk_name} at its call limit")
             return
+        if not self.overload.admit(self.lag_monitor.now(), route.priority):
+            self._refuse(request, caller, 503, "overloaded",
+                         retry_after=self.settings.overload.retry_after_s)
+            return
         now = self.wall()
         call = Call(str(uuid.uuid4()), request.call_id, caller, display, route.called,
                     trunk_name, now, hotline=route.hotline.number, queue=route.queue,
@@ -532,10 +544,13 @@ class B2bua(SipIo):
                      task.exception())
             self._release(call, "media_refused", "system", status=488)
 
-    def _refuse(self, request: SipRequest, caller: str, status: int, why: str) -> None:
+    def _refuse(self, request: SipRequest, caller: str, status: int, why: str,
+                retry_after: int | None = None) -> None:
         self.counts["refused"] += 1
-        self.respond(request, status, reason=None,
-                     extra=(("Warning", f'399 dispatchd "{_sanitise(why)}"'),))
+        extra: tuple[tuple[str, str], ...] = (("Warning", f'399 dispatchd "{_sanitise(why)}"'),)
+        if retry_after is not None:
+            extra += (("Retry-After", str(retry_after)),)
+        self.respond(request, status, reason=None, extra=extra)
         self._emit(CallRefused(request.call_id, caller, _user(request.uri), "", status, why,
                                self.wall()))
 
