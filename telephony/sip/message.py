@@ -536,7 +536,11 @@ def build_response(
     for name, value in extra_headers:
         headers.add(name, value)
     phrase = check_header_text(reason) if reason is not None else REASON_PHRASES.get(status, "")
-    return SipResponse(headers, body, status, phrase)
+    response = SipResponse(headers, body, status, phrase)
+    # The memo is keyed by header text, so the request's parses (Via, From,
+    # CSeq...) are valid for the copied values as they are.
+    response._memo.update(request._memo)
+    return response
 
 
 def build_ack_for_failure(request: SipRequest, response: SipResponse) -> SipRequest:
@@ -598,6 +602,7 @@ def stamp_via_received(request: SipRequest, source_host: str, source_port: int) 
     text = str(via)
     request.headers.replace_first_value("Via", text)
     request._memo[("via", text)] = via  # the stamped value is read next: no re-parse
+    prime_via(text, via)  # and again in every response to this request
 
 
 def response_destination(via: Via, source: Destination) -> Destination:
