@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from telephony.sip.errors import SipHeaderInjection, SipParseError
 from telephony.sip.uri import (
@@ -43,6 +43,7 @@ __all__ = [
     "parse_name_addrs",
     "parse_params",
     "parse_via",
+    "prime_via",
     "parse_vias",
     "split_list",
 ]
@@ -563,8 +564,10 @@ class Via:
 
     def with_param(self, name: str, value: str | None) -> Via:
         """Copy with ``name`` set to ``value`` (replacing an existing one)."""
-        kept = tuple(p for p in self.params if p[0].lower() != name.lower())
-        return replace(self, params=(*kept, (name, value)))
+        lname = name.lower()
+        kept = tuple(p for p in self.params if p[0].lower() != lname)
+        # Direct construction: dataclasses.replace() introspects the fields each call.
+        return Via(self.transport, self.host, self.port, (*kept, (name, value)), self.protocol)
 
     def __str__(self) -> str:
         port = "" if self.port is None else f":{self.port}"
@@ -574,9 +577,33 @@ class Via:
         )
 
 
-@memoised
+_VIA_PRIMED: dict[str, Via] = {}
+_VIA_PRIMED_MAX = 4096
+
+
+def prime_via(text: str, via: Via) -> None:
+    """Remember that ``text`` (which is ``str(via)``) parses to ``via``.
+
+    For Via values this element builds itself (:func:`~telephony.sip.message.make_via`,
+    the received/rport stamp): their branch is new, so the parse memo would
+    miss once for the request and again for its first response.  Bounded:
+    the oldest entries go first.
+    """
+    primed = _VIA_PRIMED
+    if len(primed) >= _VIA_PRIMED_MAX:
+        del primed[next(iter(primed))]
+    primed[text] = via
+
+
 def parse_via(text: str) -> Via:
     """Parse one Via element (already split from its list)."""
+    via = _VIA_PRIMED.get(text)
+    if via is not None:
+        return via
+    return _parse_via_memo(text)
+
+
+def _parse_via(text: str) -> Via:
     scanner = _Scanner(text)
     head = _VIA_HEAD_RE.match(text)
     if head is not None:  # no whitespace around the slashes: the usual form, in one step
@@ -600,6 +627,10 @@ def parse_via(text: str) -> Via:
     if rport is not None and (not rport.isdigit() or int(rport) > 65535):
         raise SipParseError(f"bad rport in {text!r}")
     return Via(transport, host, port, params, f"{name.upper()}/{version}")
+
+
+_parse_via_memo = memoised(_parse_via)
+parse_via.__wrapped__ = _parse_via  # type: ignore[attr-defined]  # the plain parser, for tests
 
 
 def parse_vias(values: Iterable[str]) -> list[Via]:
@@ -651,8 +682,9 @@ class NameAddr:
 
     def with_param(self, name: str, value: str | None) -> NameAddr:
         """Copy with header parameter ``name`` set."""
-        kept = tuple(p for p in self.params if p[0].lower() != name.lower())
-        return replace(self, params=(*kept, (name, value)))
+        lname = name.lower()
+        kept = tuple(p for p in self.params if p[0].lower() != lname)
+        return NameAddr(self.uri, self.display_name, (*kept, (name, value)), self.star)
 
     def __str__(self) -> str:
         if self.star:

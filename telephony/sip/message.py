@@ -53,6 +53,7 @@ from telephony.sip.headers import (
     parse_name_addr,
     parse_name_addrs,
     parse_via,
+    prime_via,
 )
 from telephony.sip.uri import AbsoluteUri, SipUri, Uri, format_host, parse_uri
 
@@ -535,7 +536,11 @@ def build_response(
     for name, value in extra_headers:
         headers.add(name, value)
     phrase = check_header_text(reason) if reason is not None else REASON_PHRASES.get(status, "")
-    return SipResponse(headers, body, status, phrase)
+    response = SipResponse(headers, body, status, phrase)
+    # The memo is keyed by header text, so the request's parses (Via, From,
+    # CSeq...) are valid for the copied values as they are.
+    response._memo.update(request._memo)
+    return response
 
 
 def build_ack_for_failure(request: SipRequest, response: SipResponse) -> SipRequest:
@@ -575,10 +580,11 @@ def make_via(
     transport: str, host: str, port: int | None, branch: str, *, rport: bool = True
 ) -> str:
     """The Via value for a request we send; ``rport`` asks for RFC 3581 routing."""
-    via = Via(transport.upper(), host, port, (("branch", branch),))
-    if rport:
-        via = via.with_param("rport", None)
-    return str(via)
+    params: tuple[tuple[str, str | None], ...] = (("branch", branch), ("rport", None))
+    via = Via(transport.upper(), host, port, params if rport else params[:1])
+    text = str(via)
+    prime_via(text, via)  # its responses carry this very text: no re-parse
+    return text
 
 
 def stamp_via_received(request: SipRequest, source_host: str, source_port: int) -> None:
@@ -593,7 +599,10 @@ def stamp_via_received(request: SipRequest, source_host: str, source_port: int) 
         via = via.with_param("rport", str(source_port))
     if wants_rport or via.host.lower() != source_host.lower():
         via = via.with_param("received", source_host)
-    request.headers.replace_first_value("Via", str(via))
+    text = str(via)
+    request.headers.replace_first_value("Via", text)
+    request._memo[("via", text)] = via  # the stamped value is read next: no re-parse
+    prime_via(text, via)  # and again in every response to this request
 
 
 def response_destination(via: Via, source: Destination) -> Destination:

@@ -380,11 +380,15 @@ class ClientNonInviteTransaction(_ClientTransaction):
 
 
 class _ServerTransaction(_Transaction):
-    """Shared by both server transactions: the request and the last response."""
+    """Shared by both server transactions: where to answer and the last response.
+
+    The request itself is not kept: the TU has it (DeliverRequest), and a
+    finished transaction lingers 32 s over UDP only to absorb retransmissions
+    (memory the garbage collector would otherwise walk again and again).
+    """
 
     def __init__(self, request: SipRequest, source: Destination, timers: TimerSettings) -> None:
         super().__init__(server_key(request), timers, source.reliable)
-        self.request = request
         self.source = source
         self.destination = response_destination(request.top_via, source)
         self.last_response: SipResponse | None = None
@@ -435,8 +439,15 @@ class ServerInviteTransaction(_ServerTransaction):
         self._start(TimerName.H, now, 64 * self.timers.t1)
 
     def _accepted(self, now: float, message: SipMessage | None) -> None:
-        self._send(now, message)
+        self._pass_2xx(now, message)
         self._start(TimerName.L, now, 64 * self.timers.t1)
+
+    def _pass_2xx(self, now: float, message: SipMessage | None) -> None:
+        """Send a 2xx without keeping it: the TU retransmits 2xx itself (RFC 6026),
+        and nothing in Accepted resends the last response."""
+        assert isinstance(message, SipResponse)
+        self.last_response = None
+        self._events.append(SendMessage(self.key, message, self.destination))
 
     def _retransmit_g(self, now: float, message: SipMessage | None) -> None:
         self._resend(now, message)
@@ -470,7 +481,7 @@ class ServerInviteTransaction(_ServerTransaction):
         (_S.CONFIRMED, _I.TIMER_I): (_S.TERMINATED, _Transaction._nothing),
         (_S.ACCEPTED, _I.REQUEST): (_S.ACCEPTED, _Transaction._nothing),
         (_S.ACCEPTED, _I.ACK): (_S.ACCEPTED, _ack_to_tu),
-        (_S.ACCEPTED, _I.TU_2XX): (_S.ACCEPTED, _ServerTransaction._send),
+        (_S.ACCEPTED, _I.TU_2XX): (_S.ACCEPTED, _pass_2xx),
         (_S.ACCEPTED, _I.TRANSPORT_ERROR): (_S.ACCEPTED, _Transaction._transport_failed),
         (_S.ACCEPTED, _I.TIMER_L): (_S.TERMINATED, _Transaction._nothing),
     }

@@ -181,8 +181,10 @@ class SipUri:
 
     def with_param(self, name: str, value: str | None = None) -> SipUri:
         """Copy with parameter ``name`` set (replacing an existing one)."""
-        kept = tuple(p for p in self.params if p[0].lower() != name.lower())
-        return replace(self, params=(*kept, (name, value)))
+        lname = name.lower()
+        kept = tuple(p for p in self.params if p[0].lower() != lname)
+        return SipUri(self.scheme, self.host, self.user, self.password, self.port,
+                      (*kept, (name, value)), self.headers)
 
     def without_headers(self) -> SipUri:
         """Copy with the ``?headers`` part removed (RFC 3261 section 19.1.5)."""

@@ -518,3 +518,18 @@ def test_layer_timer_heap_with_many_transactions() -> None:
     # Answered ones end at 5 + T4, unanswered ones at start + 64*T1.
     assert fired[0] == pytest.approx(10.0)
     assert max(fired) == pytest.approx(4.9 + 32.0)
+
+
+def test_an_accepted_server_invite_passes_every_2xx_on_but_keeps_none() -> None:
+    request = make_request()
+    txn = ServerInviteTransaction(request, PEER, now=0.0)
+    drain(txn)
+    ok = reply(request, 200)
+    txn.send_response(ok, 0.1)
+    assert sent(drain(txn)) == [ok] and txn.state is State.ACCEPTED
+    assert txn.last_response is None and not hasattr(txn, "request")  # nothing lingers 32 s
+    txn.receive_request(make_request(), 0.2)  # a retransmitted INVITE is absorbed
+    assert sent(drain(txn)) == []
+    txn.send_response(ok, 0.6)  # the TU's own 2xx retransmission still goes out
+    assert sent(drain(txn)) == [ok] and txn.last_response is None
+    assert [e for _, e in step_timers(txn, 40.0) if isinstance(e, Terminated)]
