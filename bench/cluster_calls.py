@@ -397,6 +397,15 @@ class Bench:
               f"{good}/s, first not {bad}/s)", flush=True)
         return best
 
+    def profile(self, out: Path) -> list[subprocess.Popen[bytes]]:
+        """py-spy recording each running node into ``out/<node>.txt`` (collapsed stacks)."""
+        out.mkdir(parents=True, exist_ok=True)
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        return [subprocess.Popen([spy, "record", "-p", str(proc.pid), "-f", "raw", "-o",
+                                  str(out / f"{name}.txt"), "--gil", "-r", "200"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for name, proc in sorted(self.nodes.items())]
+
     def death(self, rate: int, seconds: int, hold: int) -> tuple[int, int]:
         """Calls failed when n2 is SIGKILLed a third of the way through a run."""
         stf = self.tmp / "death.csv"
@@ -451,6 +460,11 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=0)
     parser.add_argument("--death-rate", type=int, default=0,
                         help="calls/s during the node's death (default: half of two-node)")
+    parser.add_argument("--profile", default="",
+                        help="directory for py-spy collapsed stacks of each node of the "
+                             "two-node run (n1.txt, n2.txt; needs py-spy)")
+    parser.add_argument("--two-only", action="store_true",
+                        help="skip the one-node ladder and the death run (profiling)")
     args = parser.parse_args()
     # A plain `kill` must still stop the cluster this script started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
@@ -466,20 +480,30 @@ def main() -> None:
         bench = Bench(Path(name), agents, args.min_setup)
         try:
             bench.start()
-            bench.node("n1")
-            bench.front(["n1"])
-            bench.register()
-            one = bench.ladder("one_node", rates, args.duration, args.hold, args.refine)
+            one = None
+            if not args.two_only:
+                bench.node("n1")
+                bench.front(["n1"])
+                bench.register()
+                one = bench.ladder("one_node", rates, args.duration, args.hold, args.refine)
             bench.fresh_database("dispatchd_two")
             bench.node("n1")
             bench.node("n2")
             bench.front(["n1", "n2"])
             bench.register()
-            two = bench.ladder("two_nodes", rates, args.duration, args.hold, args.refine)
-            best_two = two.achieved if two else 0.0
-            rate = args.death_rate or max(10, int(best_two / 2))
-            failed, total = bench.death(rate, max(30, args.duration * 2), args.hold)
-            print(f"death: rate={rate} calls={total} failed={failed}", flush=True)
+            spies = bench.profile(Path(args.profile)) if args.profile else []
+            try:
+                two = bench.ladder("two_nodes", rates, args.duration, args.hold, args.refine)
+            finally:
+                for spy in spies:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(60)
+            failed = total = 0
+            if not args.two_only:
+                best_two = two.achieved if two else 0.0
+                rate = args.death_rate or max(10, int(best_two / 2))
+                failed, total = bench.death(rate, max(30, args.duration * 2), args.hold)
+                print(f"death: rate={rate} calls={total} failed={failed}", flush=True)
         finally:
             bench.stop()
     one_cps = one.achieved if one else 0.0
