@@ -212,6 +212,7 @@ class Bench:
     def __init__(self, tmp: Path, agents: int, min_setup: float = 0.95) -> None:
         self.script = load_script()
         self.min_setup = min_setup
+        self.once = False  # --once: each of --rates once, no ladder
         self.tmp = tmp
         self.agents = [f"a{i}" for i in range(agents)]
         self.layout = self.script.Layout(
@@ -368,10 +369,12 @@ class Bench:
         """
         best: RateResult | None = None
         good = bad = None
+        r_last: list[RateResult] = []
 
         def attempt(rate: int) -> bool:
             nonlocal best, good, bad
             r = self.run_rate(label, rate, duration, hold)
+            r_last.append(r)
             if not r.sustained(duration, self.min_setup):
                 print(f"{label}: rate={rate} not sustained ({r.why(duration, self.min_setup)})",
                       flush=True)
@@ -383,8 +386,10 @@ class Bench:
             return True
 
         for rate in rates:
-            if not attempt(rate):
+            if not attempt(rate) and not self.once:
                 break
+        if self.once:
+            return best or r_last[-1]
         rate = rates[0] // 2
         while good is None and rate >= 1:
             attempt(rate)
@@ -463,6 +468,8 @@ def main() -> None:
     parser.add_argument("--profile", default="",
                         help="directory for py-spy collapsed stacks of each node of the "
                              "two-node run (n1.txt, n2.txt; needs py-spy)")
+    parser.add_argument("--once", action="store_true",
+                        help="run each of --rates once (no ladder): a CPU-per-call figure")
     parser.add_argument("--two-only", action="store_true",
                         help="skip the one-node ladder and the death run (profiling)")
     args = parser.parse_args()
@@ -478,6 +485,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cluster-bench-") as name:
         os.chmod(name, 0o755)  # PostgreSQL runs as its own user when we are root
         bench = Bench(Path(name), agents, args.min_setup)
+        bench.once = args.once
         try:
             bench.start()
             one = None
