@@ -176,6 +176,9 @@ def dead_nodes(rows: Iterable[tuple[str, dt.datetime, bool]], me: str, now: dt.d
     return [node for node, beat, alive in rows if alive and node != me and beat < cutoff]
 
 
+_NODE_ROWS = select(ClusterNodeRow.node_id, ClusterNodeRow.heartbeat_at, ClusterNodeRow.alive)
+
+
 class CallDirectory:
     """Which node owns which live call, learnt from the nodes' call events (bounded)."""
 
@@ -391,6 +394,7 @@ class ClusterService:
         self._lease_gen: dict[str, int] = {}
         self._on_fenced: list[Callable[[], Awaitable[None]]] = []
         self.fenced = 0
+        self._seen: list[tuple[str, dt.datetime, bool]] | None = None  # read by heartbeat
 
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
@@ -561,7 +565,8 @@ class ClusterService:
             await asyncio.sleep(self.heartbeat_s)
             try:
                 await self.heartbeat()
-                await self.sweep()
+                rows, self._seen = self._seen, None
+                await self.sweep(rows)
             except Exception:  # a database outage: keep beating when it is back
                 log.exception("cluster heartbeat failed")
 
@@ -579,6 +584,9 @@ class ClusterService:
                                                  ClusterNodeRow.generation == self._generation,
                                                  ClusterNodeRow.alive.is_(True))
                     .values(heartbeat_at=now))
+                # The nodes' rows for the sweep that follows: one transaction, not two.
+                self._seen = [(r[0], r[1], r[2]) for r in await tx.conn.execute(
+                    _NODE_ROWS)] if getattr(result, "rowcount", 0) else None
             if not getattr(result, "rowcount", 0):
                 await self._fence_off()
                 return
@@ -596,13 +604,15 @@ class ClusterService:
         """Await ``handler()`` when this node finds lease ``name`` taken by another."""
         self._lost[name] = handler
 
-    async def sweep(self) -> list[str]:
-        """Take over every node found dead; returns the ones this node took over."""
+    async def sweep(self, rows: list[tuple[str, dt.datetime, bool]] | None = None
+                    ) -> list[str]:
+        """Take over every node found dead; returns the ones this node took over.
+
+        ``rows`` are the nodes' ``(node_id, heartbeat_at, alive)`` if just read."""
         now = self._now()
-        async with self.db.transaction() as tx:
-            rows = [(r[0], r[1], r[2]) for r in await tx.conn.execute(
-                select(ClusterNodeRow.node_id, ClusterNodeRow.heartbeat_at,
-                       ClusterNodeRow.alive))]
+        if rows is None:
+            async with self.db.transaction() as tx:
+                rows = [(r[0], r[1], r[2]) for r in await tx.conn.execute(_NODE_ROWS)]
         taken = []
         for node in dead_nodes(rows, self.node_id, now, self.dead_after_s):
             if await self._take_over(node, now):
