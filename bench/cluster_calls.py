@@ -25,6 +25,11 @@ nodes can only gain 1.6x if the others stay small beside a node's share.
 
     python bench/cluster_calls.py [--start 25 --step 25 --max-rate 250] [--duration 15]
 
+Profiling one node of the two-node layout: ``--rates 150 --two-only --once
+--profile DIR`` skips the one-node ladder and the death run, runs each rate once,
+and leaves py-spy collapsed stacks of each node in ``DIR/n1.txt`` and ``DIR/n2.txt``
+(py-spy samples the nodes: their CPU per call reads higher while profiled).
+
 Last line: ``one_node_cps=X two_node_cps=Y ratio=R death_failed=F death_calls=N
 cpu_ms_per_call_one=A cpu_ms_per_call_two=B load1_one=L1 load1_two=L2``.
 """
