@@ -25,6 +25,11 @@ nodes can only gain 1.6x if the others stay small beside a node's share.
 
     python bench/cluster_calls.py [--start 25 --step 25 --max-rate 250] [--duration 15]
 
+Profiling one node of the two-node layout: ``--rates 150 --two-only --once
+--profile DIR`` skips the one-node ladder and the death run, runs each rate once,
+and leaves py-spy collapsed stacks of each node in ``DIR/n1.txt`` and ``DIR/n2.txt``
+(py-spy samples the nodes: their CPU per call reads higher while profiled).
+
 Last line: ``one_node_cps=X two_node_cps=Y ratio=R death_failed=F death_calls=N
 cpu_ms_per_call_one=A cpu_ms_per_call_two=B load1_one=L1 load1_two=L2``.
 """
@@ -212,6 +217,7 @@ class Bench:
     def __init__(self, tmp: Path, agents: int, min_setup: float = 0.95) -> None:
         self.script = load_script()
         self.min_setup = min_setup
+        self.once = False  # --once: each of --rates once, no ladder
         self.tmp = tmp
         self.agents = [f"a{i}" for i in range(agents)]
         self.layout = self.script.Layout(
@@ -368,10 +374,12 @@ class Bench:
         """
         best: RateResult | None = None
         good = bad = None
+        r_last: list[RateResult] = []
 
         def attempt(rate: int) -> bool:
             nonlocal best, good, bad
             r = self.run_rate(label, rate, duration, hold)
+            r_last.append(r)
             if not r.sustained(duration, self.min_setup):
                 print(f"{label}: rate={rate} not sustained ({r.why(duration, self.min_setup)})",
                       flush=True)
@@ -383,8 +391,10 @@ class Bench:
             return True
 
         for rate in rates:
-            if not attempt(rate):
+            if not attempt(rate) and not self.once:
                 break
+        if self.once:
+            return best or r_last[-1]
         rate = rates[0] // 2
         while good is None and rate >= 1:
             attempt(rate)
@@ -396,6 +406,15 @@ class Bench:
         print(f"{label}: ceiling={best.achieved if best else 0:.1f}/s (last sustained "
               f"{good}/s, first not {bad}/s)", flush=True)
         return best
+
+    def profile(self, out: Path) -> list[subprocess.Popen[bytes]]:
+        """py-spy recording each running node into ``out/<node>.txt`` (collapsed stacks)."""
+        out.mkdir(parents=True, exist_ok=True)
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        return [subprocess.Popen([spy, "record", "-p", str(proc.pid), "-f", "raw", "-o",
+                                  str(out / f"{name}.txt"), "--gil", "-r", "200"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for name, proc in sorted(self.nodes.items())]
 
     def death(self, rate: int, seconds: int, hold: int) -> tuple[int, int]:
         """Calls failed when n2 is SIGKILLed a third of the way through a run."""
@@ -451,6 +470,13 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=0)
     parser.add_argument("--death-rate", type=int, default=0,
                         help="calls/s during the node's death (default: half of two-node)")
+    parser.add_argument("--profile", default="",
+                        help="directory for py-spy collapsed stacks of each node of the "
+                             "two-node run (n1.txt, n2.txt; needs py-spy)")
+    parser.add_argument("--once", action="store_true",
+                        help="run each of --rates once (no ladder): a CPU-per-call figure")
+    parser.add_argument("--two-only", action="store_true",
+                        help="skip the one-node ladder and the death run (profiling)")
     args = parser.parse_args()
     # A plain `kill` must still stop the cluster this script started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
@@ -464,22 +490,33 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cluster-bench-") as name:
         os.chmod(name, 0o755)  # PostgreSQL runs as its own user when we are root
         bench = Bench(Path(name), agents, args.min_setup)
+        bench.once = args.once
         try:
             bench.start()
-            bench.node("n1")
-            bench.front(["n1"])
-            bench.register()
-            one = bench.ladder("one_node", rates, args.duration, args.hold, args.refine)
+            one = None
+            if not args.two_only:
+                bench.node("n1")
+                bench.front(["n1"])
+                bench.register()
+                one = bench.ladder("one_node", rates, args.duration, args.hold, args.refine)
             bench.fresh_database("dispatchd_two")
             bench.node("n1")
             bench.node("n2")
             bench.front(["n1", "n2"])
             bench.register()
-            two = bench.ladder("two_nodes", rates, args.duration, args.hold, args.refine)
-            best_two = two.achieved if two else 0.0
-            rate = args.death_rate or max(10, int(best_two / 2))
-            failed, total = bench.death(rate, max(30, args.duration * 2), args.hold)
-            print(f"death: rate={rate} calls={total} failed={failed}", flush=True)
+            spies = bench.profile(Path(args.profile)) if args.profile else []
+            try:
+                two = bench.ladder("two_nodes", rates, args.duration, args.hold, args.refine)
+            finally:
+                for spy in spies:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(60)
+            failed = total = 0
+            if not args.two_only:
+                best_two = two.achieved if two else 0.0
+                rate = args.death_rate or max(10, int(best_two / 2))
+                failed, total = bench.death(rate, max(30, args.duration * 2), args.hold)
+                print(f"death: rate={rate} calls={total} failed={failed}", flush=True)
         finally:
             bench.stop()
     one_cps = one.achieved if one else 0.0

@@ -161,9 +161,8 @@ class AcdCluster:
         stmt = stmt.on_conflict_do_update(
             index_elements=["agent_id"],
             set_={k: stmt.excluded[k] for k in ("state", "reason", "node", "updated_at")})
-        async with self.db.session() as s:
-            conn = await s.connection()
-            await conn.execute(stmt, rows)
+        async with self.db.transaction() as tx:  # Core: no ORM session per batch
+            await tx.conn.execute(stmt, rows)
         self.written += len(rows)
 
     # -- other nodes' changes: mirror ---------------------------------------------

@@ -113,8 +113,7 @@ def encode_batch(node: str, items: Iterable[tuple[str, float, Any]],
     current: list[str] = []
     size = 0
     for topic, at, data in items:
-        piece = json.dumps([topic, at, compact_event(data, budget - 200)],
-                           separators=(",", ":"), ensure_ascii=False, default=str)
+        piece = _piece(topic, at, data, budget - 200)
         cost = len(piece.encode()) + 1
         if current and size + cost > budget:
             payloads.append((_wrap(node, current), len(current)))
@@ -124,6 +123,18 @@ def encode_batch(node: str, items: Iterable[tuple[str, float, Any]],
     if current:
         payloads.append((_wrap(node, current), len(current)))
     return payloads
+
+
+def _piece(topic: str, at: float, data: Any, limit: int) -> str:
+    """``[topic, at, data]`` as compact JSON, the data serialised once (cut down if too big).
+
+    The same text ``json.dumps([topic, at, compact_event(data, limit)])`` gives.
+    """
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+    if len(text) * 4 > limit and len(text.encode()) > limit:  # UTF-8: at most 4 bytes a char
+        text = json.dumps(compact_event(data, limit), separators=(",", ":"),
+                          ensure_ascii=False, default=str)
+    return "[" + json.dumps(topic, ensure_ascii=False) + "," + json.dumps(at) + "," + text + "]"
 
 
 def _wrap(node: str, pieces: list[str]) -> str:
@@ -163,6 +174,9 @@ def dead_nodes(rows: Iterable[tuple[str, dt.datetime, bool]], me: str, now: dt.d
     """Nodes (other than ``me``) still marked alive whose heartbeat is too old."""
     cutoff = now - dt.timedelta(seconds=dead_after_s)
     return [node for node, beat, alive in rows if alive and node != me and beat < cutoff]
+
+
+_NODE_ROWS = select(ClusterNodeRow.node_id, ClusterNodeRow.heartbeat_at, ClusterNodeRow.alive)
 
 
 class CallDirectory:
@@ -235,13 +249,17 @@ class EventBridge:
                 await asyncio.wait_for(self._task, 3.0)
         await self._close()
 
-    def offer(self, env: Envelope) -> None:
-        """A hub listener: queue one local event for the other nodes (never blocks)."""
+    def offer(self, env: Envelope, data: Any = None) -> None:
+        """A hub listener: queue one local event for the other nodes (never blocks).
+
+        ``data`` is the event as JSON data when the caller has it already."""
         if len(self._pending) >= BACKLOG_LIMIT:
             self._pending.popleft()
             self.dropped += 1
-        self._pending.append((env.topic, env.at, to_jsonable(env.event)))
-        self._wake.set()
+        self._pending.append((env.topic, env.at,
+                              to_jsonable(env.event) if data is None else data))
+        if not self._wake.is_set():
+            self._wake.set()
 
     async def _open(self) -> None:
         conn = await self._connect(self.dsn)
@@ -376,6 +394,7 @@ class ClusterService:
         self._lease_gen: dict[str, int] = {}
         self._on_fenced: list[Callable[[], Awaitable[None]]] = []
         self.fenced = 0
+        self._seen: list[tuple[str, dt.datetime, bool]] | None = None  # read by heartbeat
 
     def _now(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
@@ -401,11 +420,13 @@ class ClusterService:
         self._local_only.append(predicate)
 
     def _local(self, env: Envelope) -> None:
-        if any(keep(env) for keep in self._local_only):
-            return
-        self.bridge.offer(env)
+        for keep in self._local_only:
+            if keep(env):
+                return
+        data = to_jsonable(env.event)
+        self.bridge.offer(env, data)
         if env.topic.startswith("call_"):
-            self.calls.note(env.topic, self.node_id, to_jsonable(env.event))
+            self.calls.note(env.topic, self.node_id, data)
 
     def _deliver(self, node: str, topic: str, at: float, data: Any) -> None:
         payload = dict(data) if isinstance(data, dict) else {"value": data}
@@ -544,7 +565,8 @@ class ClusterService:
             await asyncio.sleep(self.heartbeat_s)
             try:
                 await self.heartbeat()
-                await self.sweep()
+                rows, self._seen = self._seen, None
+                await self.sweep(rows)
             except Exception:  # a database outage: keep beating when it is back
                 log.exception("cluster heartbeat failed")
 
@@ -552,14 +574,19 @@ class ClusterService:
         """Refresh this node's heartbeat and renew its leases (fenced off if taken over)."""
         async with self._beat_lock:
             mono, now = self.monotonic(), self._now()
-            async with self.db.session() as s:
+            # A Core transaction, not an ORM session: this runs every heartbeat_s on
+            # every node, and the ORM's bulk-update bookkeeping is most of its cost.
+            async with self.db.transaction() as tx:
                 # Only while the row still carries our generation: a survivor that took
                 # us over bumped it, and then nothing we held is ours any more.
-                result = await s.execute(
+                result = await tx.conn.execute(
                     update(ClusterNodeRow).where(ClusterNodeRow.node_id == self.node_id,
                                                  ClusterNodeRow.generation == self._generation,
                                                  ClusterNodeRow.alive.is_(True))
                     .values(heartbeat_at=now))
+                # The nodes' rows for the sweep that follows: one transaction, not two.
+                self._seen = [(r[0], r[1], r[2]) for r in await tx.conn.execute(
+                    _NODE_ROWS)] if getattr(result, "rowcount", 0) else None
             if not getattr(result, "rowcount", 0):
                 await self._fence_off()
                 return
@@ -577,12 +604,15 @@ class ClusterService:
         """Await ``handler()`` when this node finds lease ``name`` taken by another."""
         self._lost[name] = handler
 
-    async def sweep(self) -> list[str]:
-        """Take over every node found dead; returns the ones this node took over."""
+    async def sweep(self, rows: list[tuple[str, dt.datetime, bool]] | None = None
+                    ) -> list[str]:
+        """Take over every node found dead; returns the ones this node took over.
+
+        ``rows`` are the nodes' ``(node_id, heartbeat_at, alive)`` if just read."""
         now = self._now()
-        async with self.db.session() as s:
-            rows = [(r.node_id, r.heartbeat_at, r.alive) for r in await s.scalars(
-                select(ClusterNodeRow))]
+        if rows is None:
+            async with self.db.transaction() as tx:
+                rows = [(r[0], r[1], r[2]) for r in await tx.conn.execute(_NODE_ROWS)]
         taken = []
         for node in dead_nodes(rows, self.node_id, now, self.dead_after_s):
             if await self._take_over(node, now):
@@ -642,15 +672,16 @@ class ClusterService:
         now = self._now()
         expires = now + dt.timedelta(seconds=ttl_s)
         held = self._lease_gen.get(name)
-        async with self.db.session() as s:
-            if held is not None:
-                renewed = await s.execute(update(ClusterLeaseRow).where(
+        if held is not None:
+            async with self.db.transaction() as tx:
+                renewed = await tx.conn.execute(update(ClusterLeaseRow).where(
                     ClusterLeaseRow.name == name, ClusterLeaseRow.owner == self.node_id,
                     ClusterLeaseRow.generation == held).values(expires_at=expires))
-                if getattr(renewed, "rowcount", 0):
-                    self._leases[name] = ttl_s
-                    return True
-                return False
+            if getattr(renewed, "rowcount", 0):
+                self._leases[name] = ttl_s
+                return True
+            return False
+        async with self.db.session() as s:
             base = pg_insert(ClusterLeaseRow).values(
                 name=name, owner=self.node_id, expires_at=expires, acquired_at=now,
                 generation=1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import tomllib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -87,6 +88,20 @@ def test_an_event_too_large_for_notify_keeps_its_ids_only() -> None:
     _, [(topic, _, data)] = decode_payload(payload)
     assert topic == "report_received"
     assert data == {"truncated": True, "report_id": "r-1", "state": "new", "n": 3}
+
+
+@pytest.mark.parametrize("data", [
+    {"call_id": "c1", "caller": "13800000000", "at": 1.25, "text": "报警" * 10},
+    {"report_id": "r-1", "transcript": "报" * 3000, "n": 3},  # > limit only as UTF-8
+    {"big": "x" * 20_000, "ok": True}, ["x" * 9000], "short", 7, None,
+])
+def test_an_event_is_serialised_once_as_the_two_pass_codec_did(data: Any) -> None:
+    from dispatch.cluster import _piece, compact_event
+
+    limit = 7000
+    expected = json.dumps(["call_offered", 12.5, compact_event(data, limit)],
+                          separators=(",", ":"), ensure_ascii=False, default=str)
+    assert _piece("call_offered", 12.5, data, limit) == expected
 
 
 @pytest.mark.parametrize("payload", [
