@@ -1,4 +1,4 @@
-"""``storage.update_many`` and multi-row INSERTs: many rows, few statements, same values.
+"""``storage.update_many``, multi-row INSERTs and the pool ping: fewer round trips, same results.
 
 On PostgreSQL a batch UPDATE is one ``UPDATE ... FROM unnest(...)`` statement and a batch
 INSERT one multi-row INSERT (asyncpg's executemany would run each once per row); SQLite
@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, cast
 
-from sqlalchemy import Table, event, insert, select
+import asyncpg
+from sqlalchemy import Table, event, insert, select, text
 
 from dispatch.models import CallRecordRow
 from dispatch.storage import Database, update_many
@@ -88,3 +89,22 @@ async def test_a_batch_is_one_statement_on_postgresql(database: Database) -> Non
         assert writes == [("INSERT", 1), ("UPDATE", 1)]
     else:  # SQLite's executemany runs in process: no round trips to save
         assert writes == [("INSERT", 40), ("UPDATE", 40)]
+
+
+async def test_a_pooled_connection_the_server_dropped_is_replaced_at_checkout(
+        database: Database) -> None:
+    """The one-round-trip pre-ping still finds a dead connection before the work uses it."""
+    if database.dialect != "postgresql":
+        return  # SQLite has no server to drop a connection
+    async with database.engine.connect() as conn:
+        victim = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    killer = await asyncpg.connect(database.url)  # not from the pool
+    try:
+        assert await killer.fetchval("SELECT pg_terminate_backend($1)", victim) is True
+    finally:
+        await killer.close()
+    async with database.transaction() as tx:  # checks out the pooled connections again
+        await tx.conn.execute(insert(CDR), [cdr(1)])
+    async with database.engine.connect() as conn:
+        assert (await conn.execute(select(CDR.c.id))).scalars().all() == ["c1"]
+        assert (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one() != victim
