@@ -9,14 +9,18 @@ every row is written and every voice report filed, then prints the process CPU t
 paths cost on their own.
 
     python bench/call_records.py [--calls 3000] [--burst 50] [--url postgresql://...]
+                                 [--prefill 20000]
 
-Last line: ``records_cpu_ms_per_call=X calls=N reports=R wall_s=W``.
+On a PostgreSQL server of this machine it also prints the server's CPU per call (its
+backends for this engine).  Last line:
+``records_cpu_ms_per_call=X [pg_cpu_ms_per_call=Y] calls=N reports=R wall_s=W``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -41,9 +45,9 @@ from telephony.acd.events import (  # noqa: E402
 from telephony.b2bua.events import CallAnswered, CallOffered, CallReleased  # noqa: E402
 
 
-def events(i: int, at: float) -> list[object]:
+def events(i: int, at: float, prefix: str = "call") -> list[object]:
     """One answered hotline call's events, in the order the daemon emits them."""
-    call, agent = f"call-{i}", f"a{i % 200}"
+    call, agent = f"{prefix}-{i}", f"a{i % 200}"
     record = CallRecord(call, f"1380013{i:04d}", "110", 1, at, CallOutcome.ANSWERED, "police",
                         agent, at + 2, at + 30, "caller_hangup",
                         (TimelineEntry(at, TimelineKind.QUEUED, "police"),
@@ -55,8 +59,27 @@ def events(i: int, at: float) -> list[object]:
             CallFinished(record)]
 
 
-async def run(url: str, calls: int, burst: int) -> None:
-    """Write ``calls`` calls' records and print the CPU they cost."""
+async def server_cpu_s(db: Database) -> float | None:
+    """CPU seconds of this database's PostgreSQL backends (the engine's pooled connections,
+    opened for the measured calls), when the server runs on this machine; else None."""
+    if db.dialect != "postgresql":
+        return None
+    async with db.engine.connect() as conn:
+        pids = (await conn.execute(text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"))).scalars()
+        total = 0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                return None
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def run(url: str, calls: int, burst: int, prefill: int = 0) -> None:
+    """Write ``calls`` calls' records and print the CPU they cost (after ``prefill`` calls
+    that are not counted, and statistics gathered, as a database in service has them)."""
     db = Database(url)
     await db.upgrade()
     now = [time.time()]
@@ -65,6 +88,16 @@ async def run(url: str, calls: int, burst: int) -> None:
     await reports.start()
     recorder = CallRecorder(db, audit, reports, lambda: now[0])
     await recorder.start()
+    for start in range(0, prefill, burst):
+        for i in range(start, min(prefill, start + burst)):
+            for event in events(i, now[0], "pre"):
+                recorder.enqueue(event)
+        await recorder.queue.join()
+    if prefill:
+        async with db.engine.connect() as conn:
+            await conn.execute(text("ANALYZE"))
+            await conn.commit()
+        await db.engine.dispose()  # plans made on empty tables are not kept
     cpu, wall = time.process_time(), time.monotonic()
     for start in range(0, calls, burst):
         for i in range(start, min(calls, start + burst)):
@@ -73,13 +106,16 @@ async def run(url: str, calls: int, burst: int) -> None:
         await recorder.queue.join()
         now[0] += 1.0
     cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    server = await server_cpu_s(db)
     await recorder.stop()
     async with db.engine.connect() as conn:
         filed = (await conn.execute(text(
-            "SELECT count(*) FROM call_records WHERE report_id IS NOT NULL"))).scalar()
+            "SELECT count(*) FROM call_records WHERE report_id IS NOT NULL "
+            "AND id LIKE 'call-%'"))).scalar()
     await db.close()
-    print(f"records_cpu_ms_per_call={1000 * cpu / calls:.3f} calls={calls} reports={filed} "
-          f"wall_s={wall:.1f}", flush=True)
+    pg = "" if server is None else f"pg_cpu_ms_per_call={1000 * server / calls:.3f} "
+    print(f"records_cpu_ms_per_call={1000 * cpu / calls:.3f} {pg}calls={calls} "
+          f"reports={filed} wall_s={wall:.1f}", flush=True)
 
 
 def main() -> None:
@@ -88,10 +124,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--burst", type=int, default=50, help="calls queued at a time")
     parser.add_argument("--url", default="", help="database URL (default: a temporary SQLite)")
+    parser.add_argument("--prefill", type=int, default=0,
+                        help="calls written first, not counted (a database in service)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.url or f"sqlite:///{tmp}/bench.db"
-        asyncio.run(run(url, args.calls, args.burst))
+        asyncio.run(run(url, args.calls, args.burst, args.prefill))
 
 
 if __name__ == "__main__":

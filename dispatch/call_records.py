@@ -4,7 +4,7 @@
 writes them in batches: everything queued at that moment goes into one
 transaction (CDR inserts and updates, audit rows), so a burst of calls costs
 a handful of commits instead of several per call.  The writes are SQLAlchemy
-Core statements, one ``executemany`` per table per batch; a live call's CDR is
+Core statements, one multi-row statement per table per batch; a live call's CDR is
 kept in memory as column values, so its later events need no SELECT (a CDR of
 an earlier run is read back once per batch).  Then each answered or
 abandoned emergency call is filed as a ``voice`` report (caller number,
@@ -24,14 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dispatch.audit import AuditBatch, AuditTrail
 from dispatch.incidents import IncidentService, LinkKind
 from dispatch.models import CallRecordRow, ReportRow
 from dispatch.reports import NewReport, ReportService
-from dispatch.storage import Database
+from dispatch.storage import Database, update_many
 from intake.model import Channel
 from telephony.acd.events import Abandoned, AgentState, AgentStateChanged, CallFinished
 from telephony.b2bua.events import (
@@ -75,10 +75,6 @@ _CDR = cast(Table, CallRecordRow.__table__)
 _MUTABLE = ("agent_id", "outcome", "queue", "cause", "released_by", "answered_at",
             "released_at", "timeline")
 """The CDR columns a call's later events change (``report_id`` is written apart)."""
-_UPDATE_CDR = update(_CDR).where(_CDR.c.id == bindparam("b_id")).values(
-    {c: bindparam(f"b_{c}") for c in _MUTABLE})
-_LINK_REPORT = update(_CDR).where(_CDR.c.id == bindparam("b_id")).values(
-    report_id=bindparam("b_report_id"))
 _FETCHED = (CallAnswered, CallFinished, CallReleased, CallTransferred, RecordingFinished)
 """Events that change a CDR written by an earlier batch."""
 
@@ -286,12 +282,10 @@ class CallRecorder:
         """One executemany INSERT of the new CDRs, one executemany UPDATE of the others."""
         inserts = [{k: v for k, v in b.rows[i].items() if not k.startswith("_")}
                    for i in b.touched if i in b.new]
-        updates = [{"b_id": i, **{f"b_{c}": b.rows[i][c] for c in _MUTABLE}}
-                   for i in b.touched if i not in b.new]
+        updates = [b.rows[i] for i in b.touched if i not in b.new]
         if inserts:
             await conn.execute(insert(_CDR), inserts)
-        if updates:
-            await conn.execute(_UPDATE_CDR, updates)
+        await update_many(conn, _CDR, "id", _MUTABLE, updates)
 
     async def _link_recording(self, call_id: str, path: str, sha256: str) -> None:
         """Link a call's recording to the incident its voice report joined."""
@@ -526,8 +520,8 @@ class CallRecorder:
         async def link(conn: AsyncConnection, report_ids: list[str]) -> None:
             # In the transaction that stores the reports: a CDR and its report id commit
             # together, at no extra transaction.
-            await conn.execute(_LINK_REPORT, [
-                {"b_id": call_id, "b_report_id": report_id}
+            await update_many(conn, _CDR, "id", ("report_id",), [
+                {"id": call_id, "report_id": report_id}
                 for call_id, report_id in zip(call_ids, report_ids, strict=True)])
             linked.append(True)
 
@@ -535,8 +529,8 @@ class CallRecorder:
             done = await self.reports.submit_many(news, actor="sip", on_stored=link)
             if not linked:  # the batch fell back to one-by-one submits
                 async with self.db.transaction() as tx:
-                    await tx.conn.execute(_LINK_REPORT, [
-                        {"b_id": call_id, "b_report_id": d.report_id}
+                    await update_many(tx.conn, _CDR, "id", ("report_id",), [
+                        {"id": call_id, "report_id": d.report_id}
                         for call_id, d in zip(call_ids, done, strict=True)])
         except Exception:
             self.errors += 1

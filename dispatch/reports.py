@@ -24,14 +24,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
-from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Table, and_, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from dispatch.audit import AuditTrail
 from dispatch.events import to_jsonable
 from dispatch.models import CorrectionRow, IncidentRow, ReportRow
-from dispatch.storage import Database, after_commit
+from dispatch.storage import Database, after_commit, update_many
 from intake.classify import Correction
 from intake.correlate import Action, CorrelationError, Decision
 from intake.model import (
@@ -55,12 +55,8 @@ _REPORTS = cast(Table, ReportRow.__table__)
 _INCIDENTS = cast(Table, IncidentRow.__table__)
 _ASSESSED = ("assessed", "category", "subtype", "agencies", "grade", "lat", "lon", "assessment",
              "incident_id")
-_UPDATE_ASSESSMENT = update(_REPORTS).where(_REPORTS.c.id == bindparam("b_id")).values(
-    {c: bindparam(f"b_{c}") for c in _ASSESSED})
 _PLACED = ("category", "subtype", "agencies", "grade", "grade_reasons", "lat", "lon",
            "needs_location", "opened_at", "last_report_at", "report_count", "updated_at")
-_UPDATE_INCIDENT = update(_INCIDENTS).where(_INCIDENTS.c.id == bindparam("b_id")).values(
-    {c: bindparam(f"b_{c}") for c in _PLACED})
 
 
 @dataclass(frozen=True)
@@ -249,6 +245,9 @@ class ReportService:
         """Insert the batch's new reports in one transaction: ((index, id) stored,
         {index: duplicate})."""
         refs = [n.source_ref for n in news if n.source_ref is not None]
+        # The channel too: the unique index is (channel, source_ref), and without its
+        # first column the look-up scans the whole index (it grows with every report).
+        channels = sorted({n.channel.value for n in news if n.source_ref is not None})
         held: dict[tuple[str, str], tuple[str, str | None]] = {}
         stored: list[tuple[int, str]] = []
         duplicates: dict[int, Submitted] = {}
@@ -260,7 +259,8 @@ class ReportService:
             if refs:
                 found = await conn.execute(
                     select(ReportRow.channel, ReportRow.source_ref, ReportRow.id,
-                           ReportRow.incident_id).where(ReportRow.source_ref.in_(refs)))
+                           ReportRow.incident_id).where(ReportRow.channel.in_(channels),
+                                                        ReportRow.source_ref.in_(refs)))
                 held = {(c, str(r)): (i, inc) for c, r, i, inc in found}
             for index, new in enumerate(news):
                 key = (new.channel.value, new.source_ref or "")
@@ -331,8 +331,8 @@ class ReportService:
                     fresh.add(incident.incident_id)
                 touched[incident.incident_id] = incident
                 values = _assessment_values(new.lat, new.lon, assessment)
-                updates.append({"b_id": report_id, "b_incident_id": incident.incident_id,
-                                **{f"b_{k}": v for k, v in values.items()}})
+                updates.append({"id": report_id, "incident_id": incident.incident_id,
+                                **values})
                 events.extend(self._audit_decision(audit.record, decision, actor))
                 audit.record(actor=actor, action="report.assessed",
                              subject=f"report:{report_id}",
@@ -345,13 +345,12 @@ class ReportService:
             conn = await s.connection()
             opened = [{"id": i, "status": "new", "merged_into": None,
                        **_snapshot_values(snap, now)} for i, snap in touched.items() if i in fresh]
-            joined = [{"b_id": i, **{f"b_{k}": v for k, v in _snapshot_values(snap, now).items()}}
+            joined = [{"id": i, **_snapshot_values(snap, now)}
                       for i, snap in touched.items() if i not in fresh]
             if opened:
                 await conn.execute(insert(_INCIDENTS), opened)
-            if joined:
-                await conn.execute(_UPDATE_INCIDENT, joined)
-            await conn.execute(_UPDATE_ASSESSMENT, updates)
+            await update_many(conn, _INCIDENTS, "id", _PLACED, joined)
+            await update_many(conn, _REPORTS, "id", _ASSESSED, updates)
             await audit.write(s)
             for event in events:
                 after_commit(s, partial(self.publish, event))

@@ -11,13 +11,25 @@ nodes may share that database and an upgrade is an administrator's decision.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, event, inspect, text
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Dialect,
+    Table,
+    Update,
+    bindparam,
+    event,
+    inspect,
+    text,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -126,6 +138,70 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+@lru_cache(maxsize=64)
+def _update_sql(table: Table, key: str, columns: tuple[str, ...], dialect: Dialect
+                ) -> tuple[str, tuple[Callable[[Any], Any] | None, ...]]:
+    """PostgreSQL's one-statement UPDATE of many rows, and each parameter's bind processor."""
+    names = (key, *columns)
+    arrays, sets = [], []
+    for n, name in enumerate(names, 1):
+        column = table.c[name]
+        is_json = isinstance(column.type, JSON)
+        sql_type = "TEXT" if is_json else column.type.compile(dialect=dialect)
+        arrays.append(f"${n}::{sql_type}[]")
+        if name != key:
+            sets.append(f'"{name}" = v."{name}"' + ("::JSON" if is_json else ""))
+    alias = ", ".join(f'"{name}"' for name in names)
+    sql = (f'UPDATE "{table.name}" SET {", ".join(sets)} FROM unnest({", ".join(arrays)}) '
+           f'AS v({alias}) WHERE "{table.name}"."{key}" = v."{key}"')
+    processors = tuple(table.c[name].type._cached_bind_processor(dialect) for name in names)
+    return sql, processors
+
+
+@lru_cache(maxsize=64)
+def _update_stmt(table: Table, key: str, columns: tuple[str, ...]) -> Update:
+    return update(table).where(table.c[key] == bindparam(f"b_{key}")).values(
+        {c: bindparam(f"b_{c}") for c in columns})
+
+
+async def update_many(conn: AsyncConnection, table: Table, key: str,
+                      columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    """``UPDATE table SET columns WHERE key = ...`` for each row (a mapping of column values).
+
+    On PostgreSQL one statement writes them all (``UPDATE ... FROM unnest(arrays)``): asyncpg's
+    executemany would run the UPDATE once per row on the server.  SQLite, in process, keeps the
+    executemany.  When two rows name the same key the later one wins, as it would one by one.
+    """
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        await conn.execute(_update_stmt(table, key, tuple(columns)),
+                           [{f"b_{c}": row[c] for c in (key, *columns)} for row in rows])
+        return
+    sql, processors = _update_sql(table, key, tuple(columns), conn.dialect)
+    last = {row[key]: row for row in rows}.values()
+    params = tuple([p(row[name]) if p else row[name] for row in last]
+                   for name, p in zip((key, *columns), processors, strict=True))
+    await conn.exec_driver_sql(sql, params)
+
+
+def _ping(dbapi_connection: Any) -> bool:
+    """The pool's check that a connection still works, in one round trip.
+
+    SQLAlchemy's asyncpg ping wraps an empty statement in BEGIN and ROLLBACK: three
+    round trips on every checkout, as many as a batch writer's real statements.  This
+    runs the empty statement through the DBAPI cursor instead, which begins the
+    transaction the checkout's work then uses; a dead connection raises the driver's
+    error, which the pool takes as a disconnect, as before.
+    """
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(";")
+    finally:
+        cursor.close()
+    return True
+
+
 def schema_head() -> str:
     """The newest migration in ``migrations/versions``, as Alembic sees it."""
     from alembic.script import ScriptDirectory
@@ -152,6 +228,12 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(async_url(url), **kwargs)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            # asyncpg's executemany runs the INSERT once per row on the server; this
+            # makes SQLAlchemy send a batch's rows as one multi-row INSERT (pages of
+            # 1000), as it already does for an INSERT ... RETURNING and for psycopg2.
+            self.engine.sync_engine.dialect.use_insertmanyvalues_wo_returning = True
+            self.engine.sync_engine.dialect.do_ping = _ping  # type: ignore[method-assign]
         session_class = type("DispatchdSession", (Session,), {})
         event.listen(session_class, "after_commit", _run_hooks)
         event.listen(session_class, "after_soft_rollback", _drop_hooks)
