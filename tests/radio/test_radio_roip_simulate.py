@@ -1,5 +1,6 @@
 """``dispatchd run --simulate``: a real daemon process calls its emulated RoIP box (a real SIP
-endpoint on 127.0.0.1), shows the talkgroup up in /health, and hangs up on SIGTERM."""
+endpoint on 127.0.0.1) and opens its emulated TETRA terminal and satphone (ptys), shows all
+three up in /health, keys the TETRA group and dials the satphone, and hangs up on SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import httpx
 from daemonproc import DaemonProcess
+from test_radio_daemon_process import admin_token
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -29,13 +31,29 @@ async def test_simulate_adds_a_roip_talkgroup_that_is_called(tmp_path: Path) -> 
             while True:
                 health = (await client.get("/health")).json()
                 radio = health.get("services", {}).get("radio", {}).get("detail", {})
-                gateway = radio.get("gateways", {}).get("sim-roip", {})
-                if gateway.get("state") == "up" or time.monotonic() > deadline:
+                gateways = radio.get("gateways", {})
+                gateway = gateways.get("sim-roip", {})
+                states = [gateways.get(n, {}).get("state") for n in ("sim-roip", "sim-tetra",
+                                                                      "sim-sat")]
+                if states == ["up"] * 3 or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.1)
-        assert gateway.get("state") == "up", health
+        assert states == ["up"] * 3, health  # the RoIP box, the TETRA terminal, the satphone
         assert gateway["kind"] == "roip" and gateway["call"] is True
         assert gateway["device"].startswith("sip:radio@127.0.0.1:")
+
+        # A newcomer keys the simulated TETRA group and calls the simulated satphone.
+        token = await asyncio.to_thread(admin_token, tmp_path, config)
+        auth = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=proc.url, headers=auth, timeout=30) as client:
+            r = await client.post("/api/v1/radio/talkgroups/sim-tetra/ptt")
+            assert r.status_code == 200, r.text
+            assert r.json()["events"][0]["event"] == "granted"
+            r = await client.post("/api/v1/satphones/sim-sat/dial",
+                                  json={"number": "+8613800138000"})
+            assert r.status_code == 200, r.text
+            r = await client.post("/api/v1/satphones/sim-sat/hangup")
+            assert r.status_code == 200, r.text
         code, _ = await asyncio.to_thread(proc.stop, 20.0)
         assert code == 0
     finally:
