@@ -38,6 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sip_calls import telephony_config  # noqa: E402
+
 from dispatch.config import load_settings  # noqa: E402
 from dispatch.runtime import settle_heap  # noqa: E402
 from telephony.b2bua.anchor import PassThroughAnchor  # noqa: E402
@@ -67,27 +69,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def config_text(trunk_port: int, agents: list[str]) -> str:
-    """The same telephony configuration as bench/sip_calls.py."""
-    lines = [
-        '[sip]\nenabled = true\ndomain = "dispatch.test"\nagent_login_on_register = true',
-        'max_calls = 100000\nlisten = [{transport = "udp", host = "127.0.0.1", port = 0}]',
-        '[sip.registrar]\nexempt_networks = ["127.0.0.0/8"]\nmax_failures = 1000',
-        '[routing]\nfallback = "110"', '[[hotlines]]\nnumber = "110"\nqueue = "police"',
-        '[[queues]]\nname = "police"\nwrap_up = 0\nring_timeout = 5',
-        f'[[trunks]]\nname = "carrier"\naddress = "127.0.0.1:{trunk_port}"\n'
-        f"source_port = {trunk_port}\nmax_calls = 100000",
-    ]
-    lines += [f'[[agents]]\nid = "{a}"\nqueues = ["police"]' for a in agents]
-    return "\n".join(lines) + "\n"
-
-
 class Stack:
     """The telephony side of the SIP service, wired as dispatch/sip_service.py wires it."""
 
     def __init__(self, tmp: Path, trunk_port: int, agents: list[str]) -> None:
         path = tmp / "dispatchd.toml"
-        path.write_text(config_text(trunk_port, agents))
+        path.write_text(telephony_config(trunk_port, agents))
         settings = load_settings(str(path))
         sip, telephony = settings.sip, settings.telephony()
         reg = sip.registrar

@@ -98,11 +98,9 @@ async def make_accounts(db_url: str, agents: list[str], realm: str) -> None:
     await db.close()
 
 
-def config(tmp: Path, trunk_port: int, agents: list[str]) -> Path:
-    """A daemon config: one trunk, hotline 110, one queue, every agent in it."""
+def telephony_config(trunk_port: int, agents: list[str]) -> str:
+    """``[sip]`` and telephony: one trunk, hotline 110, one queue, every agent in it."""
     lines = [
-        f'[node]\ndata_dir = "{tmp / "var"}"', "[http]\nport = 0", "[ssh]\nenabled = false",
-        '[log]\nlevel = "info"',
         '[sip]\nenabled = true\ndomain = "dispatch.test"\nagent_login_on_register = true',
         'max_calls = 100000\nlisten = [{transport = "udp", host = "127.0.0.1", port = 0}]',
         '[sip.registrar]\nexempt_networks = ["127.0.0.0/8"]\nmax_failures = 1000',
@@ -112,8 +110,15 @@ def config(tmp: Path, trunk_port: int, agents: list[str]) -> Path:
         f"source_port = {trunk_port}\nmax_calls = 100000",
     ]
     lines += [f'[[agents]]\nid = "{a}"\nqueues = ["police"]' for a in agents]
+    return "\n".join(lines) + "\n"
+
+
+def config(tmp: Path, trunk_port: int, agents: list[str]) -> Path:
+    """A daemon config: :func:`telephony_config` in a node with no HTTP or SSH."""
+    node = "\n".join([f'[node]\ndata_dir = "{tmp / "var"}"', "[http]\nport = 0",
+                      "[ssh]\nenabled = false", '[log]\nlevel = "info"'])
     path = tmp / "dispatchd.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(node + "\n" + telephony_config(trunk_port, agents))
     return path
 
 
