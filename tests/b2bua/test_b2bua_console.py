@@ -63,24 +63,33 @@ async def test_supervisor_sees_the_live_call_and_force_releases_it_from_the_cons
     await uas_done(tmp_path, agent_port)
 
 
-async def test_call_taker_describes_the_call_on_the_console_and_it_is_reclassified(
-        tmp_path: Path, started: list[object]) -> None:  # noqa: F811 - the fixture
+async def connected_call(tmp_path: Path, stack: list[object], extra_sip: str = ""
+                         ) -> tuple[SipDaemon, Any, asyncio.Future[tuple[int, str]], str]:
+    """A carrier's 110 call answered by call taker alice (a SIPp agent): the daemon, a
+    supervisor's API client, the caller still talking, and the call's id (``stack``: the
+    test's ``started`` list, stopped after it)."""
     carrier = free_port()
-    sip = SipDaemon(tmp_path, agents={"alice": ["police"]}, trunks=trunk(carrier))
-    started.append(sip)
-    pw = tmp_path / "alice-pw"
-    pw.write_text("alice-password-1\n")
-    made = sip.cli("user", "add", "alice", "--role", "call_taker", "--password-file", str(pw))
-    assert made.returncode == 0, made.stderr
+    sip = SipDaemon(tmp_path, agents={"alice": ["police"]}, trunks=trunk(carrier),
+                    extra_sip=extra_sip)
+    stack.append(sip)
     agent_port = free_port()
     agent = SippServer("agent_uas.xml", agent_port, tmp_path)
-    started.append(agent)
+    stack.append(agent)
     assert (await register_agents(sip, tmp_path, {"alice": agent_port}))[0] == 0
     api = sip.api()
     caller = asyncio.ensure_future(call(sip, tmp_path, "caller_wait_bye.xml", "110", carrier))
     live = await wait_for(lambda: [c for c in api.get("/api/v1/calls").json()
                                    if c["state"] == "connected"], "a connected call")
-    call_id = live[0]["call_id"]
+    return sip, api, caller, live[0]["call_id"]
+
+
+async def test_call_taker_describes_the_call_on_the_console_and_it_is_reclassified(
+        tmp_path: Path, started: list[object]) -> None:  # noqa: F811 - the fixture
+    sip, api, caller, call_id = await connected_call(tmp_path, started)
+    pw = tmp_path / "alice-pw"
+    pw.write_text("alice-password-1\n")
+    made = sip.cli("user", "add", "alice", "--role", "call_taker", "--password-file", str(pw))
+    assert made.returncode == 0, made.stderr
     # The voice report is filed off the call path; wait until it is there.
     report = await wait_for(lambda: sip.rows(
         "SELECT report_id FROM call_records WHERE id = ? AND report_id IS NOT NULL", call_id),
@@ -213,19 +222,8 @@ async def test_describing_a_call_just_answered_waits_for_its_report(
     """Call records are written behind the calls; with a 1.5 s group-commit window the
     report is certainly not filed when the call taker describes the call at once, and the
     API waits for it instead of answering 409."""
-    carrier = free_port()
-    sip = SipDaemon(tmp_path, agents={"alice": ["police"]}, trunks=trunk(carrier),
-                    extra_sip="session_expires = 90\nrecords_linger_ms = 1500")
-    started.append(sip)
-    agent_port = free_port()
-    agent = SippServer("agent_uas.xml", agent_port, tmp_path)
-    started.append(agent)
-    assert (await register_agents(sip, tmp_path, {"alice": agent_port}))[0] == 0
-    api = sip.api()
-    caller = asyncio.ensure_future(call(sip, tmp_path, "caller_wait_bye.xml", "110", carrier))
-    live = await wait_for(lambda: [c for c in api.get("/api/v1/calls").json()
-                                   if c["state"] == "connected"], "a connected call")
-    call_id = live[0]["call_id"]
+    sip, api, caller, call_id = await connected_call(
+        tmp_path, started, "session_expires = 90\nrecords_linger_ms = 1500")
     r = await asyncio.to_thread(api.post, f"/api/v1/calls/{call_id}/describe",
                                 json={"text": "东城街道一栋居民楼起火，三人受伤"})
     assert r.status_code == 200, r.text
