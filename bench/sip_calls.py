@@ -113,9 +113,10 @@ def telephony_config(trunk_port: int, agents: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def config(tmp: Path, trunk_port: int, agents: list[str]) -> Path:
+def config(tmp: Path, trunk_port: int, agents: list[str], event_loop: str = "asyncio") -> Path:
     """A daemon config: :func:`telephony_config` in a node with no HTTP or SSH."""
-    node = "\n".join([f'[node]\ndata_dir = "{tmp / "var"}"', "[http]\nport = 0",
+    node = "\n".join([f'[node]\ndata_dir = "{tmp / "var"}"\nevent_loop = "{event_loop}"',
+                      "[http]\nport = 0",
                       "[ssh]\nenabled = false", '[log]\nlevel = "info"'])
     path = tmp / "dispatchd.toml"
     path.write_text(node + "\n" + telephony_config(trunk_port, agents))
@@ -149,12 +150,12 @@ def direct_ceiling(tmp: Path, seconds: int) -> float:
 class Bench:
     """The daemon under test, its agents' SIPp, and the ports and paths of one run."""
 
-    def __init__(self, tmp: Path, agents: list[str]) -> None:
+    def __init__(self, tmp: Path, agents: list[str], event_loop: str = "asyncio") -> None:
         self.tmp = tmp
         self.agents = agents
         self.trunk_port, self.agent_port = free_port(), free_port()
         self.db_url = f"sqlite:///{tmp / 'var' / 'dispatchd.db'}"
-        cfg = config(tmp, self.trunk_port, agents)
+        cfg = config(tmp, self.trunk_port, agents, event_loop)
         asyncio.run(make_accounts(self.db_url, agents, "dispatch.test"))
         self.daemon = DaemonProcess(ROOT, cfg, env={"PYTHONPATH": str(ROOT)})
         self.uas: subprocess.Popen[bytes] | None = None
@@ -341,6 +342,8 @@ def main() -> None:
                         help="write py-spy collapsed stacks of the daemon here (needs py-spy)")
     parser.add_argument("--agents", type=int, default=0,
                         help="call takers (default: enough for rate x hold, x2)")
+    parser.add_argument("--event-loop", default="asyncio", choices=("asyncio", "uvloop", "auto"),
+                        help="the daemon's [node] event_loop")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     wanted = args.held or max(rates) * (args.hold / 1000 + 0.2)
@@ -349,7 +352,7 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # SIPp and the daemon inherit it
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        bench = Bench(tmp, [f"a{i}" for i in range(n_agents)])
+        bench = Bench(tmp, [f"a{i}" for i in range(n_agents)], args.event_loop)
         spy = None
         try:
             bench.register()

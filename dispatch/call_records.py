@@ -511,7 +511,8 @@ class CallRecorder:
             fields = {"call_id": call_id, "hotline": row["hotline"], "queue": row["queue"],
                       "trunk": row["trunk"], "called": row["called"], **extra}
             news.append(NewReport(Channel.VOICE, text, row["offered_at"], caller=row["caller"],
-                                  fields=tuple(sorted(fields.items())), source_ref=call_id))
+                                  fields=tuple(sorted(fields.items())), source_ref=call_id,
+                                  said=False))
             call_ids.append(call_id)
         if not news:
             return

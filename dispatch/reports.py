@@ -73,6 +73,11 @@ class NewReport:
     address: str = ""
     fields: tuple[tuple[str, str], ...] = ()
     source_ref: str | None = None
+    said: bool = True
+    """False when dispatchd wrote ``text`` itself (a voice call's summary line: number,
+    call taker, wait): it is stored and shown, but intake assesses the report from its
+    fields and location alone, since no one said anything in it yet.  A description
+    added later (:meth:`ReportService.describe`) is assessed as usual."""
 
 
 @dataclass(frozen=True)
@@ -317,8 +322,9 @@ class ReportService:
             for n, (report_id, new) in enumerate(items):
                 if n and n % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # a large batch must not hold up the calls
-                report = Report(report_id, new.channel, new.received_at, new.text, new.lang,
-                                new.caller, new.lat, new.lon, new.address,
+                report = Report(report_id, new.channel, new.received_at,
+                                new.text if new.said else "", new.lang, new.caller,
+                                new.lat, new.lon, new.address,
                                 tuple((str(k), str(v)) for k, v in dict(new.fields).items()))
                 assessment = self.intake.assess(report)
                 ref = assessment.ref(report)

@@ -72,3 +72,22 @@ async def test_duplicates_in_the_database_and_in_the_batch_are_not_stored_twice(
 
 async def test_an_empty_batch_does_nothing(daemon: Any) -> None:
     assert await daemon.reports.submit_many([], actor="sip") == []
+
+
+async def test_a_summary_dispatchd_wrote_is_stored_but_not_read_as_what_was_said(
+        daemon: Any) -> None:
+    # A voice call's summary line is dispatchd's own text: intake must not find an
+    # incident in it.  Here it is worded like a real fire report to prove it is not read.
+    summary = NewReport(Channel.VOICE, FIRE, AT, caller="13800138000", source_ref="call-9",
+                        said=False)
+    [done] = await daemon.reports.submit_many([summary], actor="sip")
+    async with daemon.db.session() as s:
+        row = await s.get(ReportRow, done.report_id)
+    assert row is not None and row.text == FIRE and row.assessed
+    assert row.category is None and row.grade == 4
+    # What the call taker then writes down is assessed (with the summary before it).
+    await daemon.reports.describe(done.report_id, FIRE_AGAIN, actor="agent:a1")
+    async with daemon.db.session() as s:
+        row = await s.get(ReportRow, done.report_id)
+    assert row is not None and row.text == f"{FIRE}\n{FIRE_AGAIN}"
+    assert row.category == "accident"
