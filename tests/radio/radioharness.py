@@ -17,7 +17,7 @@ from dispatch.daemon import Daemon
 from dispatch.events import Envelope
 from hardware.emulators import AtEmulator, SatellitePhoneEmulator, TetraRadioEmulator
 
-WAIT = 10.0
+WAIT = 30.0  # generous: on a loaded machine a daemon process can take >10 s to open a gateway
 
 
 class Plugged:
