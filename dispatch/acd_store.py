@@ -92,7 +92,8 @@ class AcdCluster:
             with contextlib.suppress(asyncio.QueueFull):
                 self._queue.put_nowait(None)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._task, 3.0)
+                async with asyncio.timeout(3.0):
+                    await self._task
 
     def health(self) -> dict[str, Any]:
         """Counters and how many agents are held for other nodes."""
@@ -136,7 +137,8 @@ class AcdCluster:
             item = await self._queue.get()
             if item is not None and self.flush_s > 0 and not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):  # gather the changes that follow
-                    await asyncio.wait_for(self._stopping.wait(), self.flush_s)
+                    async with asyncio.timeout(self.flush_s):
+                        await self._stopping.wait()
             batch: dict[str, tuple[str, str]] = {}
             while True:
                 if item is None:

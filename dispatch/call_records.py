@@ -184,7 +184,8 @@ class CallRecorder:
         self._stopping = True
         pending = self.queue.qsize()
         try:
-            await asyncio.wait_for(self.queue.join(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.queue.join()
         except TimeoutError:
             log.error("call records not flushed at stop", extra={"pending": self.queue.qsize()})
         else:

@@ -183,7 +183,8 @@ class CampaignService:
         self._receipt_progress.clear()
         if self._task is not None:
             try:
-                await asyncio.wait_for(self._task, 2.5)
+                async with asyncio.timeout(2.5):
+                    await self._task
             except TimeoutError:
                 log.warning("campaign sender did not finish its batch in time; "
                             "its rows are resent with replace_if_present at the next start")
@@ -324,7 +325,8 @@ class CampaignService:
                 if not claimed:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), 1.0)
+                        async with asyncio.timeout(1.0):
+                            await self._wake.wait()
                     continue
                 await self._send(claimed)
             except Exception:  # a bug or a database outage must not end sending for good

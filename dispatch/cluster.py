@@ -246,7 +246,8 @@ class EventBridge:
         self._wake.set()
         if self._task is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._task, 3.0)
+                async with asyncio.timeout(3.0):
+                    await self._task
         await self._close()
 
     def offer(self, env: Envelope, data: Any = None) -> None:
@@ -274,7 +275,8 @@ class EventBridge:
         self.connected = False
         if conn is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await conn.close()
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         try:
@@ -314,7 +316,8 @@ class EventBridge:
                     return
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await self._wake.wait()
                 continue
             if self.batch_s and not self._stopping:
                 await asyncio.sleep(self.batch_s)  # let a burst gather into few NOTIFYs

@@ -100,7 +100,8 @@ class ConferenceService:
         if self._task is None:
             return
         try:
-            await asyncio.wait_for(self.queue.join(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.queue.join()
         except TimeoutError:
             log.error("conference rows not flushed at stop", extra={"pending": self.queue.qsize()})
         self._task.cancel()

@@ -392,7 +392,8 @@ class Daemon:
         if self.radio is not None:
             # PTT must fail safe before anything else is torn down.
             try:
-                await asyncio.wait_for(self.radio.stop_radios(), RADIO_STOP_TIMEOUT_S)
+                async with asyncio.timeout(RADIO_STOP_TIMEOUT_S):
+                    await self.radio.stop_radios()
             except Exception:
                 log.exception("radios did not stop cleanly")
         self.hub.close_all()

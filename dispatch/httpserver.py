@@ -99,7 +99,8 @@ class HttpService:
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             try:
-                await asyncio.wait_for(self._task, GRACEFUL_S + 1)
+                async with asyncio.timeout(GRACEFUL_S + 1):
+                    await self._task
             except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
         if self._socket is not None:

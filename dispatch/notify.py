@@ -202,7 +202,8 @@ class NotificationService:
             except Exception:  # a bug or a database outage: log it, keep the loop
                 log.exception("notification round failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.tick_s)
+                async with asyncio.timeout(self.tick_s):
+                    await self._wake.wait()
             self._wake.clear()
 
     # ------------------------------------------------------------ creating

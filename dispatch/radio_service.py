@@ -497,7 +497,8 @@ class RadioService:
             with contextlib.suppress(asyncio.QueueFull):
                 self._journal.put_nowait(None)
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._writer), 1.0)
+                async with asyncio.timeout(1.0):
+                    await asyncio.shield(self._writer)
             self._writer.cancel()
         for name in self.kinds:
             self.state[name] = "stopped"

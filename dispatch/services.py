@@ -164,7 +164,8 @@ class ServiceManager:
             # A service that must flush data it holds (the SIP record writer) may ask for
             # longer with a ``stop_timeout`` attribute; everything else gets the default.
             timeout = float(getattr(entry.service, "stop_timeout", STOP_TIMEOUT_S))
-            await asyncio.wait_for(entry.service.stop(), timeout)
+            async with asyncio.timeout(timeout):
+                await entry.service.stop()
         except Exception:
             log.exception("service failed to stop cleanly", extra={"service": entry.service.name})
 

@@ -173,7 +173,8 @@ class SshConsole:
         while True:
             process.stdout.write(PROMPT)
             try:
-                line = await asyncio.wait_for(process.stdin.readline(), self.idle_timeout_s)
+                async with asyncio.timeout(self.idle_timeout_s):
+                    line = await process.stdin.readline()
             except TimeoutError:
                 process.stdout.write("\nidle too long, bye\n")
                 return

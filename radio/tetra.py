@@ -512,7 +512,8 @@ class TetraGateway:
         try:
             await self.device.command(f"AT+CTSDC={self.settings.call_setup}", timeout=timeout)
             await self.device.command(f"ATD{group}", timeout=timeout)
-            cc = await asyncio.wait_for(self._dialling, timeout)
+            async with asyncio.timeout(timeout):
+                cc = await self._dialling
         finally:
             self._dialling = None
             self._dialling_group = None

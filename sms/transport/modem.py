@@ -202,7 +202,8 @@ class GsmModem:
             loop = asyncio.get_running_loop()
             wait = 5.0 if timer is None else max(0.0, min(5.0, timer - loop.time()))
             try:
-                urc = await asyncio.wait_for(self.device.unsolicited.get(), wait)
+                async with asyncio.timeout(wait):
+                    urc = await self.device.unsolicited.get()
             except TimeoutError:
                 for message in self._reassembler.handle_timer(loop.time()):
                     await self._deliver(message, self._pop_held(message))

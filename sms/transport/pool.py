@@ -34,7 +34,8 @@ class SmppPool:
         waits = [asyncio.ensure_future(c.wait_bound()) for c in self.clients]
         try:
             if all_binds:
-                await asyncio.wait_for(asyncio.gather(*waits), timeout)
+                async with asyncio.timeout(timeout):
+                    await asyncio.gather(*waits)
                 return
             done, _ = await asyncio.wait(waits, timeout=timeout,
                                          return_when=asyncio.FIRST_COMPLETED)

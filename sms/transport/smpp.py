@@ -238,7 +238,8 @@ class SmppClient:
         waiter: asyncio.Future[None] = loop.create_future()
         self._bind_waiters.append(waiter)
         try:
-            await asyncio.wait_for(waiter, timeout)
+            async with asyncio.timeout(timeout):
+                await waiter
         finally:
             if waiter in self._bind_waiters:
                 self._bind_waiters.remove(waiter)
@@ -426,16 +427,16 @@ class SmppClient:
             assert self._wake is not None
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), pause)
+                async with asyncio.timeout(pause):
+                    await self._wake.wait()
 
     async def _connect_once(self) -> None:
         loop = asyncio.get_running_loop()
         context = self._ssl() if self._ssl is not None else (
             ssl.create_default_context() if self.settings.tls else None)
-        transport, _ = await asyncio.wait_for(
-            loop.create_connection(lambda: _Protocol(self), self.settings.host,
-                                   self.settings.port, ssl=context),
-            self.settings.connect_timeout)
+        async with asyncio.timeout(self.settings.connect_timeout):
+            transport, _ = await loop.create_connection(
+                lambda: _Protocol(self), self.settings.host, self.settings.port, ssl=context)
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self._closed = loop.create_future()

@@ -102,7 +102,8 @@ async def _bridge(b2bua: B2bua, call: Call, out: Leg) -> None:
     try:
         await b2bua.anchor.accept(out.leg_id, out.answer_sdp)
         assert call.answer_task is not None
-        answer = await asyncio.wait_for(asyncio.shield(call.answer_task), 10.0)
+        async with asyncio.timeout(10.0):
+            answer = await asyncio.shield(call.answer_task)
     except (ValueError, TimeoutError, asyncio.CancelledError):
         b2bua._release(call, "media_failed", "system")
         return

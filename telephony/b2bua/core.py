@@ -242,7 +242,8 @@ class B2bua(SipIo):
         control = self.control()
         if control is not None:  # recordings sealed while the record writer still runs
             try:
-                await asyncio.wait_for(control.drain(), 10.0)
+                async with asyncio.timeout(10.0):
+                    await control.drain()
             except TimeoutError:
                 log.error("recordings not sealed within 10 s of shutdown")
 
@@ -505,7 +506,8 @@ class B2bua(SipIo):
         until a call taker answers (:meth:`_connect` stops it).  False if the call ended."""
         assert call.answer_task is not None
         try:
-            answer = await asyncio.wait_for(asyncio.shield(call.answer_task), 10.0)
+            async with asyncio.timeout(10.0):
+                answer = await asyncio.shield(call.answer_task)
         except (ValueError, asyncio.CancelledError):
             return False  # refused (488, by _answer_done) or released meanwhile
         except (TimeoutError, RuntimeError) as exc:
@@ -786,7 +788,8 @@ class B2bua(SipIo):
         call.connected = leg
         try:
             await self.anchor.accept(leg.leg_id, leg.answer_sdp)
-            answer = await asyncio.wait_for(asyncio.shield(call.answer_task), 10.0)
+            async with asyncio.timeout(10.0):
+                answer = await asyncio.shield(call.answer_task)
         except (ValueError, TimeoutError, asyncio.CancelledError) as exc:
             log.warning("call %s: media answer failed: %r", call.call_id, exc)
             self._release(call, "media_failed", "system", status=488)

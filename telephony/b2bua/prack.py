@@ -177,7 +177,8 @@ class Reliability:
         if sender is not None and sender.unacknowledged:
             event = self._acked.setdefault(leg.leg_id, asyncio.Event())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), 64 * self.b2bua.timers().t1 + 1)
+                async with asyncio.timeout(64 * self.b2bua.timers().t1 + 1):
+                    await event.wait()
         return leg.leg_id in self.early_answered
 
     def stop(self, leg: Leg) -> None:

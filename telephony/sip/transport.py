@@ -676,13 +676,11 @@ class SipEndpoint:
                 self._client_tls = _client_tls_context(self.settings.tls_ca)
             tls = self._client_tls
         try:
-            _, proto = await asyncio.wait_for(
-                loop.create_connection(
+            async with asyncio.timeout(self.settings.connect_timeout):
+                _, proto = await loop.create_connection(
                     lambda: _StreamConnection(self, dest.transport), dest.host, dest.port,
                     ssl=tls,
-                ),
-                self.settings.connect_timeout,
-            )
+                )
         except (TimeoutError, OSError, ssl.SSLError) as exc:
             log.info("SIP %s connect to %s:%d failed: %s",
                      dest.transport, dest.host, dest.port, exc)

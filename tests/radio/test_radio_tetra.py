@@ -331,3 +331,41 @@ async def test_release_into_a_silent_radio_is_retried_until_it_answers(
     finally:
         await h.gw.stop()
         h.radio.close()
+
+
+async def test_stop_while_the_radio_answers_the_dial_still_unkeys(
+        tmp_path: Path, reactor: Any) -> None:
+    # Stopping exactly as the radio's grant arrives (both in one loop turn) must not lose
+    # the stop: on Python 3.11, asyncio.wait_for returned the grant and swallowed the
+    # cancellation, so the service task went on waiting for actions and stop() never
+    # returned -- the fail-safe unkey never ran (CI hung here once).
+    h = Harness(tmp_path, reactor, FloorSettings(hang_time_s=0.0))
+    dial = h.radio.handlers["D"]
+    held: list[Any] = []
+
+    def slow_grant(op: str, args: str) -> Any:  # OK now, the call and grant held back
+        reply = dial(op, args)
+        held.append(reply)
+        return type(reply)()
+
+    h.radio.handlers["D"] = slow_grant
+    await h.gw.start()
+    try:
+        h.gw.request_ptt("9001", "disp1", Priority.DISPATCHER)
+        await h.command("ATD9001")
+        await asyncio.sleep(0.2)  # the OK reaches the gateway: it now awaits the grant
+        dialling = h.gw._dialling
+        assert dialling is not None and not dialling.done()
+        # The grant and the stop in the same loop turn (what stop() does first, done here
+        # synchronously so the turn is the same on every run).
+        dialling.set_result(1)
+        service = h.gw._service
+        assert service is not None
+        service.cancel()
+        stop = asyncio.ensure_future(h.gw.stop())
+        done, _ = await asyncio.wait({stop}, timeout=WAIT)
+        assert done, "stop() hung: the service task lost its cancellation"
+        assert h.gw.health()["keyed_groups"] == []
+        assert h.radio.commands[-1] == "ATH"  # the fail-safe unkeyed what was being keyed
+    finally:
+        h.radio.close()
