@@ -100,3 +100,18 @@ def test_settle_heap_freezes_survivors_and_raises_gen0() -> None:
     a.other, b.other = b, a
     del a, b
     assert gc.collect() >= 2  # the frozen heap does not stop cycles being freed
+
+
+def test_the_product_never_uses_asyncio_wait_for() -> None:
+    """On Python 3.11 ``asyncio.wait_for`` swallows a cancellation that arrives in the
+    same loop turn as the result (CPython gh-86296): a service task then outlives its
+    stop (a TETRA gateway's stop hung and never unkeyed).  ``asyncio.timeout`` does not."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = [f"{path.relative_to(root)}:{n}"
+             for package in ("telephony", "radio", "intake", "dispatch", "sms", "hardware")
+             for path in sorted((root / package).rglob("*.py"))
+             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if "wait_for(" in line and "asyncio" in line and "emulators" not in path.parts]
+    assert found == [], "use asyncio.timeout instead of asyncio.wait_for at " + ", ".join(found)
