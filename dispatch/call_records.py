@@ -458,6 +458,8 @@ class CallRecorder:
         details: dict[str, Any] = {"agent": event.agent_id, "target": event.target}
         if isinstance(event, CallTransferFailed):
             details["status"] = event.status
+            if event.reason:
+                details["reason"] = event.reason
         b.audit.record(actor=event.by or f"agent:{event.agent_id}",
                        action="call.transferred" if ok else "call.transfer_failed",
                        subject=f"call:{event.call_id}", details=details)

@@ -1106,6 +1106,8 @@ class B2bua(SipIo):
         self.reliable.stop(leg)
         if leg.role is LegRole.PARTY:
             self.conferences.leg_ended(leg)
+        elif leg.role is LegRole.OUTBOUND:
+            self.transfers.leg_ended(leg)  # a transfer leg's trunk channel is free again
         self.spawn(self.anchor.release(leg.leg_id))
 
     def _forget(self, call: Call) -> None:

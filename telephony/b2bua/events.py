@@ -143,6 +143,8 @@ class CallTransferFailed:
     status: int
     at: float
     by: str = ""
+    reason: str = ""
+    """Why, in words (``target answered 486``, ``every trunk is at its call limit``)."""
 
 
 @dataclass(frozen=True, slots=True)
