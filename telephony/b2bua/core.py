@@ -569,6 +569,10 @@ class B2bua(SipIo):
         if deadline is not None:
             self._acd_timer = asyncio.get_running_loop().call_at(deadline, self._acd_due)
 
+    def pump_acd(self) -> None:
+        """Carry out what the ACD decided (for the transfer helper's re-queue)."""
+        self._pump_acd()
+
     def _acd_due(self) -> None:
         self._acd_timer = None
         self.acd.handle_timer(self.mono())

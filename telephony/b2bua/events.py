@@ -19,6 +19,7 @@ __all__ = [
     "CallRefused",
     "CallReleased",
     "CallTransferFailed",
+    "CallRequeued",
     "CallTransferred",
     "LiveCall",
     "TrunkStatus",
@@ -148,6 +149,17 @@ class CallTransferFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class CallRequeued:
+    """A call taker's phone left a call without ending it for the caller (it hung up
+    right after a failed transfer): the caller is back at the head of the queue."""
+
+    call_id: str
+    agent_id: str
+    why: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class TrunkStatus:
     """A trunk's reachability (OPTIONS) or registration changed."""
 
@@ -178,4 +190,4 @@ class LiveCall:
 
 
 CallEvent = (CallOffered | CallRefused | CallAnswered | CallReleased | CallTransferred
-             | CallTransferFailed | TrunkStatus | CallMediaDead | CallMonitor)
+             | CallTransferFailed | CallRequeued | TrunkStatus | CallMediaDead | CallMonitor)

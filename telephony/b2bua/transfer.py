@@ -42,6 +42,13 @@ gets 491 Request Pending (the API 409).  Each REFER is its own implicit
 subscription: from the second REFER received in a dialog on, its NOTIFYs
 carry ``Event: refer;id=<the REFER's CSeq>`` (RFC 3515 section 2.4.6).
 
+A failed transfer never drops the caller.  Some phones end their call when a
+transfer fails (baresip 1.0.0 does, by design, whether the REFER was refused or
+its NOTIFY said 503 or 486): a call taker's BYE within :data:`REQUEUE_GRACE_S`
+of a failed transfer, or a failure after the call taker already left, puts the
+caller back at the head of their queue (hold prompt, :class:`CallRequeued`)
+instead of releasing them, and the next call taker is bridged in.
+
 Without the media engine (``[media] enabled = false``) the caller's SDP
 belongs to the call taker's phone and re-pointing it would need a third-party
 re-INVITE: REFER is answered 501 and the API 409, saying so.
@@ -56,8 +63,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from telephony.acd.engine import AcdError
 from telephony.b2bua.config import SipTrunk
-from telephony.b2bua.events import CallTransferFailed
+from telephony.b2bua.events import CallRequeued, CallTransferFailed
 from telephony.b2bua.legs import Call, CallState, Leg, LegRole, LegState
 from telephony.b2bua.sipio import merge_option_tags
 from telephony.sip.dialog import DialogError
@@ -83,6 +91,9 @@ CONNECT_WAIT_S = 2.0
 FAILOVER = frozenset({408, 500, 502, 503, 504})
 """A trunk's answers that try the next trunk (a 486/480/404 is the target's own answer)."""
 ALL_TRUNKS_FULL = "every trunk is at its call limit"
+REQUEUE_GRACE_S = 2.0
+"""A call taker's hang-up this soon after a failed transfer is the phone giving up on
+the transfer (not the call taker ending the call): the caller is re-queued."""
 
 
 class TransferError(ValueError):
@@ -167,6 +178,7 @@ class Transfers:
         """Timer factory (replaceable, so tests can step the clock)."""
         self._active: dict[str, _Transfer] = {}
         self._legs: dict[str, _Channel] = {}
+        self._failed_at: dict[str, tuple[Leg, float]] = {}  # call id -> (call taker, when)
         self.counts = {"requested": 0, "transferred": 0, "failed": 0, "failover": 0}
 
     def _check(self, call: Call, agent: Leg) -> None:
@@ -411,8 +423,11 @@ class Transfers:
         self.b2bua.emit(CallTransferFailed(state.call.call_id, state.agent.agent_id,
                                            state.target, status, self.b2bua.wall(), state.by,
                                            why))
-        if not state.agent.live:
-            # The call taker hung up after the 202: nobody is left to talk to the caller.
+        if state.agent.live:
+            self._failed_at[state.call.call_id] = (state.agent, self.b2bua.mono())
+        elif not self._requeue(state.call, state.agent, "transfer failed after the call "
+                               "taker left"):
+            # Nobody is left to talk to the caller and no queue to go back to.
             self.b2bua.transfer_abandoned(state.call)
 
     def _notify(self, state: _Transfer, frag: str, final: bool = False) -> None:
@@ -479,7 +494,40 @@ class Transfers:
         if leg is not call.connected:
             return True
         state = self._active.get(call.call_id)
-        return state is not None and state.agent is leg
+        if state is not None and state.agent is leg:
+            return True
+        recent = self._failed_at.pop(call.call_id, None)
+        return (recent is not None and recent[0] is leg
+                and self.b2bua.mono() - recent[1] <= REQUEUE_GRACE_S
+                and self._requeue(call, leg, "call taker's phone hung up after a failed "
+                                  "transfer"))
+
+    def _requeue(self, call: Call, agent: Leg, why: str) -> bool:
+        """The caller back at the head of the queue, hearing the hold prompt (False:
+        not an ACD call, or the ACD refused)."""
+        b2bua = self.b2bua
+        control = b2bua.control()
+        caller = call.caller_leg
+        if (not call.in_acd or control is None or caller is None or not caller.live
+                or call.state is not CallState.CONNECTED):
+            return False
+        try:
+            b2bua.acd.requeue(call.call_id, b2bua.mono(), why)
+        except AcdError as exc:
+            log.warning("call %s: cannot re-queue: %s", call.call_id, exc)
+            return False
+        log.warning("call %s: re-queued: %s", call.call_id, why)
+        call.state = CallState.QUEUED
+        call.connected = None
+        if b2bua.settings.hold_prompt:
+            try:
+                control.play_to_leg(caller.leg_id, b2bua.settings.hold_prompt, loop=True)
+            except ValueError as exc:  # a missing prompt never stops the call
+                log.error("hold prompt cannot play: %s", exc)
+        b2bua.emit(CallRequeued(call.call_id, agent.agent_id, why, b2bua.wall()))
+        # The ACD may ring this call taker again: after their leg has ended.
+        asyncio.get_running_loop().call_soon(b2bua.pump_acd)
+        return True
 
     def call_ended(self, call: Call) -> None:
         """The call ended: stop tracking its transfer; a leg still ringing was CANCELled
@@ -487,6 +535,7 @@ class Transfers:
         state = self._active.pop(call.call_id, None)
         if state is not None:
             state.done = True
+        self._failed_at.pop(call.call_id, None)
         for channel in [c for c in self._legs.values() if c.leg.call is call]:
             if channel.leg.live:
                 self._arm(channel.leg, 64 * self.b2bua.timers().t1, self._give_up,

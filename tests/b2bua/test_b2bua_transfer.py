@@ -17,7 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from b2bua_helpers import PASSWORD, SipDaemon, SippServer, errors, free_port, register_agents
+from b2bua_helpers import (
+    BASE_TELEPHONY,
+    DOMAIN,
+    PASSWORD,
+    SIPP_DIR,
+    SipDaemon,
+    SippServer,
+    errors,
+    free_port,
+    need,
+    register_agents,
+    run_peer,
+)
+from softphones import Baresip
 from test_b2bua_media import media
 from test_b2bua_sipp import call, trunk, uas_done, wait_for
 
@@ -227,3 +240,82 @@ async def test_a_trunk_refusing_503_fails_the_transfer_over_to_the_next_trunk(
     assert code == 0, out + errors(tmp_path)
     assert await wait_for(lambda: trunk_calls(sip) == {"carrier": 0, "fire-centre": 0,
                                                        "backup": 0}, "channels given back")
+
+
+def phone_call_event(phone: Baresip, kind: str, call: str | None,
+                     not_call: str | None = None) -> str:
+    """Wait for baresip's ``kind`` event of call ``call`` (or of any call but
+    ``not_call``); the call's id."""
+    while True:
+        event = phone.wait_event(kind, 30.0)
+        if (call is None or event["id"] == call) and event["id"] != not_call:
+            return str(event["id"])
+
+
+async def test_baresip_hanging_up_on_a_failed_transfer_does_not_drop_the_caller(
+    tmp_path: Path, started: list[object]
+) -> None:
+    # baresip 1.0.0 ends its call when a transfer fails (menu.c: mem_deref(call) on
+    # TRANSFER_FAILED), whether the REFER is refused or its NOTIFY says 503: the caller
+    # must not go with it.
+    carrier, target = free_port(), free_port()
+    sip = SipDaemon(tmp_path, agents={"alice": ["police"]}, media=media(tmp_path),
+                    registrar='algorithms = ["MD5"]',
+                    telephony=BASE_TELEPHONY.replace('name = "police"\n',
+                                                     'name = "police"\nwrap_up = 1\n'),
+                    trunks=trunk(carrier, max_calls=1)
+                    + outbound_trunk("fire-centre", target, 1, 10))
+    started.append(sip)
+    started.append(SippServer("target_by_number.xml", target, tmp_path))
+    api = sip.api()
+    # The fire centre's one channel: a call in from it, waiting in the 12345 queue.
+    queued = asyncio.ensure_future(run_peer(
+        need("sipp"), f"127.0.0.1:{sip.port}", "-sf", str(SIPP_DIR / "caller_wait_bye.xml"),
+        "-s", "12345", "-i", "127.0.0.9", "-p", str(free_port()), "-mp", str(free_port()),
+        "-m", "1", "-nostdin", "-recv_timeout", "90000", timeout=120, cwd=tmp_path))
+    await wait_for(lambda: trunk_calls(sip)["fire-centre"] == 1, "the fire centre's call queued")
+    phone = Baresip(tmp_path, "alice", PASSWORD, sip.port, DOMAIN, seconds=120)
+    started.append(phone)
+    await asyncio.to_thread(phone.connect)
+    await wait_for(lambda: api.get("/api/v1/agents").json()[0]["state"] == "ready",
+                   "alice registered and ready")
+    caller = asyncio.ensure_future(call(sip, tmp_path, "caller_wait_bye.xml", "110", carrier,
+                                        "-recv_timeout", "90000", timeout=120))
+    first = (await asyncio.to_thread(phone.wait_event, "CALL_ESTABLISHED", 30.0))["id"]
+    # Every trunk is full: 202, then NOTIFY 503 -- and baresip hangs up.
+    phone.command("transfer", "sip:119010@127.0.0.1")
+    failed = await asyncio.to_thread(phone.wait_event, "TRANSFER_FAILED", 30.0)
+    assert failed["param"] == "503 Service Unavailable", failed
+    assert await wait_for(lambda: audit(sip, "call.transfer_failed"), "audited") == [
+        ("agent:alice", {"agent": "alice", "target": "119010", "status": 503,
+                         "reason": "every trunk is at its call limit"})]
+    # The caller went back to the head of the queue, and after wrap-up rang alice again.
+    assert await wait_for(lambda: audit(sip, "call.requeued"), "re-queue audited") == [
+        ("system", {"agent": "alice",
+                    "why": "call taker's phone hung up after a failed transfer"})]
+    again = await asyncio.to_thread(phone_call_event, phone, "CALL_ESTABLISHED", None, first)
+    live = await wait_for(lambda: [c for c in connected_calls(sip) if c["agent_id"] == "alice"],
+                          "the caller connected to alice again")
+    assert not caller.done()
+    # The queued call ends (a supervisor releases it): the channel is free, REFER again.
+    waiting = [c for c in api.get("/api/v1/calls").json() if c["state"] == "queued"]
+    assert api.post(f"/api/v1/calls/{waiting[0]['call_id']}/release",
+                    json={"reason": "test"}).status_code == 200
+    await queued
+    await wait_for(lambda: trunk_calls(sip) == {"carrier": 1, "fire-centre": 0},
+                   "the queued call's channel given back")
+    phone.command("transfer", "sip:119010@127.0.0.1")
+    await asyncio.to_thread(phone_call_event, phone, "CALL_CLOSED", again)
+    await wait_for(lambda: [c for c in connected_calls(sip)
+                            if c["call_id"] == live[0]["call_id"]
+                            and c["agent_id"] == "transfer:119010"], "bridged to 119010")
+    assert trunk_calls(sip) == {"carrier": 1, "fire-centre": 1}
+    assert api.post(f"/api/v1/calls/{live[0]['call_id']}/release",
+                    json={"reason": "done"}).status_code == 200
+    code, out = await caller
+    assert code == 0, out + errors(tmp_path)
+    cdr = await wait_for(lambda: sip.rows(
+        "SELECT outcome, timeline FROM call_records WHERE outcome = 'transferred'"), "the CDR")
+    kinds = [t["kind"] for t in json.loads(cdr[0][1])]
+    assert kinds.index("requeued") < kinds.index("answered", kinds.index("requeued")) \
+        < kinds.index("transferred"), kinds
