@@ -319,3 +319,38 @@ async def test_baresip_hanging_up_on_a_failed_transfer_does_not_drop_the_caller(
     kinds = [t["kind"] for t in json.loads(cdr[0][1])]
     assert kinds.index("requeued") < kinds.index("answered", kinds.index("requeued")) \
         < kinds.index("transferred"), kinds
+
+
+async def test_a_transfer_failing_after_the_call_taker_left_requeues_the_caller(
+    tmp_path: Path, started: list[object]
+) -> None:
+    carrier, target = free_port(), free_port()
+    sip = SipDaemon(tmp_path, agents={"alice": ["police"], "bob": ["police"]},
+                    media=media(tmp_path), trunks=trunk(carrier, max_calls=1)
+                    + outbound_trunk("fire-centre", target, 1, 10),
+                    extra_sip="session_expires = 90\ntransfer_ring_timeout = 2")
+    started.append(sip)
+    alice, bob = free_port(), free_port()
+    # alice REFERs to 119007 (it rings, nobody answers) and hangs up after the 202.
+    started.append(SippServer("agent_refer_hangup.xml", alice, tmp_path, "-s", "119007"))
+    started.append(SippServer("agent_uas.xml", bob, tmp_path))
+    started.append(SippServer("target_by_number.xml", target, tmp_path))
+    assert (await register_agents(sip, tmp_path, {"alice": alice}))[0] == 0
+    caller = asyncio.ensure_future(call(sip, tmp_path, "caller_wait_bye.xml", "110", carrier,
+                                        "-recv_timeout", "60000", timeout=90))
+    await uas_done(tmp_path, alice)  # REFER, 202, NOTIFY 100, its own BYE answered 200
+    assert (await register_agents(sip, tmp_path, {"bob": bob}))[0] == 0  # bob comes in
+    failed = await wait_for(lambda: audit(sip, "call.transfer_failed"), "no answer audited")
+    assert failed[0][1]["status"] == 408
+    assert await wait_for(lambda: audit(sip, "call.requeued"), "re-queue audited") == [
+        ("system", {"agent": "alice", "why": "transfer failed after the call taker left"})]
+    live = await wait_for(lambda: [c for c in connected_calls(sip) if c["agent_id"] == "bob"],
+                          "the caller answered by bob")
+    assert not caller.done()
+    await wait_for(lambda: trunk_calls(sip) == {"carrier": 1, "fire-centre": 0},
+                   "the unanswered leg's channel given back")
+    assert sip.api().post(f"/api/v1/calls/{live[0]['call_id']}/release",
+                          json={"reason": "done"}).status_code == 200
+    code, out = await caller
+    assert code == 0, out + errors(tmp_path)
+    await uas_done(tmp_path, bob)
