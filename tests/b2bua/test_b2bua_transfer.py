@@ -354,3 +354,34 @@ async def test_a_transfer_failing_after_the_call_taker_left_requeues_the_caller(
     code, out = await caller
     assert code == 0, out + errors(tmp_path)
     await uas_done(tmp_path, bob)
+
+
+async def test_a_leg_whose_cancel_is_never_answered_gives_its_channel_back_after_64_t1(
+    tmp_path: Path, started: list[object]
+) -> None:
+    carrier, target = free_port(), free_port()
+    sip = SipDaemon(tmp_path, agents={"alice": ["police"]}, media=media(tmp_path),
+                    trunks=trunk(carrier, max_calls=1)
+                    + outbound_trunk("fire-centre", target, 1, 10))
+    started.append(sip)
+    agent_port = free_port()
+    started.append(SippServer("agent_uas.xml", agent_port, tmp_path))
+    started.append(SippServer("target_by_number.xml", target, tmp_path))
+    assert (await register_agents(sip, tmp_path, {"alice": agent_port}))[0] == 0
+    caller = asyncio.ensure_future(call(sip, tmp_path, "caller_wait_bye.xml", "110", carrier))
+    call_id = (await wait_for(lambda: connected_calls(sip), "a connected call"))[0]["call_id"]
+    api = sip.api()
+    # 119008 rings, then swallows our CANCEL: no 200, no 487, ever.
+    assert api.post(f"/api/v1/calls/{call_id}/transfer",
+                    json={"target": "119008"}).status_code == 202
+    await wait_for(lambda: trunk_calls(sip)["fire-centre"] == 1, "the ringing leg's channel")
+    assert api.post(f"/api/v1/calls/{call_id}/release",
+                    json={"reason": "done"}).status_code == 200
+    code, out = await caller
+    assert code == 0, out + errors(tmp_path)
+    await uas_done(tmp_path, target)  # it got the CANCEL
+    # The INVITE is still open (the gateway may yet answer 200, which would be BYEd) ...
+    assert trunk_calls(sip) == {"carrier": 0, "fire-centre": 1}
+    # ... until 64*T1 (32 s) after the CANCEL: then it is considered cancelled (RFC 3261 9.1).
+    assert await wait_for(lambda: trunk_calls(sip) == {"carrier": 0, "fire-centre": 0},
+                          "the channel given back after 64*T1", timeout=60)
