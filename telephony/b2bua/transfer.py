@@ -133,7 +133,6 @@ def target_number(refer_to: str) -> str:
     return number
 
 
-
 @dataclass(eq=False)
 class _Transfer:
     """One REFER (or API request) until its leg is bridged or it fails."""
@@ -486,8 +485,9 @@ class Transfers:
 
     def agent_left(self, leg: Leg) -> bool:
         """A BYE from ``leg``: True when it only ends that leg — a call taker already
-        transferred away, or one hanging up after the 202 of a blind transfer still
-        under way (the caller is not dropped with them)."""
+        transferred away, one hanging up after the 202 of a blind transfer still under
+        way, or one hanging up right after a failed transfer (the caller is then
+        re-queued): the caller is not dropped with them."""
         call = leg.call
         if leg.role is not LegRole.AGENT or call.connected is None:
             return False
