@@ -185,7 +185,8 @@ def mount_calls(app: FastAPI, sip: Any, needs: Any) -> None:
 
     @app.post(f"{API}/calls/{{call_id}}/transfer", tags=["calls"], status_code=202,
               responses={404: {"description": "no live call"},
-                         409: {"description": "cannot transfer now"}})
+                         409: {"description": "cannot transfer now"},
+                         503: {"description": "every trunk is at its call limit"}})
     async def transfer(
         call_id: Annotated[str, Field(max_length=64)], body: TransferIn,
         principal: Annotated[Principal, Depends(needs(Permission.AGENT_STATE))],
@@ -204,7 +205,8 @@ def mount_calls(app: FastAPI, sip: Any, needs: Any) -> None:
         try:
             await svc.transfer(call_id, body.target, principal.name)
         except TransferError as exc:
-            raise HTTPException(404 if exc.status == 404 else 409, str(exc)) from None
+            raise HTTPException(exc.status if exc.status in (404, 503) else 409,
+                                str(exc)) from None
         return {"call_id": call_id, "target": body.target, "state": "dialling"}
 
     @app.post(f"{API}/calls/{{call_id}}/release", tags=["calls"])

@@ -42,6 +42,7 @@ from telephony.b2bua.events import (
     CallPreempted,
     CallRefused,
     CallReleased,
+    CallRequeued,
     CallTransferFailed,
     CallTransferred,
 )
@@ -64,7 +65,8 @@ _OPERATOR_STATES = (AgentState.LOGGED_OUT, AgentState.NOT_READY)
 CLUSTER_MIRROR = "cluster:"  # reason of the changes dispatch.acd_store's mirror makes
 RECORDED = (CallOffered, CallAnswered, CallReleased, Abandoned, CallFinished, AgentStateChanged,
             AuthFailed, SourceBlocked, CallMonitor, CallMediaDead, RecordingFinished,
-            RecordingFailed, CallTransferred, CallTransferFailed, CallPreempted, CallRefused)
+            RecordingFailed, CallTransferred, CallTransferFailed, CallPreempted, CallRefused,
+            CallRequeued)
 
 
 Row = dict[str, Any]
@@ -364,6 +366,10 @@ class CallRecorder:
                                     "agent": event.agent_id,
                                     "for_call": event.urgent_call_id,
                                     "for_hotline": event.urgent_hotline})
+        elif isinstance(event, CallRequeued):
+            b.audit.record(actor="system", action="call.requeued",
+                           subject=f"call:{event.call_id}",
+                           details={"agent": event.agent_id, "why": event.why})
         elif isinstance(event, CallRefused):
             # Refused before any queue (trunk limit, overload, no SDP): no CDR, but traced.
             b.audit.record(actor="system", action="call.refused",
@@ -459,6 +465,8 @@ class CallRecorder:
         details: dict[str, Any] = {"agent": event.agent_id, "target": event.target}
         if isinstance(event, CallTransferFailed):
             details["status"] = event.status
+            if event.reason:
+                details["reason"] = event.reason
         b.audit.record(actor=event.by or f"agent:{event.agent_id}",
                        action="call.transferred" if ok else "call.transfer_failed",
                        subject=f"call:{event.call_id}", details=details)

@@ -754,6 +754,7 @@ class SipSettings(_Section):
     max_calls: Annotated[int, Field(ge=1, le=100_000)] = 5000
     session_expires: Annotated[int, Field(ge=2, le=86400)] = 1800
     min_se: Annotated[int, Field(ge=1, le=86400)] = 90
+    transfer_ring_timeout: Annotated[int, Field(ge=1, le=600)] = 45
     ringback_180: bool = True
     agent_login_on_register: bool = False
     user_agent: Annotated[str, Field(min_length=1, max_length=64)] = "dispatchd"

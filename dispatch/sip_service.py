@@ -152,6 +152,7 @@ class SipService:
         self.trunks.attach(self.endpoint, settings.advertise)
         self.trunks.on_response_hook(self.b2bua)
         self.b2bua.transfers.best = self.trunks.best
+        self.b2bua.transfers.ring_timeout = float(settings.transfer_ring_timeout)
         self.b2bua.conferences.trunk_source = self.trunks.best
         if tones is not None:
             self.b2bua.conferences.join_tone, self.b2bua.conferences.leave_tone = tones
@@ -234,7 +235,7 @@ class SipService:
 
     async def transfer(self, call_id: str, target: str, actor: str) -> None:
         """Blind-transfer a connected call to ``target`` (TransferError); audited."""
-        self.b2bua.transfers.start(call_id, target, actor)
+        await self.b2bua.transfers.start(call_id, target, actor)
         async with self.db.session() as s:
             self.audit.record(s, actor=actor, action="call.transfer_requested",
                               subject=f"call:{call_id}", details={"target": target})

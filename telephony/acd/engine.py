@@ -366,6 +366,29 @@ class AcdEngine:
         self._dispatch([urgent.queue, victim.queue] if requeue else [urgent.queue], now)
         return agent_id
 
+    def requeue(self, call_id: str, now: float, reason: str) -> str:
+        """Put a connected call back at the head of its queue: its call taker's phone
+        left it without ending it for the caller (hung up after a failed transfer).  The
+        call taker goes to wrap-up as after any call.  Returns the call taker's id;
+        AcdStateError if the call is not connected."""
+        call = self._live_call(call_id)
+        if call is None or call.state is not _CallState.CONNECTED:
+            raise AcdStateError(f"call {call_id} is not connected")
+        agent = self._agents[call.agent_id]
+        agent_id = agent.settings.agent_id
+        agent.call_id = None
+        agent.idle_since = now
+        self._note(call, now, TimelineKind.REQUEUED, call.queue, agent_id, reason)
+        call.agent_id = ""
+        call.head = True
+        call.state = _CallState.QUEUED
+        bisect.insort(self._queues[call.queue].waiting, call.key)
+        self._note(call, now, TimelineKind.QUEUED, call.queue)
+        self._events.append(CallQueued(call.call_id, call.queue, 1))
+        self._after_call(agent, now, self._queues[call.queue].settings.wrap_up)
+        self._dispatch([call.queue], now)
+        return agent_id
+
     def queue_settings(self, name: str) -> QueueSettings:
         """The settings of queue ``name`` (UnknownQueue if there is none)."""
         return self._queue(name).settings

@@ -106,6 +106,7 @@ class TimelineKind(enum.Enum):
     BUSY = "busy"
     RELEASED = "released"
     PREEMPTED = "preempted"  # its call taker was taken for a more urgent call
+    REQUEUED = "requeued"  # its call taker's phone left it (after a failed transfer)
 
 
 class Language(enum.Enum):

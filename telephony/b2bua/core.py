@@ -571,6 +571,10 @@ class B2bua(SipIo):
         if deadline is not None:
             self._acd_timer = asyncio.get_running_loop().call_at(deadline, self._acd_due)
 
+    def pump_acd(self) -> None:
+        """Carry out what the ACD decided (for the transfer helper's re-queue)."""
+        self._pump_acd()
+
     def _acd_due(self) -> None:
         self._acd_timer = None
         self.acd.handle_timer(self.mono())
@@ -1109,6 +1113,8 @@ class B2bua(SipIo):
         self.reliable.stop(leg)
         if leg.role is LegRole.PARTY:
             self.conferences.leg_ended(leg)
+        elif leg.role is LegRole.OUTBOUND:
+            self.transfers.leg_ended(leg)  # a transfer leg's trunk channel is free again
         self.spawn(self.anchor.release(leg.leg_id))
 
     def _forget(self, call: Call) -> None:

@@ -19,6 +19,7 @@ __all__ = [
     "CallRefused",
     "CallReleased",
     "CallTransferFailed",
+    "CallRequeued",
     "CallTransferred",
     "LiveCall",
     "TrunkStatus",
@@ -143,6 +144,19 @@ class CallTransferFailed:
     status: int
     at: float
     by: str = ""
+    reason: str = ""
+    """Why, in words (``target answered 486``, ``every trunk is at its call limit``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequeued:
+    """A call taker's phone left a call without ending it for the caller (it hung up
+    right after a failed transfer): the caller is back at the head of the queue."""
+
+    call_id: str
+    agent_id: str
+    why: str
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,4 +190,4 @@ class LiveCall:
 
 
 CallEvent = (CallOffered | CallRefused | CallAnswered | CallReleased | CallTransferred
-             | CallTransferFailed | TrunkStatus | CallMediaDead | CallMonitor)
+             | CallTransferFailed | CallRequeued | TrunkStatus | CallMediaDead | CallMonitor)

@@ -91,6 +91,7 @@ class Leg:
     early: Dialog | None = None  # the early dialog PRACKs go in (UAC legs)
     on_status: Callable[[Leg, int], None] | None = None
     """Set on transfer legs: gets each provisional, the 2xx (200) and the failure status."""
+    refers: int = 0  # REFERs received in this dialog (the second on gets Event id=, RFC 3515)
 
     @property
     def live(self) -> bool:

@@ -171,7 +171,8 @@ async def test_failed_refer_keeps_the_caller_with_the_call_taker(
         "SELECT outcome, cause FROM call_records WHERE outcome IS NOT NULL"), "a CDR")
     assert row == [("answered", "agent_hangup")]
     failed = await wait_for(lambda: audit(sip, "call.transfer_failed"), "the failure audited")
-    assert json.loads(failed[0][1]) == {"agent": "alice", "target": "119002", "status": 486}
+    assert json.loads(failed[0][1]) == {"agent": "alice", "target": "119002", "status": 486,
+                                        "reason": "target answered 486"}
     assert audit(sip, "call.transferred") == []
 
 
