@@ -30,8 +30,9 @@ def wire_campaigns(cluster: ClusterService, campaigns: Any) -> None:
     campaigns.fence = cluster
     cluster.on_fenced(campaigns.abandon_batch)
     if hasattr(campaigns.sender, "hold"):
-        # SMPP binds write nothing while this node may not act (woken from a stall,
-        # not yet sure it is still itself): queued submits wait for the heartbeat.
+        # SMPP binds and GSM modems write nothing while this node may not act (woken
+        # from a stall, not yet sure it is still itself): queued submits and AT+CMGS
+        # wait for the heartbeat.
         campaigns.sender.hold = lambda: not cluster.may_act()
 
 
