@@ -36,13 +36,17 @@ def wire_campaigns(cluster: ClusterService, campaigns: Any) -> None:
         campaigns.sender.hold = lambda: not cluster.may_act()
 
 
-def leased_radio(cluster: ClusterService, radio: Any) -> LeasedService:
+def leased_radio(cluster: ClusterService, radio: Any, services: Any = None) -> LeasedService:
     """The radio gateways behind one cluster lease (a survivor takes them over).
 
     PTT is refused while this node does not hold the lease with a current heartbeat:
     a node woken from a stall keys nothing before it knows it still drives the radios.
+    A node that lost the lease stands by again (``services.standby``) and takes the
+    gateways back when the lease is free.
     """
     leased = LeasedService(radio, cluster, RADIO_LEASE, ttl_s=cluster.dead_after_s)
+    if services is not None:
+        leased.on_standby = lambda why: services.standby(leased.name, why)
     radio.guard = lambda: None if leased.may_act() else (
         "this node does not drive the radio gateways now (another node holds them)")
     return leased

@@ -209,7 +209,7 @@ class Daemon:
             if self.cluster is not None:
                 from dispatch.clusterwire import leased_radio
 
-                radio_service = leased_radio(self.cluster, self.radio)
+                radio_service = leased_radio(self.cluster, self.radio, self.services)
             self.services.add(radio_service, required=False, retry_s=30.0)
             from dispatch.radio_glue import PositionFeed, RadioFirstNotifier
 
