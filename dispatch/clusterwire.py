@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dispatch.cluster import ClusterService, LeasedService
+from dispatch.cluster_lease import lease_holder
 
 RADIO_LEASE = "radio"
 
@@ -75,12 +76,35 @@ def wire_sip(daemon: Any, cluster: ClusterService | None) -> Any:
     return acd
 
 
-def forward_calls(app: Any, cluster: ClusterService, sip: Any) -> Any:
-    """Forward supervisor commands about another node's call to that node."""
+def forward_calls(app: Any, cluster: ClusterService, sip: Any, radio: Any = None) -> Any:
+    """Forward supervisor commands about another node's call to that node, and radio
+    commands to the node that drives the radio gateways (dispatch/cluster_radio.py)."""
     from dispatch.cluster_forward import ForwardCallCommands
 
     if sip is not None:
         app.add_middleware(ForwardCallCommands, node=cluster.node_id, owner=cluster.calls.owner,
                            url_of=cluster.url_of,
                            is_local=lambda call_id: call_id in sip.b2bua.calls)
+    if radio is not None:
+        from dispatch.cluster_radio import ForwardRadioCommands
+
+        app.add_middleware(ForwardRadioCommands, node=cluster.node_id,
+                           is_local=lambda: _drives(radio),
+                           holder=lambda: lease_holder(cluster, RADIO_LEASE))
     return app
+
+
+def radio_relay(daemon: Any) -> Any:
+    """The SSH console's path to the node that drives the radios (None on a single node)."""
+    cluster, radio = daemon.cluster, daemon.radio
+    if cluster is None or radio is None:
+        return None
+    from dispatch.cluster_radio import RadioRelay
+
+    return RadioRelay(node=cluster.node_id, is_local=lambda: _drives(radio),
+                      holder=lambda: lease_holder(cluster, RADIO_LEASE), users=daemon.users)
+
+
+def _drives(radio: Any) -> bool:
+    """True while this node drives the radio gateways (its guard has nothing against it)."""
+    return radio.guard is None or radio.guard() is None

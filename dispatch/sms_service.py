@@ -273,8 +273,8 @@ class SmsService:
                 for client in transport.pool.clients:
                     client.hold = self._held
             elif isinstance(transport, ModemTransport):
-                for modem in transport.pool.modems:
-                    modem.hold = self._held
+                for gsm in transport.pool.modems:
+                    gsm.hold = self._held
         smpp = [n for n, t in built.items() if isinstance(t, SmppTransport)]
         default = smpp + [n for n in built if n not in smpp]
         self.router = Router([Route(r.prefix, r.transports) for r in self.settings.routes],
