@@ -24,6 +24,11 @@ ends it works as on one node: the release from the same console (forwarded the
 same way), the gateway's transmit time-out (``tx_timeout_s``), the fail-safe
 when the holder stops or loses the lease.  When no live node holds the lease
 (during a takeover) the command runs here and is refused as before.
+
+A node that believes it holds the lease but whose heartbeat is too old to act on
+(woken from a stall) first settles it with one heartbeat: if it was taken over
+meanwhile it lets go of the gateways (closing their ports) before the command
+goes to the new holder, and if it was not, it acts itself.
 """
 
 from __future__ import annotations
@@ -60,13 +65,14 @@ RELAY_TOKEN_REUSE_S = 300
 SILENT = "the node that drives the radio gateways did not answer"
 
 Holder = Callable[[], Awaitable[tuple[str, str] | None]]
+#: True when this node drives the radios now (settling a doubt first, see clusterwire).
+Local = Callable[[], Awaitable[bool]]
 
 
 class ForwardRadioCommands:
     """ASGI middleware: replay radio requests on the node that drives the gateways."""
 
-    def __init__(self, app: App, *, node: str, is_local: Callable[[], bool],
-                 holder: Holder) -> None:
+    def __init__(self, app: App, *, node: str, is_local: Local, holder: Holder) -> None:
         """``is_local()``: this node drives the radios now; ``holder()``: who does."""
         self.app, self.node, self.is_local, self.holder = app, node, is_local, holder
         self.forwarded = 0
@@ -77,7 +83,7 @@ class ForwardRadioCommands:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        target = None if FORWARDED in headers or self.is_local() else await _elsewhere(
+        target = None if FORWARDED in headers or await self.is_local() else await _elsewhere(
             self.holder, self.node)
         if target is None:
             await self.app(scope, receive, send)
@@ -103,7 +109,7 @@ async def _elsewhere(holder: Holder, me: str) -> tuple[str, str] | None:
 class RadioRelay:
     """The SSH console's path to the node that drives the radio gateways."""
 
-    def __init__(self, *, node: str, is_local: Callable[[], bool], holder: Holder,
+    def __init__(self, *, node: str, is_local: Local, holder: Holder,
                  users: UserStore, monotonic: Callable[[], float] = time.monotonic) -> None:
         """Relay as ``node``; tokens come from ``users`` (the shared user table)."""
         self.node, self.is_local, self.holder, self.users = node, is_local, holder, users
@@ -118,7 +124,7 @@ class RadioRelay:
         Raises :class:`~dispatch.commands.CommandError` with the holder's reason when
         it refuses, or when it does not answer.
         """
-        if self.is_local():
+        if await self.is_local():
             return None
         target = await _elsewhere(self.holder, self.node)
         if target is None:

@@ -89,7 +89,7 @@ def forward_calls(app: Any, cluster: ClusterService, sip: Any, radio: Any = None
         from dispatch.cluster_radio import ForwardRadioCommands
 
         app.add_middleware(ForwardRadioCommands, node=cluster.node_id,
-                           is_local=lambda: _drives(radio),
+                           is_local=lambda: _drives_now(cluster, radio),
                            holder=lambda: lease_holder(cluster, RADIO_LEASE))
     return app
 
@@ -101,10 +101,22 @@ def radio_relay(daemon: Any) -> Any:
         return None
     from dispatch.cluster_radio import RadioRelay
 
-    return RadioRelay(node=cluster.node_id, is_local=lambda: _drives(radio),
+    return RadioRelay(node=cluster.node_id, is_local=lambda: _drives_now(cluster, radio),
                       holder=lambda: lease_holder(cluster, RADIO_LEASE), users=daemon.users)
 
 
 def _drives(radio: Any) -> bool:
     """True while this node drives the radio gateways (its guard has nothing against it)."""
     return radio.guard is None or radio.guard() is None
+
+
+async def _drives_now(cluster: ClusterService, radio: Any) -> bool:
+    """:func:`_drives`, after settling a doubt: a node that holds the lease but may not act
+    (woken from a stall) beats once first — taken over meanwhile, it lets go of the
+    gateways then (ports closed) and the command goes to the new holder."""
+    if _drives(radio):
+        return True
+    if cluster.holds(RADIO_LEASE):
+        await cluster.confirm(cluster.generation)
+        return _drives(radio)
+    return False
