@@ -348,6 +348,21 @@ class UserStore:
             )
             return issued
 
+    async def relay_token(self, name: str, *, ttl_s: int, label: str) -> IssuedToken:
+        """A short-lived token for commands this node relays to another on behalf of
+        ``name``, who authenticated here another way (the SSH console); audited."""
+        async with self.db.session() as s:
+            user = await s.scalar(select(User).where(User.name == name))
+            if user is None or user.disabled:
+                raise KeyError(name)
+            issued = await self._issue(s, user, "relay", label, ttl_s)
+            self.audit.record(
+                s, actor=name, action="token.issued", subject=f"user:{name}",
+                details={"token_id": issued.id, "label": label, "kind": "relay",
+                         "ttl_s": ttl_s},
+            )
+            return issued
+
     async def _issue(
         self, s: AsyncSession, user: User, kind: str, label: str, ttl_s: int | None
     ) -> IssuedToken:

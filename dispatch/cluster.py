@@ -28,8 +28,9 @@ restart), and its leases are released.  Time comes from the injected clock.
 
 *Leases.*  ``cluster_leases`` rows name a resource held by one node until
 ``expires_at``; the holder renews them with its heartbeat.  The radio
-gateways of a cluster are one lease (:class:`LeasedService`): one node drives
-them, and a survivor takes them over when the lease expires.
+gateways of a cluster are one lease (:class:`LeasedService`, in
+dispatch/cluster_lease.py): one node drives them, a survivor takes them over
+when the lease expires, and a node that lost it stands by to take it again.
 
 *Fencing* (see dispatch/fencing.py).  A node that stalls past
 ``dead_after_s`` (SIGSTOP, GC pause, starvation) is taken over while it still
@@ -63,6 +64,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 
 from dispatch.audit import AuditTrail
+from dispatch.cluster_lease import LeasedService as LeasedService
 from dispatch.events import Envelope, to_jsonable
 from dispatch.models import CampaignRecipientRow, ClusterLeaseRow, ClusterNodeRow
 from dispatch.storage import Database
@@ -731,60 +733,3 @@ class ClusterService:
         async with self.db.session() as s:
             row = await s.get(ClusterNodeRow, node)
         return row.http_url if row is not None and row.alive else None
-
-
-class LeasedService:
-    """Runs ``inner`` only while this node holds the cluster lease ``lease``.
-
-    The radio gateways are wrapped in one: a node that cannot get the lease
-    fails to start (the service manager retries), so when the holder dies its
-    lease expires and a survivor starts the gateways — and the radio service's
-    first command on a (re)opened gateway is a PTT release, so nothing stays
-    keyed.  ``unkey`` is awaited before the inner service stops.
-    """
-
-    def __init__(self, inner: Any, cluster: ClusterService, lease: str, ttl_s: float) -> None:
-        """Wrap ``inner`` (a service) behind ``lease``."""
-        self.inner, self.cluster, self.lease, self.ttl_s = inner, cluster, lease, ttl_s
-        self.name = inner.name
-        self.running = False
-        cluster.on_lease_lost(lease, self._lost)
-
-    async def _lost(self) -> None:
-        # Another node drives the gateways now (we stalled past the lease): let go of
-        # them at once, unkeying first, so two nodes never key one radio.
-        if self.running:
-            self.running = False
-            with contextlib.suppress(Exception):
-                await self.inner.stop()
-
-    async def start(self) -> None:
-        """Take the lease, then start the inner service; raise if another node holds it."""
-        if not await self.cluster.acquire(self.lease, self.ttl_s):
-            raise RuntimeError(f"cluster lease {self.lease!r} is held by another node; "
-                               "standing by")
-        try:
-            await self.inner.start()
-        except BaseException:
-            await self.cluster.release(self.lease)
-            raise
-        self.running = True
-
-    async def stop(self) -> None:
-        """Stop the inner service, then give the lease up."""
-        self.running = False
-        try:
-            await self.inner.stop()
-        finally:
-            with contextlib.suppress(Exception):
-                await self.cluster.release(self.lease)
-
-    def may_act(self) -> bool:
-        """True while this node drives the inner service and its lease is current."""
-        return self.running and self.cluster.holds(self.lease) and self.cluster.may_act()
-
-    def health(self) -> dict[str, Any]:
-        """The inner service's health and whether the lease is held."""
-        inner = getattr(self.inner, "health", None)
-        return {**(inner() if callable(inner) else {}), "lease": self.lease,
-                "lease_held": self.cluster.holds(self.lease)}

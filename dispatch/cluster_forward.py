@@ -16,6 +16,7 @@ command between them.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -63,36 +64,46 @@ class ForwardCallCommands:
         if not url:
             await self.app(scope, receive, send)  # answers 404 as on a single node
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if len(body) > MAX_BODY:
-                await _answer(send, 413, b'{"detail":"request body too large"}')
-                return
-            if not message.get("more_body"):
-                break
-        await self._forward(scope, send, url, node or "", headers, body)
+        body = await read_body(receive, send)
+        if body is not None and await replay(scope, send, url, node or "", self.node, headers,
+                                             body, "the node that owns this call did not answer"):
+            self.forwarded += 1
 
-    async def _forward(self, scope: Scope, send: Send, url: str, node: str,
-                       headers: dict[bytes, bytes], body: bytes) -> None:
-        out = {"content-type": headers.get(b"content-type", b"application/json").decode(),
-               FORWARDED.decode(): self.node}
-        if b"authorization" in headers:
-            out["authorization"] = headers[b"authorization"].decode()
-        query = scope.get("query_string", b"").decode()
-        target = url.rstrip("/") + scope["path"] + (f"?{query}" if query else "")
-        try:
-            async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
-                r = await client.request(scope["method"], target, content=body, headers=out)
-        except httpx.HTTPError as exc:
-            log.warning("forwarding a call command to %s failed: %s", node, exc)
-            await _answer(send, 502, b'{"detail":"the node that owns this call did not '
-                                     b'answer"}')
-            return
-        self.forwarded += 1
-        await _answer(send, r.status_code, r.content,
-                      r.headers.get("content-type", "application/json"), node)
+
+async def read_body(receive: Receive, send: Send) -> bytes | None:
+    """The request's body; ``None`` after answering 413 when it exceeds :data:`MAX_BODY`."""
+    body = b""
+    while True:
+        message = await receive()
+        body += bytes(message.get("body", b""))
+        if len(body) > MAX_BODY:
+            await _answer(send, 413, b'{"detail":"request body too large"}')
+            return None
+        if not message.get("more_body"):
+            return body
+
+
+async def replay(scope: Scope, send: Send, url: str, node: str, me: str,
+                 headers: dict[bytes, bytes], body: bytes, silent: str) -> bool:
+    """Send the request to ``node`` at ``url`` (marked forwarded by ``me``, same bearer
+    token) and answer with what it said (True); 502 with ``silent`` if it did not answer."""
+    out = {"content-type": headers.get(b"content-type", b"application/json").decode(),
+           FORWARDED.decode(): me}
+    if b"authorization" in headers:
+        out["authorization"] = headers[b"authorization"].decode()
+    query = scope.get("query_string", b"").decode()
+    target = url.rstrip("/") + scope["path"] + (f"?{query}" if query else "")
+    try:
+        async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
+            r = await client.request(scope["method"], target, content=body, headers=out)
+    except httpx.HTTPError as exc:
+        log.warning("forwarding %s %s to %s failed: %s", scope["method"], scope["path"],
+                    node, exc)
+        await _answer(send, 502, json.dumps({"detail": silent}).encode())
+        return False
+    await _answer(send, r.status_code, r.content,
+                  r.headers.get("content-type", "application/json"), node)
+    return True
 
 
 async def _answer(send: Send, status: int, body: bytes,

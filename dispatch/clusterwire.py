@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dispatch.cluster import ClusterService, LeasedService
+from dispatch.cluster_lease import lease_holder
 
 RADIO_LEASE = "radio"
 
@@ -30,18 +31,23 @@ def wire_campaigns(cluster: ClusterService, campaigns: Any) -> None:
     campaigns.fence = cluster
     cluster.on_fenced(campaigns.abandon_batch)
     if hasattr(campaigns.sender, "hold"):
-        # SMPP binds write nothing while this node may not act (woken from a stall,
-        # not yet sure it is still itself): queued submits wait for the heartbeat.
+        # SMPP binds and GSM modems write nothing while this node may not act (woken
+        # from a stall, not yet sure it is still itself): queued submits and AT+CMGS
+        # wait for the heartbeat.
         campaigns.sender.hold = lambda: not cluster.may_act()
 
 
-def leased_radio(cluster: ClusterService, radio: Any) -> LeasedService:
+def leased_radio(cluster: ClusterService, radio: Any, services: Any = None) -> LeasedService:
     """The radio gateways behind one cluster lease (a survivor takes them over).
 
     PTT is refused while this node does not hold the lease with a current heartbeat:
     a node woken from a stall keys nothing before it knows it still drives the radios.
+    A node that lost the lease stands by again (``services.standby``) and takes the
+    gateways back when the lease is free.
     """
     leased = LeasedService(radio, cluster, RADIO_LEASE, ttl_s=cluster.dead_after_s)
+    if services is not None:
+        leased.on_standby = lambda why: services.standby(leased.name, why)
     radio.guard = lambda: None if leased.may_act() else (
         "this node does not drive the radio gateways now (another node holds them)")
     return leased
@@ -70,12 +76,47 @@ def wire_sip(daemon: Any, cluster: ClusterService | None) -> Any:
     return acd
 
 
-def forward_calls(app: Any, cluster: ClusterService, sip: Any) -> Any:
-    """Forward supervisor commands about another node's call to that node."""
+def forward_calls(app: Any, cluster: ClusterService, sip: Any, radio: Any = None) -> Any:
+    """Forward supervisor commands about another node's call to that node, and radio
+    commands to the node that drives the radio gateways (dispatch/cluster_radio.py)."""
     from dispatch.cluster_forward import ForwardCallCommands
 
     if sip is not None:
         app.add_middleware(ForwardCallCommands, node=cluster.node_id, owner=cluster.calls.owner,
                            url_of=cluster.url_of,
                            is_local=lambda call_id: call_id in sip.b2bua.calls)
+    if radio is not None:
+        from dispatch.cluster_radio import ForwardRadioCommands
+
+        app.add_middleware(ForwardRadioCommands, node=cluster.node_id,
+                           is_local=lambda: _drives_now(cluster, radio),
+                           holder=lambda: lease_holder(cluster, RADIO_LEASE))
     return app
+
+
+def radio_relay(daemon: Any) -> Any:
+    """The SSH console's path to the node that drives the radios (None on a single node)."""
+    cluster, radio = daemon.cluster, daemon.radio
+    if cluster is None or radio is None:
+        return None
+    from dispatch.cluster_radio import RadioRelay
+
+    return RadioRelay(node=cluster.node_id, is_local=lambda: _drives_now(cluster, radio),
+                      holder=lambda: lease_holder(cluster, RADIO_LEASE), users=daemon.users)
+
+
+def _drives(radio: Any) -> bool:
+    """True while this node drives the radio gateways (its guard has nothing against it)."""
+    return radio.guard is None or radio.guard() is None
+
+
+async def _drives_now(cluster: ClusterService, radio: Any) -> bool:
+    """:func:`_drives`, after settling a doubt: a node that holds the lease but may not act
+    (woken from a stall) beats once first — taken over meanwhile, it lets go of the
+    gateways then (ports closed) and the command goes to the new holder."""
+    if _drives(radio):
+        return True
+    if cluster.holds(RADIO_LEASE):
+        await cluster.confirm(cluster.generation)
+        return _drives(radio)
+    return False

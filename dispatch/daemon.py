@@ -209,7 +209,7 @@ class Daemon:
             if self.cluster is not None:
                 from dispatch.clusterwire import leased_radio
 
-                radio_service = leased_radio(self.cluster, self.radio)
+                radio_service = leased_radio(self.cluster, self.radio, self.services)
             self.services.add(radio_service, required=False, retry_s=30.0)
             from dispatch.radio_glue import PositionFeed, RadioFirstNotifier
 
@@ -225,9 +225,12 @@ class Daemon:
 
         add_console_commands(self.commands, self.dispatch)
         if self.radio is not None:
+            from dispatch.clusterwire import radio_relay
             from dispatch.radio_commands import add_radio_commands
 
-            add_radio_commands(self.commands, self.radio)
+            # In a cluster the console's radio commands go to the node driving the radios.
+            self.radio_relay = radio_relay(self)
+            add_radio_commands(self.commands, self.radio, self.radio_relay)
         if settings.ssh.enabled:
             self._add_ssh()
         if settings.email_intake.enabled:
@@ -274,7 +277,7 @@ class Daemon:
             # Talkgroups as legs of calls and conferences (radio audio through the mixer).
             self.patches = wire_patches(self.radio, self.media.engine, self.hub.publish,
                                         self.hub.listen, self.media.subscribe, self.sip,
-                                        self.commands, clock)
+                                        self.commands, clock, self.radio_relay)
             self.services.add(self.patches, required=False)
         if self.radio is not None and self.media is not None and self.conferences is not None \
                 and self.radio.satphones:
@@ -363,7 +366,7 @@ class Daemon:
             from dispatch.clusterwire import forward_calls
 
             # A supervisor on this node forces into a call on another (media stays there).
-            forward_calls(app, self.cluster, self.sip)
+            forward_calls(app, self.cluster, self.sip, self.radio)
         return app
 
     def _districts(self) -> dict[str, Any] | None:

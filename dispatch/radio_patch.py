@@ -331,8 +331,10 @@ class PatchService:
 def wire_patches(radio: RadioService, engine: MediaEngine, publish: Callable[[object], object],
                  listen: Callable[[Callable[[Envelope], None]], object],
                  media_events: Callable[[Callable[[MediaEvent], None]], object],
-                 sip: Any, commands: Any, clock: Callable[[], float]) -> PatchService:
-    """Build the patch service and hook it to the hub, media DTMF, SIP INFO and the console."""
+                 sip: Any, commands: Any, clock: Callable[[], float],
+                 relay: Any = None) -> PatchService:
+    """Build the patch service and hook it to the hub, media DTMF, SIP INFO and the console
+    (``relay``: the console's path to the node that drives the radios, in a cluster)."""
     from dispatch.radio_commands import add_patch_commands
 
     patches = PatchService(radio, engine, publish, clock)
@@ -340,5 +342,5 @@ def wire_patches(radio: RadioService, engine: MediaEngine, publish: Callable[[ob
     media_events(patches.on_media_event)
     if sip is not None:
         sip.b2bua.info_hook = patches.on_info
-    add_patch_commands(commands, patches)
+    add_patch_commands(commands, patches, relay)
     return patches

@@ -7,7 +7,10 @@ engine, the HTTP server.  Services of other packages satisfy the
 
 A *required* service that fails to start stops the daemon (exit code 1); an
 *optional* one is marked failed in ``/health`` and retried in the background
-every ``retry_s`` seconds, while everything else keeps running.
+every ``retry_s`` seconds (or whenever its ``wait_startable()`` returns), while
+everything else keeps running.  An optional service that stops running on its
+own (a cluster node that lost the radio lease) is put back on that retry with
+:meth:`ServiceManager.standby`.
 """
 
 from __future__ import annotations
@@ -118,13 +121,20 @@ class ServiceManager:
         return True
 
     def _schedule_retry(self, entry: _Entry) -> None:
-        if entry.retry_s is None:
+        if entry.retry_s is None or (entry.retry_task is not None
+                                     and not entry.retry_task.done()):
             return
+        # A service may say when a start could succeed (a cluster standby waits for its
+        # lease to come free); otherwise every retry_s.
+        startable = getattr(entry.service, "wait_startable", None)
 
         async def retry() -> None:
             assert entry.retry_s is not None
             while entry.state is State.FAILED:
-                await asyncio.sleep(entry.retry_s)
+                if callable(startable):
+                    await startable()
+                else:
+                    await asyncio.sleep(entry.retry_s)
                 if entry.state is State.FAILED and await self._start(entry):
                     return
 
@@ -138,6 +148,17 @@ class ServiceManager:
         self._set(entry, State.FAILED, error)
         if not entry.required:
             log.warning("service failed", extra={"service": name, "error": error})
+
+    def standby(self, name: str, error: str) -> None:
+        """A running service let go of what it ran (a lost cluster lease): it is marked
+        failed and retried as after a failed start (optional services only)."""
+        entry = self._entry(name)
+        if entry.state is not State.RUNNING:
+            return
+        self._set(entry, State.FAILED, error)
+        log.warning("service stopped; standing by", extra={"service": name, "error": error})
+        if not entry.required:
+            self._schedule_retry(entry)
 
     def mark_running(self, name: str) -> None:
         """A service reports that it recovered by itself."""

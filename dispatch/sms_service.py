@@ -243,7 +243,8 @@ class SmsService:
         self._extra = dict(extra or {})
         self._port_factory = port_factory
         self.transports: dict[str, Transport] = {}
-        # While this returns True the SMPP binds write nothing (queued submits wait):
+        # While this returns True the SMPP binds and the GSM modems write nothing
+        # (queued submits and AT+CMGS wait):
         # set by the cluster wiring to "this node may not act now" (dispatch/fencing.py).
         self.hold: Callable[[], bool] | None = None
         self.router: Router | None = None
@@ -271,6 +272,9 @@ class SmsService:
             if isinstance(transport, SmppTransport):
                 for client in transport.pool.clients:
                     client.hold = self._held
+            elif isinstance(transport, ModemTransport):
+                for gsm in transport.pool.modems:
+                    gsm.hold = self._held
         smpp = [n for n, t in built.items() if isinstance(t, SmppTransport)]
         default = smpp + [n for n in built if n not in smpp]
         self.router = Router([Route(r.prefix, r.transports) for r in self.settings.routes],

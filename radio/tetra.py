@@ -302,6 +302,11 @@ class TetraGateway:
         if self._timer is not None:
             self._timer.cancel()
         await self.device.stop()
+        # A restart begins from nothing known: requests wait for the reconciliation, whose
+        # ATH ends whatever calls the radio still has (another node may have made them).
+        self._calls.clear()
+        self._up = False
+        self._report_all(self.floor.lost(self.name, self._now()))
 
     def health(self) -> dict[str, Any]:
         """Link state, attached groups, keyed groups, last error."""

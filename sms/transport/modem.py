@@ -8,7 +8,13 @@ say so with ``+CMTI``), then ``AT+CMGL=4`` collects what arrived while nobody
 was listening.  A link loss (``AtLinkDown``) marks it uninitialised again.
 
 Sending: the text is segmented (GSM-7 or UCS-2, UDH for long ones), each part
-goes as ``AT+CMGS=<tpdu length>``, the ``"> "`` prompt, the PDU in hex.  A
+goes as ``AT+CMGS=<tpdu length>``, the ``"> "`` prompt, the PDU in hex.  Messages
+go one at a time, parts together (a lock, not the AT engine's queue); before each
+``AT+CMGS`` the modem looks at :attr:`GsmModem.hold`: while it returns True
+nothing is written and the send waits (a clustered node that may have been
+taken over holds until its heartbeat says whether it is still itself; see
+dispatch/fencing.py).  Queuing every part in the engine instead would let a node
+woken from a stall write them all before it knows.  A
 ``+CMS ERROR`` is a refusal (temporary or permanent by its code); a timeout
 or a lost link after the command was written is an unknown outcome.  Modems
 cannot replace a message already sent, so ``replace_if_present`` is not
@@ -51,6 +57,8 @@ PERMANENT_CMS = frozenset({1, 8, 10, 21, 27, 28, 29, 30, 38, 50, 69, 81, 95, 96,
                            111, 127, 301, 302, 303, 304, 305, 310, 311, 312, 313, 316, 317,
                            318, 325})
 INIT = ("ATE0", "AT+CMEE=1", "AT+CMGF=0", "AT+CNMI=2,1,0,0,0")
+#: How often a held send (``GsmModem.hold``) looks again, seconds.
+HOLD_RECHECK_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -89,10 +97,15 @@ class GsmModem:
         self._reassembler = Reassembler(timeout=reassembly_timeout)
         self._held: dict[tuple[str, int, int, int], _Held] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._send_lock = asyncio.Lock()
         self.busy = 0
         self.sent = 0
         self.received = 0
+        self.held = 0
         self.last_error = ""
+        self.hold: Callable[[], bool] | None = None
+        """While this returns True no ``AT+CMGS`` is written: sends wait (a clustered
+        node that may have been taken over holds until it knows)."""
 
     @property
     def up(self) -> bool:
@@ -117,7 +130,7 @@ class GsmModem:
     def health(self) -> dict[str, Any]:
         """Link state and counters."""
         return {"up": self.up, "ready": self._ready, "busy": self.busy, "sent": self.sent,
-                "received": self.received, "last_error": self.last_error,
+                "received": self.received, "held": self.held, "last_error": self.last_error,
                 "pending_inbound": self._reassembler.pending_count}
 
     async def _command(self, command: str, **kwargs: Any) -> Any:
@@ -159,13 +172,24 @@ class GsmModem:
                 raise SubmitPermanentError(f"{self.name}: {exc}",
                                            destination=destination) from None
             refs: list[str] = []
-            for pdu in pdus:
-                refs.append(await self._send_part(destination, pdu.tpdu_length, pdu.hex,
-                                                  tuple(refs)))
+            async with self._send_lock:  # one message at a time, its parts together
+                for pdu in pdus:
+                    await self._wait_hold()
+                    refs.append(await self._send_part(destination, pdu.tpdu_length, pdu.hex,
+                                                      tuple(refs)))
             self.sent += 1
             return tuple(refs)
         finally:
             self.busy -= 1
+
+    async def _wait_hold(self) -> None:
+        """Return when :attr:`hold` lets this node write (at once when there is none)."""
+        if self.hold is None or not self.hold():
+            return
+        self.held += 1
+        log.warning("modem %s: holding its sends until this node may act again", self.name)
+        while self.hold is not None and self.hold():
+            await asyncio.sleep(HOLD_RECHECK_S)
 
     async def _send_part(self, destination: str, length: int, hex_pdu: str,
                          accepted: tuple[str, ...]) -> str:

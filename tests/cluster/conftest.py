@@ -19,13 +19,15 @@ from smscpeer import PASSWORD, SCRIPT, SYSTEM_ID, WAIT, SmscSim
 
 @pytest_asyncio.fixture
 async def cluster_factory(pg_server: Any, tmp_path: Path) -> AsyncIterator[Any]:
-    """Start a two-node cluster behind Kamailio (``agents`` call takers, ``extra`` TOML)."""
+    """Start a two-node cluster behind Kamailio (``agents`` call takers, ``extra`` TOML,
+    ``ssh`` consoles)."""
     need("kamailio", "kamailio kamailio-postgres-modules")
     need("sipp", "sip-tester")
     script = load_script()
     made: list[Cluster] = []
 
-    async def start(agents: list[str], extra: str = "") -> Cluster:
+    async def start(agents: list[str], extra: str = "", ssh: bool = False) -> Cluster:
+        """``extra`` may name the node as ``{node}``; ``ssh`` gives each node a console."""
         url = pgserver.fresh_pg_url(pg_server)
         layout = script.Layout(tmp_path / "cluster", pg_port=0, kam_port=free_port(),
                                nodes=[("n1", free_port(), free_port(socket.SOCK_STREAM)),
@@ -33,6 +35,8 @@ async def cluster_factory(pg_server: Any, tmp_path: Path) -> AsyncIterator[Any]:
                                agents=agents, heartbeat_s=0.5, dead_after_s=3.0, extra=extra,
                                media_base=40000 + 2000 * (free_port() % 10))
         layout.database = url
+        if ssh:
+            layout.ssh_ports = {n: free_port(socket.SOCK_STREAM) for n in ("n1", "n2")}
         await script.prepare_db(layout, "agent-password-1")
         cluster = Cluster(script, layout)
         made.append(cluster)

@@ -548,3 +548,55 @@ async def test_call_commands_go_to_the_owning_node_once_and_never_bounce() -> No
         r = await c.post("/api/v1/calls/c-b/release", content=b"x" * 70_000)
         assert r.status_code == 413
     assert handled == ["c-a", "c-b", "c-gone"]
+
+
+async def test_radio_commands_go_to_the_lease_holder_once_and_only_when_not_local() -> None:
+    import httpx
+    from fastapi import FastAPI
+
+    from dispatch.cluster_radio import ForwardRadioCommands
+
+    app = FastAPI()
+    handled: list[str] = []
+
+    @app.post("/api/v1/radio/talkgroups/{name}/ptt")
+    async def press(name: str) -> dict[str, str]:
+        handled.append(name)
+        return {"here": name}
+
+    @app.post("/api/v1/calls/{call_id}/release")
+    async def release(call_id: str) -> dict[str, str]:
+        handled.append(call_id)
+        return {"here": call_id}
+
+    state: dict[str, Any] = {"local": False, "holder": ("n2", "http://127.0.0.1:9")}
+
+    async def is_local() -> bool:
+        return bool(state["local"])
+
+    async def holder() -> tuple[str, str] | None:
+        if isinstance(state["holder"], Exception):
+            raise state["holder"]
+        return state["holder"]  # type: ignore[no-any-return]
+
+    app.add_middleware(ForwardRadioCommands, node="n1", is_local=is_local, holder=holder)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://n1") as c:
+        # Held by n2, which does not answer (nothing listens on port 9): 502, not a refusal.
+        r = await c.post("/api/v1/radio/talkgroups/fire/ptt")
+        assert r.status_code == 502 and "drives the radio gateways did not answer" in r.text
+        # Not a radio path: never forwarded by this middleware.
+        assert (await c.post("/api/v1/calls/c1/release")).json() == {"here": "c1"}
+        # Already forwarded once: handled here.
+        r = await c.post("/api/v1/radio/talkgroups/a/ptt",
+                         headers={"X-Dispatchd-Forwarded": "n2"})
+        assert r.json() == {"here": "a"}
+        # This node drives the radios, or holds the lease itself, or nobody does, or the
+        # database cannot say: handled here (the guard refuses when it must).
+        state["local"] = True
+        assert (await c.post("/api/v1/radio/talkgroups/b/ptt")).json() == {"here": "b"}
+        state["local"] = False
+        for held in (("n1", "http://n1"), None, OSError("database down")):
+            state["holder"] = held
+            assert (await c.post("/api/v1/radio/talkgroups/c/ptt")).json() == {"here": "c"}
+    assert handled == ["c1", "a", "b", "c", "c", "c"]

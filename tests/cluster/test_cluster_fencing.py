@@ -9,6 +9,7 @@ test_cluster_loopback.py::test_a_stalled_node_wakes_fenced_off.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,7 +24,10 @@ from dispatch.campaigns import CampaignService, RecipientIn
 from dispatch.cluster import ClusterService, LeasedService
 from dispatch.events import EventHub
 from dispatch.models import CampaignRecipientRow, ClusterLeaseRow, ClusterNodeRow
+from dispatch.services import ServiceManager, State
 from dispatch.storage import Database
+
+WAIT = 30.0
 
 
 class Clock:
@@ -57,11 +61,15 @@ class Gateways:
 
     def __init__(self) -> None:
         self.running = False
+        self.starts = self.stops = 0
 
     async def start(self) -> None:
         self.running = True
+        self.starts += 1
 
     async def stop(self) -> None:
+        if self.running:
+            self.stops += 1
         self.running = False
 
 
@@ -176,3 +184,86 @@ async def test_a_stale_batch_does_not_overwrite_the_survivors_rows(pg: Database)
     finally:
         await n1.stop()
         await n2.stop()
+
+
+async def _until(check: Any, what: str) -> None:
+    """Re-check ``check()`` until it is true (the standby looks every heartbeat)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.usefixtures("reactor")
+async def test_a_node_that_lost_the_radios_stands_by_and_takes_them_back(
+        pg: Database) -> None:
+    """Fenced off, a node's radio service is not stopped for good: the service manager
+    retries it at the heartbeat pace and it drives the radios again when they are free.
+
+    Each node has its own wall and monotonic clocks, so only the node meant to see the
+    other as dead does (their background heartbeats run meanwhile).
+    """
+    w1, m1, w2, m2 = Clock(1_800_000_000.0), Clock(1000.0), Clock(1_800_000_000.0), Clock(50.0)
+    hub = EventHub(w1)
+    nodes, managers, gateways, leases = [], [], [], []
+    for name, wall, mono in (("b1", w1, m1), ("b2", w2, m2)):
+        node = ClusterService(pg, AuditTrail(hub.publish, wall), wall, node_id=name,
+                              lease_name=name, http_url=f"http://{name}", channel="t_back",
+                              heartbeat_s=0.2, dead_after_s=10.0, batch_ms=0, monotonic=mono)
+        manager = ServiceManager(hub.publish, wall)
+        radio = Gateways()
+        leased = LeasedService(radio, node, "radio", 10.0)
+        leased.on_standby = lambda why, m=manager, s=leased: m.standby(s.name, why)
+        # retry_s is an hour: the lease poll (every heartbeat), not retry_s, paces a standby.
+        manager.add(leased, required=False, retry_s=3600.0)
+        nodes.append(node)
+        managers.append(manager)
+        gateways.append(radio)
+        leases.append(leased)
+    (n1, n2), (s1, s2), (g1, g2), (l1, l2) = nodes, managers, gateways, leases
+    for node in nodes:
+        await node.start()
+    try:
+        await s1.start_all()
+        await s2.start_all()
+        assert s1.states()["radio"] is State.RUNNING and g1.running
+        assert s2.states()["radio"] is State.FAILED and not g2.running  # standing by
+
+        # b1 stalls 12 s (its clocks stand still meanwhile): b2 takes it over, then the
+        # radios, at its next look at the lease.  b1 wakes: its clocks catch up.
+        w2.now += 12.0
+        await n2.heartbeat()
+        assert await n2.sweep() == ["b1"]
+        w1.now += 12.0
+        m1.now += 12.0
+        await _until(lambda: s2.states()["radio"] is State.RUNNING, "b2 to take the radios")
+        assert g2.running and l2.may_act()
+
+        # b1, woken: fenced off, it lets go of the radios and stands by (not stopped).
+        await _until(lambda: n1.fenced == 1 and n1.may_act(), "b1 to be fenced and rejoin")
+        assert not g1.running and g1.stops == 1 and l1.lost == 1
+        assert s1.states()["radio"] is State.FAILED
+        assert "standing by" in (s1.health()["services"]["radio"]["last_error"] or "")
+        assert not l1.may_act()
+
+        # Now b2 dies: b1 takes it over and, standing by, drives the radios again.
+        w1.now += 24.0
+        await n1.heartbeat()
+        assert await n1.sweep() == ["b2"]
+        w2.now += 24.0
+        m2.now += 24.0
+        await _until(lambda: s1.states()["radio"] is State.RUNNING, "b1 to take them back")
+        assert g1.running and g1.starts == 2 and l1.may_act()
+        async with pg.session() as s:
+            lease = await s.get(ClusterLeaseRow, "radio")
+        assert lease is not None and lease.owner == "b1" and lease.generation == 3
+        # b2, if it was only stalled, finds out and lets go in turn: never two drivers.
+        await _until(lambda: not g2.running, "b2 to let go")
+        assert s2.states()["radio"] is State.FAILED
+    finally:
+        for manager in managers:
+            await manager.stop_all()
+        for node in nodes:
+            await node.stop()

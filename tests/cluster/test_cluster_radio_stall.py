@@ -3,11 +3,13 @@
 Both real ``dispatchd run`` nodes of the loopback cluster are configured with
 the same TETRA gateway (the emulator's pty); the radio lease decides which one
 drives it.  n1 keys talkgroup 9001 and is stopped past ``dead_after_s``: n2
-takes the node over and, at its next retry, the radios — its first command is
-a hang-up, so the radio is unkeyed.  n1 is then woken: it must find it was
-taken over, let go of the gateway without keying anything, and refuse PTT;
-n2 keys the radio normally.  (A PTT pressed on the standby node's own API
-is not forwarded to the node that drives the radio: it keys nothing.)
+takes the node over and, at its next look at the lease, the radios — its first
+command is a hang-up, so the radio is unkeyed.  n1 is then woken: it must find
+it was taken over and let go of the gateway without keying anything; a PTT
+pressed on n1 (even the one that waited in its socket during the stall) goes
+to n2, which keys the radio once.  n1 stands by rather than leaving its radio
+service stopped: when n2 is killed in turn, n1 takes the gateway back (its first
+command a release) and keys it again, once.
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ gateway = "tetra1"
 KEYING = ("ATD", "AT+CTXD")
 
 
-async def until(check: Any, what: str, timeout: float = 90.0) -> Any:
-    """Re-check ``check()`` (sync or async) until it returns something true."""
+async def until(check: Any, what: Any, timeout: float = 90.0) -> Any:
+    """Re-check ``check()`` (sync or async) until it returns something true.
+
+    ``what`` names it in the failure (a callable: called then, to show the state)."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
@@ -53,13 +57,23 @@ async def until(check: Any, what: str, timeout: float = 90.0) -> Any:
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last: {result!r}")
+            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}"
+                                 f"; last: {result!r}")
         await asyncio.sleep(0.2)
 
 
-async def ptt(url: str, headers: dict[str, str]) -> httpx.Response:
+async def ptt(url: str, headers: dict[str, str], release: bool = False) -> httpx.Response:
+    """Press (or release) PTT on talkgroup fire through ``url``'s API."""
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        return await client.post("/api/v1/radio/talkgroups/fire/ptt", headers=headers)
+        return await client.request("DELETE" if release else "POST",
+                                    "/api/v1/radio/talkgroups/fire/ptt", headers=headers)
+
+
+async def service_health(url: str, name: str) -> dict[str, Any]:
+    """One service's entry in a node's /health."""
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        doc = (await client.get("/health")).json()
+    return dict(doc["services"][name])
 
 
 async def cluster_health(url: str) -> dict[str, Any]:
@@ -104,29 +118,45 @@ async def test_a_stalled_node_never_keys_the_radio_its_survivor_drives(
         finally:
             n1.proc.send_signal(signal.SIGCONT)
         assert pressed is not None
+        # Woken, n1 does not key: it settles with one heartbeat first (taken over, it lets
+        # go of the gateway and closes the port), then sends the press on to n2.
         r = await asyncio.wait_for(pressed, 60)
-        assert r.status_code == 200 and r.json()["events"][0]["event"] == "denied", r.text
+        assert r.status_code == 200 and r.headers.get("x-dispatchd-node") == "n2", r.text
+        assert r.json()["events"][0]["event"] == "granted", r.text
         fenced = await asyncio.to_thread(
             n1.read_until, lambda e: str(e.get("msg", "")).startswith(
                 "this node was declared dead while it stalled"), 60)
         assert fenced is not None, "the woken node did not find out it had been taken over"
         c.drain("n1")
         c.drain("n2")
-        # n1 has let go (its fencing handlers ran, it rejoined under a new generation).
+        await until(lambda: keyed(radio), lambda: f"n2 keyed: {radio.commands[woke:]}")
+        # n1 has let go (its fencing handlers ran, it rejoined under a new generation) and
+        # stands by: its radio service waits for the lease, it is not stopped for good.
         health = await until(lambda: _rejoined(c), "n1 to rejoin after fencing")
         assert health["fenced"] == 1 and "radio" not in health["leases"]
-        # A PTT pressed on n1 now reaches no radio: n1 no longer drives the gateway.
-        r = await ptt(c.url("n1"), admin)
-        assert r.status_code != 200 or r.json()["talkgroup"]["gateway_state"] != "up", r.text
-        assert not [cmd for cmd in radio.commands[woke:] if cmd.startswith(KEYING)], \
-            radio.commands[woke:]
+        radio_state = await service_health(c.url("n1"), "radio")
+        assert radio_state["state"] == "failed" and "standing by" in radio_state["last_error"]
+        r = await ptt(c.url("n1"), admin, release=True)  # released from the same console
+        assert r.status_code == 200 and r.headers.get("x-dispatchd-node") == "n2", r.text
+        assert r.json()["events"][0]["event"] == "released", r.text
+        await until(lambda: not keyed(radio), "the radio unkeyed by n2")
+        assert [cmd for cmd in radio.commands[woke:] if cmd.startswith(KEYING)] == [
+            "ATD9001"], radio.commands[woke:]
 
-        # The survivor keys the radio as usual; only its press went out.
-        r = await ptt(c.url("n2"), admin)
-        assert r.status_code == 200 and r.json()["events"][0]["event"] == "granted", r.text
-        await until(lambda: any(t.talker == "self" for t in radio.calls.values()),  # type: ignore[attr-defined]
-                    "n2 keyed")
-        assert [cmd for cmd in radio.commands[woke:] if cmd.startswith(KEYING)] == ["ATD9001"]
+        # n2 dies: n1, standing by, takes the gateway back; its first command on the
+        # reopened port is a release, and it keys once for the next press.
+        killed = len(radio.commands)
+        n2.proc.kill()
+        await asyncio.to_thread(n2.proc.wait, 30)
+        await until(lambda: _gateway_up(c, "n1"), "n1 to drive the radio again")
+        assert radio.commands[killed] in ("ATH",) or radio.commands[killed].startswith(
+            "AT+CUTXC"), radio.commands[killed:]
+        r = await ptt(c.url("n1"), admin)
+        assert r.status_code == 200 and "x-dispatchd-node" not in r.headers, r.text
+        assert r.json()["events"][0]["event"] == "granted", r.text
+        await until(lambda: keyed(radio), lambda: f"n1 keyed: {radio.commands[killed:]}")
+        assert len([cmd for cmd in radio.commands[killed:] if cmd.startswith(KEYING)]) == 1, \
+            radio.commands[killed:]
     finally:
         for proc in (n1, n2):
             if proc is not None and proc.proc.poll() is None:
@@ -144,6 +174,17 @@ def _bytes_waiting(port: int) -> bool:
                 int(queues.split(":")[1], 16) > 0:
             return True
     return False
+
+
+def keyed(radio: Any) -> bool:
+    """True while the emulated radio transmits for a node."""
+    return any(t.talker == "self" for t in radio.calls.values())
+
+
+async def _gateway_up(c: Cluster, node: str) -> bool:
+    radio = await service_health(c.url(node), "radio")
+    return bool(radio["state"] == "running" and radio["detail"]["lease_held"]
+                and radio["detail"]["gateways"]["tetra1"]["state"] == "up")
 
 
 async def _rejoined(c: Cluster) -> dict[str, Any] | None:

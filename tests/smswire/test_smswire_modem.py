@@ -161,3 +161,37 @@ async def test_pool_spreads_load_over_modems(reactor: Any) -> None:
     assert sum(counts) == 12 and min(counts) >= 3, counts
     texts = sorted(decode_pdu(s.pdu).text for e in emulators for s in e.sent)  # type: ignore[union-attr]
     assert texts == sorted(f"Evacuate now {i}" for i in range(12))
+
+
+async def test_a_held_modem_writes_no_cmgs_until_the_hold_lifts(reactor: Any) -> None:
+    """A clustered node that may not act (dispatch/fencing.py) holds its modems: the
+    part in hand waits, and so does every send queued behind it; none is lost."""
+    hold = {"on": False}
+    async with modems(reactor, 1) as ([emulator], [modem]):
+        modem.hold = lambda: hold["on"]
+        engaged = asyncio.Event()
+
+        def seen(command: str) -> None:
+            # The hold engages while the first part of the long message is on the air.
+            if command.startswith("AT+CMGS=") and not engaged.is_set():
+                hold["on"] = True
+                engaged.set()
+
+        emulator.on_command = seen
+        long = asyncio.ensure_future(modem.submit("+8613912345678", FLOOD_ZH, max_parts=6))
+        await asyncio.wait_for(engaged.wait(), WAIT)
+        short = [asyncio.ensure_future(modem.submit(f"+861391234567{i}", f"撤离 {i}",
+                                                    max_parts=1)) for i in range(3)]
+        # Everything is waiting on the hold: the long message's second part, then the rest.
+        while not (modem.held == 1 and modem.busy == 4):
+            await asyncio.sleep(0.02)
+        assert [c for c in emulator.commands if c.startswith("AT+CMGS")] == [
+            emulator.commands[-1]] and len(emulator.sent) == 1
+        assert modem.health()["held"] == 1
+        hold["on"] = False
+        refs = await asyncio.wait_for(long, WAIT)
+        assert len(refs) == 2
+        assert [len(await asyncio.wait_for(s, WAIT)) for s in short] == [1, 1, 1]
+    parts = [decode_pdu(s.pdu) for s in emulator.sent]
+    assert [p.destination for p in parts] == [  # type: ignore[union-attr]
+        "+8613912345678", "+8613912345678", *(f"+861391234567{i}" for i in range(3))]
