@@ -279,6 +279,15 @@ class ClientInviteTransaction(_ClientTransaction):
     def _timeout_b(self, now: float, message: SipMessage | None) -> None:
         self._events.append(TransactionTimeout(self.key, TimerName.B))
 
+    def cancel_sent(self, now: float) -> None:
+        """The TU sent a CANCEL for this INVITE.  RFC 3261 9.1: if no final response
+        arrives within 64*T1 of it, the INVITE is considered cancelled and the
+        transaction destroyed.  In Proceeding (where figure 5 has no timer, so a peer
+        that never answers the CANCEL would keep it for ever) Timer B is re-armed for
+        that; it ends the transaction with a :class:`TransactionTimeout` as in Calling."""
+        if self.state is State.PROCEEDING and TimerName.B not in self._deadlines:
+            self._start(TimerName.B, now, 64 * self.timers.t1)
+
     def _first_provisional(self, now: float, message: SipMessage | None) -> None:
         self._stop(TimerName.A, TimerName.B)
         self._deliver(now, message)
@@ -310,6 +319,7 @@ class ClientInviteTransaction(_ClientTransaction):
         (_S.PROCEEDING, _I.RESPONSE_1XX): (_S.PROCEEDING, _ClientTransaction._deliver),
         (_S.PROCEEDING, _I.RESPONSE_2XX): (_S.ACCEPTED, _accepted),
         (_S.PROCEEDING, _I.RESPONSE_FINAL): (_S.COMPLETED, _failed),
+        (_S.PROCEEDING, _I.TIMER_B): (_S.TERMINATED, _timeout_b),  # only after a CANCEL
         (_S.PROCEEDING, _I.TRANSPORT_ERROR): (_S.TERMINATED, _Transaction._transport_failed),
         (_S.COMPLETED, _I.RESPONSE_FINAL): (_S.COMPLETED, _send_ack),
         (_S.COMPLETED, _I.RESPONSE_1XX): (_S.COMPLETED, _Transaction._nothing),
@@ -609,6 +619,11 @@ class TransactionLayer:
             raise ValueError(f"client transaction {txn.key} already exists")
         self._clients[txn.key] = txn
         self._drain(txn)
+        if request.method == "CANCEL":
+            invite = self._clients.get(TransactionKey(branch, "INVITE"))
+            if isinstance(invite, ClientInviteTransaction):
+                invite.cancel_sent(now)
+                self._drain(invite)
         return txn.key
 
     def send_response(self, response: SipResponse, now: float) -> None:

@@ -533,3 +533,39 @@ def test_an_accepted_server_invite_passes_every_2xx_on_but_keeps_none() -> None:
     txn.send_response(ok, 0.6)  # the TU's own 2xx retransmission still goes out
     assert sent(drain(txn)) == [ok] and txn.last_response is None
     assert [e for _, e in step_timers(txn, 40.0) if isinstance(e, Terminated)]
+
+
+def test_layer_destroys_an_invite_whose_cancel_is_never_answered_after_64_t1() -> None:
+    # RFC 3261 9.1: a peer that sent 180 and then ignores our CANCEL (no 487) must not
+    # keep the INVITE client transaction for ever (figure 5 has no timer in Proceeding).
+    layer = TransactionLayer()
+    invite = make_request()
+    key = layer.send_request(invite, UDP, 0.0)
+    layer.receive(reply(invite, 180), UDP, 0.1)
+    drain(layer)
+    assert layer.get_timer() is None  # Proceeding: nothing would ever end it
+    layer.send_request(build_cancel(invite), UDP, 5.0)
+    drain(layer)
+    expires = 5.0 + 64 * 0.5
+    layer.handle_timer(expires - 0.01)
+    assert not [e for e in drain(layer) if isinstance(e, TransactionTimeout)]
+    assert layer.client_transaction(key) is not None
+    layer.handle_timer(expires)
+    events = drain(layer)
+    assert TransactionTimeout(key, TimerName.B) in events and Terminated(key) in events
+    assert layer.client_transaction(key) is None
+
+
+def test_layer_a_cancelled_invite_answered_487_ends_as_usual() -> None:
+    layer = TransactionLayer()
+    invite = make_request()
+    key = layer.send_request(invite, UDP, 0.0)
+    layer.receive(reply(invite, 180), UDP, 0.1)
+    layer.send_request(build_cancel(invite), UDP, 1.0)
+    layer.receive(reply(invite, 487), UDP, 1.1)
+    events = drain(layer)
+    assert [e.response.status for e in events if isinstance(e, DeliverResponse)] == [180, 487]
+    assert not [e for e in events if isinstance(e, TransactionTimeout)]
+    txn = layer.client_transaction(key)
+    assert txn is not None and txn.state is State.COMPLETED
+    assert txn.timer_deadline(TimerName.B) is None
