@@ -147,7 +147,9 @@ def incident_json(row: IncidentRow) -> dict[str, Any]:
 def verify_signature(secret: bytes, timestamp: str, body: bytes, signature: str,
                      now: float) -> None:
     """Check a webhook signature; ``HTTPException`` 401 if it is wrong or stale."""
-    if not timestamp.isdigit() or abs(now - int(timestamp)) > MAX_SKEW_S:
+    # isascii: "²" is a digit to str.isdigit but not to int().
+    if (not (timestamp.isascii() and timestamp.isdigit())
+            or abs(now - int(timestamp)) > MAX_SKEW_S):
         raise HTTPException(401, f"X-Dispatchd-Timestamp missing or more than {MAX_SKEW_S}s off")
     # The timestamp is signed with the body, so an old request cannot be replayed.
     if not channels.verify_signature(timestamp.encode() + b"." + body, signature, secret):

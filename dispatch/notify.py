@@ -114,7 +114,9 @@ class AckSigner:
 
     def verify(self, token: str) -> str | None:
         """The notification id of a good token, else ``None``."""
-        if len(token) > 100 or token.count(".") != 1:
+        # Tokens we issue are ASCII; anything else (a fuzzed or mangled link) is refused
+        # here, before hmac.compare_digest, which raises TypeError on non-ASCII text.
+        if len(token) > 100 or token.count(".") != 1 or not token.isascii():
             return None
         nid, _ = token.split(".")
         return nid if hmac.compare_digest(self.token(nid), token) else None

@@ -47,6 +47,8 @@ def verify_signature(body: bytes, signature: str, secret: bytes) -> bool:
     if not secret:
         return False
     given = signature.strip()
+    if not given.isascii():  # a hex signature is ASCII; compare_digest raises on anything else
+        return False
     if given.lower().startswith("sha256="):
         given = given[7:]
     return hmac.compare_digest(given.lower(), sign(body, secret))

@@ -123,6 +123,13 @@ async def test_sensor_webhook(daemon: Any, monkeypatch: pytest.MonkeyPatch) -> N
         assert r.status_code == 401
         r = await c.post("/api/v1/hooks/sensor", content=body, headers=signed(body, b"s3cret", now - 3600))
         assert r.status_code == 401 and "off" in r.json()["detail"]
+        # Header bytes outside ASCII ("²" is a digit to str.isdigit; "é" in the signature
+        # made hmac.compare_digest raise): 401, not a server error.
+        for name, value in ((b"x-dispatchd-timestamp", b"\xb2"),
+                            (b"x-dispatchd-signature", b"sha256=\xe9\xe9")):
+            headers = {k.encode(): v.encode() for k, v in signed(body, b"s3cret", now).items()}
+            r = await c.post("/api/v1/hooks/sensor", content=body, headers={**headers, name: value})
+            assert r.status_code == 401, (name, r.text)
         r = await c.post("/api/v1/hooks/sensor", content=body, headers=signed(body, b"s3cret", now))
         assert r.status_code == 201 and r.json()["duplicate"] is False
         again = await c.post("/api/v1/hooks/sensor", content=body, headers=signed(body, b"s3cret", now))

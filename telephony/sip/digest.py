@@ -189,7 +189,15 @@ class DigestCredentials:
 
 
 def parse_authorization(value: str) -> DigestCredentials:
-    """Parse a digest Authorization value; raises :class:`DigestParseError`."""
+    """Parse a digest Authorization value; raises :class:`DigestParseError`.
+
+    Credentials must be valid UTF-8: the parser keeps stray bytes as surrogates, which
+    could be neither hashed nor looked up, so such a value is refused here (a registrar
+    then challenges the request again)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DigestParseError("credentials are not valid UTF-8") from None
     scheme, p = parse_auth_header(value)
     if scheme.lower() != "digest":
         raise DigestParseError(f"not digest credentials: {scheme!r}")

@@ -42,6 +42,7 @@ def test_signed_alert_round_trip() -> None:
     ("body", "signature", "status"),
     [
         (b'{"text": "x"}', "00", 401),
+        (b'{"text": "x"}', "sha256=\u00e9\u00e9", 401),  # not ASCII: refused, not a TypeError
         (b"not json", None, 400),
         (b"[1, 2]", None, 400),
         (b'{"text": "x", "lat": 91, "lon": 1}', None, 400),

@@ -5,7 +5,15 @@ from __future__ import annotations
 import re
 
 import pytest
-from siptx_helpers import PASSWORDS, REALM, Clock, authorize, make_registrar, register
+from siptx_helpers import (
+    PASSWORDS,
+    REALM,
+    Clock,
+    authorize,
+    make_registrar,
+    register,
+    register_text,
+)
 
 from telephony.registrar import (
     AuthFailed,
@@ -19,7 +27,8 @@ from telephony.registrar import (
     SourceBlocked,
 )
 from telephony.sip.digest import parse_challenge
-from telephony.sip.message import Destination, SipResponse
+from telephony.sip.errors import SipParseError
+from telephony.sip.message import Destination, SipRequest, SipResponse, parse_message
 
 SRC = Destination("UDP", "198.51.100.7", 40000)
 URI = "sip:127.0.0.1"
@@ -312,3 +321,32 @@ async def test_exempt_networks_are_never_limited_or_blocked() -> None:
     assert reg.admit(SRC.host)
     limited = await login(reg, clock, source=Destination("UDP", "192.0.2.5", 5060))
     assert limited.status == 503  # outside the exempt network: second request in a second
+
+
+@pytest.mark.parametrize("field", ["username", "response", "opaque", "cnonce", "uri", "nonce"])
+async def test_credentials_that_are_not_utf8_get_a_challenge_not_a_crash(field: str) -> None:
+    # A raw 0xFF byte in a quoted digest parameter: the parser keeps it (surrogateescape);
+    # digest must refuse it cleanly (the request is challenged again) rather than raise
+    # UnicodeEncodeError while hashing or comparing.
+    clock = Clock()
+    reg, rec = make_registrar(clock)
+    first = await reg.handle(register(), SRC, clock.now)
+    assert first is not None and first.status == 401
+    auth = authorize(first, "alice", PASSWORDS["alice"], URI)
+    bad = re.sub(rf'(?<![a-z]){field}="?([^",]*)"?', lambda m: m.group(0).replace(
+        m.group(1), m.group(1)[:2] + "\udcff" + m.group(1)[2:]), auth, count=1)
+    assert "\udcff" in bad
+    data = register_text(authorization=bad, cseq=2).encode("utf-8", "surrogateescape")
+    request = parse_message(data)
+    assert isinstance(request, SipRequest)
+    response = await reg.handle(request, SRC, clock.now)
+    assert response is not None and response.status == 401
+    assert not rec.of(BindingAdded)
+
+
+async def test_a_user_name_that_is_not_utf8_is_a_parse_error() -> None:
+    # The parser refuses it (the endpoint answers 400); the registrar never sees it.
+    data = register_text(user="al\udcffice").encode("utf-8", "surrogateescape")
+    with pytest.raises(SipParseError) as caught:
+        parse_message(data)
+    assert caught.value.status == 400
