@@ -11,6 +11,7 @@ needs, and a role without it gets 403.
 
 import asyncio
 import datetime as dt
+import json
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -220,6 +221,66 @@ async def _never_receive() -> Message:
     return {"type": "http.disconnect"}
 
 
+class TextOnly:
+    """ASGI middleware: a JSON body whose strings hold a lone surrogate escape
+    (``"\\ud800"``, valid JSON but not text) gets 422 before any route sees it.
+
+    Such a string cannot be encoded, so it would fail deep inside (storing a report,
+    classifying it) as a server error.  Only bodies that contain ``\\ud`` are parsed
+    here; the route parses the body again as usual.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        """Wrap ``app``."""
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check a JSON body, then pass the request on with the body replayed."""
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        content_type = dict(scope.get("headers") or []).get(b"content-type", b"")
+        if b"json" not in content_type.lower():
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(bytes(message.get("body", b"")))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        if b"\\ud" in body.lower() and _lone_surrogate(body):
+            response = JSONResponse({"detail": "a string in the body holds a lone surrogate "
+                                     "escape (\\ud800-\\udfff): not text"}, status_code=422)
+            await response(scope, _never_receive, send)
+            return
+        sent = False
+
+        async def replayed() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replayed, send)
+
+
+def _lone_surrogate(body: bytes) -> bool:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return False  # not JSON: the route answers 422 itself
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 # ---------------------------------------------------------------- app
 
 
@@ -230,7 +291,8 @@ def create_app(ctx: AppContext) -> FastAPI:
         version=ctx.version,
         description="Emergency command centre communications daemon: API and event stream.",
     )
-    app.add_middleware(BodyLimit, max_bytes=ctx.max_body_bytes)
+    app.add_middleware(TextOnly)
+    app.add_middleware(BodyLimit, max_bytes=ctx.max_body_bytes)  # outermost: runs first
 
     async def bearer(request: Request) -> Principal:
         token = _token_from(request.headers.get("authorization"), None)

@@ -104,6 +104,15 @@ async def test_bad_input_and_duplicates(daemon: Any) -> None:
         again = (await c.post("/api/v1/reports", json={"text": FIRE, "source_ref": "call-77"})).json()
         assert again == {**one, "duplicate": True}
         assert (await c.get("/api/v1/reports/nope")).status_code == 404
+        # A lone surrogate escape is valid JSON but not text: 422, not a server error; a
+        # proper pair (an emoji) is text.
+        json_body = {"content-type": "application/json"}
+        for path in ("/api/v1/reports", "/api/v1/classify"):
+            r = await c.post(path, content=b'{"text": "\\ud800 fire"}', headers=json_body)
+            assert r.status_code == 422 and "surrogate" in r.text, (path, r.text)
+        r = await c.post("/api/v1/reports", content=b'{"text": "\\ud83d\\udd25 fire"}',
+                         headers=json_body)
+        assert r.status_code == 201, r.text
 
 
 def signed(body: bytes, secret: bytes, ts: int) -> dict[str, str]:
