@@ -353,12 +353,7 @@ class AcdEngine:
         self._note(victim, now, TimelineKind.PREEMPTED, victim.queue, agent_id,
                    f"for {call_id}")
         if requeue:
-            victim.agent_id = ""
-            victim.head = True
-            victim.state = _CallState.QUEUED
-            bisect.insort(self._queues[victim.queue].waiting, victim.key)
-            self._note(victim, now, TimelineKind.QUEUED, victim.queue)
-            self._events.append(CallQueued(victim.call_id, victim.queue, 1))
+            self._back_to_head(victim, now)
         else:
             self._finish(victim, CallOutcome.ANSWERED, now, "preempted")
         wanted, agent.after_call = agent.after_call, None
@@ -379,15 +374,20 @@ class AcdEngine:
         agent.call_id = None
         agent.idle_since = now
         self._note(call, now, TimelineKind.REQUEUED, call.queue, agent_id, reason)
+        self._back_to_head(call, now)
+        self._after_call(agent, now, self._queues[call.queue].settings.wrap_up)
+        self._dispatch([call.queue], now)
+        return agent_id
+
+    def _back_to_head(self, call: _Call, now: float) -> None:
+        """A connected call waits again, at the head of its queue (pre-empted or
+        re-queued): it is offered before every call that was already waiting."""
         call.agent_id = ""
         call.head = True
         call.state = _CallState.QUEUED
         bisect.insort(self._queues[call.queue].waiting, call.key)
         self._note(call, now, TimelineKind.QUEUED, call.queue)
         self._events.append(CallQueued(call.call_id, call.queue, 1))
-        self._after_call(agent, now, self._queues[call.queue].settings.wrap_up)
-        self._dispatch([call.queue], now)
-        return agent_id
 
     def queue_settings(self, name: str) -> QueueSettings:
         """The settings of queue ``name`` (UnknownQueue if there is none)."""
