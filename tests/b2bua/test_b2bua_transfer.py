@@ -68,21 +68,32 @@ def connected_calls(sip: SipDaemon) -> list[dict[str, Any]]:
     return [c for c in sip.api().get("/api/v1/calls").json() if c["state"] == "connected"]
 
 
+async def alice_on_duty(tmp: Path, started: list[object], carrier: int, trunks: str,
+                        agent: tuple[str, ...], peers: dict[int, str],
+                        **daemon: Any) -> tuple[SipDaemon, int]:
+    """A daemon with the carrier's trunk (one channel) and ``trunks``; call taker alice on
+    a SIPp phone playing ``agent`` (scenario, then its arguments), registered; a SIPp
+    per entry of ``peers`` (port: scenario) as the far ends.  The daemon and alice's port."""
+    sip = SipDaemon(tmp, agents={"alice": ["police"]}, media=media(tmp),
+                    trunks=trunk(carrier, max_calls=1) + trunks, **daemon)
+    started.append(sip)
+    agent_port = free_port()
+    started.append(SippServer(agent[0], agent_port, tmp, *agent[1:]))
+    started.extend(SippServer(scenario, port, tmp) for port, scenario in peers.items())
+    code, out = await register_agents(sip, tmp, {"alice": agent_port})
+    assert code == 0, out + errors(tmp)
+    return sip, agent_port
+
+
 async def test_refer_again_after_a_busy_target_and_491_while_one_is_under_way(
     tmp_path: Path, started: list[object]
 ) -> None:
     # The carrier's own channel is taken by the caller, the fire centre has one: a busy
     # leg that kept its channel would make the second REFER fail (NOTIFY 503).
     carrier, target = free_port(), free_port()
-    sip = SipDaemon(tmp_path, agents={"alice": ["police"]}, media=media(tmp_path),
-                    trunks=trunk(carrier, max_calls=1)
-                    + outbound_trunk("fire-centre", target, 1, 10))
-    started.append(sip)
-    agent_port = free_port()
-    started.append(SippServer("agent_refer_twice.xml", agent_port, tmp_path))
-    started.append(SippServer("target_by_number.xml", target, tmp_path))
-    code, out = await register_agents(sip, tmp_path, {"alice": agent_port})
-    assert code == 0, out + errors(tmp_path)
+    sip, agent_port = await alice_on_duty(
+        tmp_path, started, carrier, outbound_trunk("fire-centre", target, 1, 10),
+        ("agent_refer_twice.xml",), {target: "target_by_number.xml"})
     caller = asyncio.ensure_future(call(sip, tmp_path, "caller_wait_bye.xml", "110", carrier))
     # REFER 1 (busy, NOTIFY 100 then 486), REFER 2 (its NOTIFYs with id=2), REFER 3 (491),
     # then NOTIFY 180 and 200 of the second, and our BYE: the scenario checks each.
@@ -172,15 +183,10 @@ async def test_unanswered_transfer_times_out_and_a_ringing_leg_gives_its_channel
     tmp_path: Path, started: list[object]
 ) -> None:
     carrier, target = free_port(), free_port()
-    sip = SipDaemon(tmp_path, agents={"alice": ["police"]}, media=media(tmp_path),
-                    trunks=trunk(carrier, max_calls=1)
-                    + outbound_trunk("fire-centre", target, 1, 10),
-                    extra_sip="session_expires = 90\ntransfer_ring_timeout = 4")
-    started.append(sip)
-    agent_port = free_port()
-    started.append(SippServer("agent_uas.xml", agent_port, tmp_path))
-    started.append(SippServer("target_by_number.xml", target, tmp_path))
-    assert (await register_agents(sip, tmp_path, {"alice": agent_port}))[0] == 0
+    sip, _ = await alice_on_duty(
+        tmp_path, started, carrier, outbound_trunk("fire-centre", target, 1, 10),
+        ("agent_uas.xml",), {target: "target_by_number.xml"},
+        extra_sip="session_expires = 90\ntransfer_ring_timeout = 4")
     caller = asyncio.ensure_future(call(sip, tmp_path, "caller_wait_bye.xml", "110", carrier))
     live = await wait_for(lambda: connected_calls(sip), "a connected call")
     call_id = live[0]["call_id"]
@@ -215,16 +221,10 @@ async def test_a_trunk_refusing_503_fails_the_transfer_over_to_the_next_trunk(
     tmp_path: Path, started: list[object]
 ) -> None:
     carrier, congested, backup = free_port(), free_port(), free_port()
-    sip = SipDaemon(tmp_path, agents={"alice": ["police"]}, media=media(tmp_path),
-                    trunks=trunk(carrier, max_calls=1)
-                    + outbound_trunk("fire-centre", congested, 1, 10)
-                    + outbound_trunk("backup", backup, 1, 5))
-    started.append(sip)
-    agent_port = free_port()
-    started.append(SippServer("agent_refer.xml", agent_port, tmp_path, "-s", "119010"))
-    started.append(SippServer("trunk_503.xml", congested, tmp_path))
-    started.append(SippServer("target_by_number.xml", backup, tmp_path))
-    assert (await register_agents(sip, tmp_path, {"alice": agent_port}))[0] == 0
+    sip, agent_port = await alice_on_duty(
+        tmp_path, started, carrier, outbound_trunk("fire-centre", congested, 1, 10)
+        + outbound_trunk("backup", backup, 1, 5), ("agent_refer.xml", "-s", "119010"),
+        {congested: "trunk_503.xml", backup: "target_by_number.xml"})
     caller = asyncio.ensure_future(call(sip, tmp_path, "caller_wait_bye.xml", "110", carrier))
     # The REFERing phone sees 100, 180 and 200 (the failover is ours to hide), then BYE.
     await uas_done(tmp_path, agent_port)
@@ -360,14 +360,9 @@ async def test_a_leg_whose_cancel_is_never_answered_gives_its_channel_back_after
     tmp_path: Path, started: list[object]
 ) -> None:
     carrier, target = free_port(), free_port()
-    sip = SipDaemon(tmp_path, agents={"alice": ["police"]}, media=media(tmp_path),
-                    trunks=trunk(carrier, max_calls=1)
-                    + outbound_trunk("fire-centre", target, 1, 10))
-    started.append(sip)
-    agent_port = free_port()
-    started.append(SippServer("agent_uas.xml", agent_port, tmp_path))
-    started.append(SippServer("target_by_number.xml", target, tmp_path))
-    assert (await register_agents(sip, tmp_path, {"alice": agent_port}))[0] == 0
+    sip, _ = await alice_on_duty(
+        tmp_path, started, carrier, outbound_trunk("fire-centre", target, 1, 10),
+        ("agent_uas.xml",), {target: "target_by_number.xml"})
     caller = asyncio.ensure_future(call(sip, tmp_path, "caller_wait_bye.xml", "110", carrier))
     call_id = (await wait_for(lambda: connected_calls(sip), "a connected call"))[0]["call_id"]
     api = sip.api()
