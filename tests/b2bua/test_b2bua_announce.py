@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 from b2bua_helpers import (
     PASSWORD,
     ROOT,
@@ -62,15 +60,6 @@ announce_every = 10
 wrap_up = 0
 {service}
 """
-
-
-@pytest.fixture
-def started() -> Iterator[list[object]]:
-    """Daemons and peers a test started; stopped whatever happens."""
-    items: list[object] = []
-    yield items
-    for item in reversed(items):
-        item.stop()  # type: ignore[attr-defined]
 
 
 def clip(name: str) -> np.ndarray:

@@ -16,11 +16,9 @@ import hashlib
 import json
 import re
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 from b2bua_helpers import (
     PASSWORD,
     ROOT,
@@ -37,15 +35,6 @@ from test_b2bua_sipp import call, trunk, uas_done, wait_for
 
 CALLER, TAKER, SUPERVISOR = 650.0, 1000.0, 1700.0
 HOLD = (392.0, 523.0)
-
-
-@pytest.fixture
-def started(tmp_path: Path) -> Iterator[list[object]]:
-    """Daemons and peers a test started; stopped whatever happens."""
-    items: list[object] = []
-    yield items
-    for item in reversed(items):
-        item.stop()  # type: ignore[attr-defined]
 
 
 def media(tmp: Path, dead_s: int = 30) -> str:

@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from b2bua_helpers import (
     PASSWORD,
     SIPP_DIR,
@@ -31,15 +30,6 @@ from b2bua_helpers import (
 )
 
 Factory = Callable[..., SipDaemon]
-
-
-@pytest.fixture
-def started(tmp_path: Path) -> Iterator[list[object]]:
-    """Daemons and SIPp servers a test started; stopped whatever happens."""
-    items: list[object] = []
-    yield items
-    for item in reversed(items):
-        item.stop()  # type: ignore[attr-defined]
 
 
 async def uas_done(tmp: Path, port: int, calls: int = 1) -> None:

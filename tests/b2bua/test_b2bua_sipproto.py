@@ -12,10 +12,8 @@ import asyncio
 import json
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from b2bua_helpers import (
     DOMAIN,
     PASSWORD,
@@ -29,15 +27,6 @@ from b2bua_helpers import (
 from softphones import Baresip
 from test_b2bua_media import media
 from test_b2bua_sipp import call, trunk, uas_done, wait_for
-
-
-@pytest.fixture
-def started(tmp_path: Path) -> Iterator[list[object]]:
-    """Daemons and peers a test started; stopped whatever happens."""
-    items: list[object] = []
-    yield items
-    for item in reversed(items):
-        item.stop()  # type: ignore[attr-defined]
 
 
 def target_trunk(port: int) -> str:

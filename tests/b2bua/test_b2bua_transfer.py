@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from b2bua_helpers import (
     BASE_TELEPHONY,
     DOMAIN,
@@ -33,15 +31,6 @@ from b2bua_helpers import (
 from softphones import Baresip
 from test_b2bua_media import media
 from test_b2bua_sipp import call, trunk, uas_done, wait_for
-
-
-@pytest.fixture
-def started(tmp_path: Path) -> Iterator[list[object]]:
-    """Daemons and peers a test started; stopped whatever happens."""
-    items: list[object] = []
-    yield items
-    for item in reversed(items):
-        item.stop()  # type: ignore[attr-defined]
 
 
 def outbound_trunk(name: str, port: int, max_calls: int, priority: int) -> str:

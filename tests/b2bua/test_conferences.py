@@ -17,13 +17,11 @@ import asyncio
 import json
 import time
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 from b2bua_helpers import PASSWORD, SipDaemon, SippServer, free_port, need, run_peer
 from softphones import Baresip
 from test_b2bua_media import (
@@ -40,15 +38,6 @@ from test_b2bua_sipp import uas_done, wait_for
 DISP, UNIT1, UNIT2 = 700.0, 1100.0, 1500.0
 CALLER, TAKER = 650.0, 1000.0
 JOIN_HIGH = 1760.0
-
-
-@pytest.fixture
-def started(tmp_path: Path) -> Iterator[list[object]]:
-    """Daemons and peers a test started; stopped whatever happens."""
-    items: list[object] = []
-    yield items
-    for item in reversed(items):
-        item.stop()  # type: ignore[attr-defined]
 
 
 def trunks(busy: int, backup: int) -> str:

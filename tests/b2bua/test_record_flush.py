@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from b2bua_helpers import SipDaemon, SippServer, errors, free_port, need, register_agents
 from sqlalchemy import text
 from test_b2bua_sipp import call, trunk, wait_for
@@ -31,15 +29,6 @@ from dispatch.storage import Database
 from telephony.b2bua.events import CallOffered, CallReleased
 
 CALLS = 40
-
-
-@pytest.fixture
-def started(tmp_path: Path) -> Iterator[list[object]]:
-    """Daemons and SIPp servers a test started; stopped whatever happens."""
-    items: list[object] = []
-    yield items
-    for item in reversed(items):
-        item.stop()  # type: ignore[attr-defined]
 
 
 async def query(url: str, sql: str) -> list[tuple[Any, ...]]:
