@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from b2bua_helpers import SipDaemon, SippServer, errors, free_port, register_agents
-from test_b2bua_sipp import call, started, trunk, uas_done, wait_for  # noqa: F401 - fixture
+from test_b2bua_sipp import call, trunk, uas_done, wait_for
 from test_web_console import ARTEFACTS, browser_page, log_in
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 from b2bua_helpers import SipDaemon, SippServer, errors, free_port, register_agents
-from test_b2bua_sipp import call, started, trunk, wait_for  # noqa: F401 - fixture
+from test_b2bua_sipp import call, trunk, wait_for
 
 from telephony.b2bua.overload import OverloadGuard, OverloadSettings
 
