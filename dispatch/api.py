@@ -244,13 +244,18 @@ class TextOnly:
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunks.append(bytes(message.get("body", b"")))
-            if not message.get("more_body"):
-                break
+        try:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                chunks.append(bytes(message.get("body", b"")))
+                if not message.get("more_body"):
+                    break
+        except HTTPException as exc:  # BodyLimit cut a body sent without Content-Length
+            refusal = JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+            await refusal(scope, _never_receive, send)
+            return
         body = b"".join(chunks)
         if b"\\ud" in body.lower() and _lone_surrogate(body):
             response = JSONResponse({"detail": "a string in the body holds a lone surrogate "

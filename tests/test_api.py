@@ -113,6 +113,9 @@ async def test_bad_input_gets_clear_answers(daemon: Any) -> None:
 
         r = await client.post("/api/v1/duty-log", headers=ct, content=chunks())
         assert r.status_code == 413
+        r = await client.post("/api/v1/duty-log", content=chunks(),  # read whole for JSON
+                              headers={**ct, "content-type": "application/json"})
+        assert r.status_code == 413
         r = await client.get("/api/v1/audit", headers=ct)
         assert r.status_code == 403
         assert (await client.get("/health")).status_code == 200
