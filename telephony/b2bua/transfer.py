@@ -28,8 +28,9 @@ channel.  A transfer leg through a trunk holds one of that trunk's
 until the leg ends, whatever ends it (the target's BYE, ours, a failure, a
 CANCEL, the caller hanging up while it rings, a force-release): the B2BUA
 calls :meth:`Transfers.leg_ended` from its one place where legs end.  A
-CANCELled leg whose INVITE never gets a final answer is given up 64*T1 later
-(RFC 3261 section 9.1), so a silent peer cannot hold a channel for ever.  A
+CANCELled leg whose INVITE never gets a final answer ends when the transaction
+layer gives the INVITE up 64*T1 after the CANCEL (RFC 3261 section 9.1), so a
+silent peer cannot hold a channel for ever.  A
 trunk answering 408/5xx (or not at all) makes the transfer fail over to the
 next trunk with a free channel, with a fresh leg.  When every trunk is full
 the API answers 503 at once and a REFER gets 202 then a terminating NOTIFY
@@ -159,7 +160,7 @@ class _Channel:
     leg: Leg
     trunk: str
     timer: asyncio.TimerHandle | None = None
-    """The no-answer timeout while it rings, then the give-up after our CANCEL."""
+    """The no-answer timeout while it rings."""
 
 
 class Transfers:
@@ -380,8 +381,7 @@ class Transfers:
         caller and may transfer again."""
         if state.done or leg is not state.out or leg.state is LegState.CONFIRMED:
             return
-        self.b2bua.stop_leg(leg)
-        self._arm(leg, 64 * self.b2bua.timers().t1, self._give_up, leg)
+        self.b2bua.stop_leg(leg)  # CANCEL; ended by the 487, or by the INVITE's timeout
         self._failed(state, 408, f"no answer within {self.ring_timeout:.0f} s")
 
     async def _bridge(self, state: _Transfer) -> None:
@@ -462,13 +462,6 @@ class Transfers:
             channel.timer.cancel()
             channel.timer = None
 
-    def _give_up(self, leg: Leg) -> None:
-        """64*T1 after our CANCEL and still no final answer: the INVITE is considered
-        cancelled (RFC 3261 9.1) and the leg ends, freeing its trunk channel."""
-        if leg.live:
-            log.info("transfer leg %s: no final answer after CANCEL; given up", leg.leg_id)
-            self.b2bua.bye_leg(leg, None)  # no dialog: just ends it
-
     # -- hooks from the B2BUA --------------------------------------------------
 
     def leg_ended(self, leg: Leg) -> None:
@@ -530,13 +523,12 @@ class Transfers:
         return True
 
     def call_ended(self, call: Call) -> None:
-        """The call ended: stop tracking its transfer; a leg still ringing was CANCELled
-        and is given up if its INVITE never gets a final answer."""
+        """The call ended: stop tracking its transfer and its no-answer timer (a leg
+        still ringing was CANCELled; it ends with the 487 or the INVITE's timeout)."""
         state = self._active.pop(call.call_id, None)
         if state is not None:
             state.done = True
         self._failed_at.pop(call.call_id, None)
-        for channel in [c for c in self._legs.values() if c.leg.call is call]:
-            if channel.leg.live:
-                self._arm(channel.leg, 64 * self.b2bua.timers().t1, self._give_up,
-                          channel.leg)
+        for channel in self._legs.values():
+            if channel.leg.call is call:
+                self._disarm(channel.leg)
