@@ -14,7 +14,11 @@ by the daemon), never imported here.
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
 import logging
+import os
+import select
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -29,11 +33,71 @@ class PortFactory(Protocol):
         """Open ``device`` and connect it to ``protocol``; raise if it cannot be opened."""
 
 
-def twisted_serial_port(protocol: Any, device: str, reactor: Any, *, baudrate: int) -> Any:
-    """The real thing: Twisted's ``SerialPort`` (pyserial underneath)."""
+#: Empty reads in a row from a tty that is not hung up, after which the link is
+#: dropped anyway (and reopened): a driver that keeps reporting "readable" with
+#: nothing to read would otherwise spin the loop.
+MAX_EMPTY_READS = 1000
+
+
+def tty_hung_up(fd: int) -> bool:
+    """True if ``fd`` (a tty) reports a hang-up or an error now, without waiting.
+
+    Linux answers ``POLLHUP``/``POLLERR`` on a tty whose device is gone (a USB
+    adapter pulled: the tty is hung up and reads return 0 bytes), and on a pty
+    whose other end was closed.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    try:
+        ready = poller.poll(0)
+    except OSError:
+        return True
+    return any(event & (select.POLLHUP | select.POLLERR | select.POLLNVAL)
+               for _fd, event in ready)
+
+
+@functools.cache
+def _serial_port_class() -> type:
+    from twisted.internet import main
     from twisted.internet.serialport import SerialPort
 
-    return SerialPort(protocol, device, reactor, baudrate=baudrate)  # type: ignore[no-untyped-call]
+    class TtySerialPort(SerialPort):
+        """Twisted's ``SerialPort``, where an empty read is not taken for the end.
+
+        Twisted reads a serial port as a pipe: 0 bytes means the other side
+        closed.  On a tty it can also mean another reader of the same device
+        took the bytes between our wake-up and our read (two processes on one
+        port: a node woken from a stall before it closes the radio's port), and
+        dropping the link then would revoke every grant on a radio that works.
+        So an empty read ends the connection only if the tty is hung up (the
+        device is gone) or after :data:`MAX_EMPTY_READS` of them in a row.
+        """
+
+        _empty_reads = 0
+
+        def doRead(self) -> Any:  # noqa: N802 - Twisted's name
+            try:
+                fd = self.fileno()  # type: ignore[no-untyped-call]
+                data = os.read(fd, 8192)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EINTR):
+                    return None
+                return main.CONNECTION_LOST
+            if data:
+                self._empty_reads = 0
+                self.protocol.dataReceived(data)
+                return None
+            self._empty_reads += 1
+            if self._empty_reads >= MAX_EMPTY_READS or tty_hung_up(fd):
+                return main.CONNECTION_DONE
+            return None
+
+    return TtySerialPort
+
+
+def twisted_serial_port(protocol: Any, device: str, reactor: Any, *, baudrate: int) -> Any:
+    """The real thing: Twisted's ``SerialPort`` (pyserial underneath), see ``TtySerialPort``."""
+    return _serial_port_class()(protocol, device, reactor, baudrate=baudrate)
 
 
 @dataclass

@@ -88,3 +88,39 @@ async def test_missing_device_fails_start_with_the_path(tmp_path: Path, reactor:
     with pytest.raises(OSError, match=f"cannot open {tmp_path / 'nothing'}"):
         await link.start()
     assert link.health()["last_error"].startswith("cannot open")
+
+
+async def test_two_readers_of_one_tty_keep_their_links(tmp_path: Path, reactor: Any) -> None:
+    """Bytes taken by another reader of the device are not the device going away.
+
+    Two links on one pty (as two cluster nodes on one radio's port, one of them just
+    woken from a stall) are both woken by each write; whichever reads second finds
+    nothing.  Twisted took that empty read for the end of the connection; it must only
+    be one when the tty is hung up (the adapter pulled, below).
+    """
+    adapter = FakeAdapter(tmp_path / "ttyUSB0")
+    adapter.plug()
+    downs: list[str] = []
+    links = [SerialLink(f"radio{i}", str(adapter.path), Collect, reactor, retry_s=60,
+                        on_down=downs.append) for i in (1, 2)]
+    for link in links:
+        await link.start()
+    try:
+        for n in range(20):
+            os.write(adapter.master, b"+CTXG: %d\r\n" % n)
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        assert downs == [] and all(link.connected for link in links)
+        assert [link.stats.losses for link in links] == [0, 0]
+        got = b"".join(link.protocol.data for link in links)
+        assert sorted(got.split(b"\r\n")[:-1], key=lambda line: int(line[7:])) == [
+            b"+CTXG: %d" % n for n in range(20)]
+
+        adapter.unplug()  # the hang-up still ends both links
+        async with asyncio.timeout(5):
+            while len(downs) < 2:
+                await asyncio.sleep(0.01)
+        assert not any(link.connected for link in links)
+    finally:
+        for link in links:
+            await link.stop()

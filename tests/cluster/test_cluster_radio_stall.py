@@ -109,6 +109,10 @@ async def test_a_stalled_node_never_keys_the_radio_its_survivor_drives(
             # n2's radio retry takes the lease; its first command hangs the call up.
             await until(lambda: "ATH" in radio.commands[before:], "n2 to take the radio")
             await until(lambda: radio.calls == {}, "the radio unkeyed")  # type: ignore[attr-defined]
+            # ... and finishes initialising it before n1 wakes: both nodes have the emulator's
+            # pty open (one device shared as two hosts cannot share a serial port), so n1,
+            # woken, may read an answer meant for n2 until it closes its port.
+            await until(lambda: _gateway_up(c, "n2"), "n2 to drive the radio")
             woke = len(radio.commands)
             # A dispatcher on n1's console presses PTT while n1 is stopped: the request
             # waits in the socket and is the first thing n1 handles when it wakes.
