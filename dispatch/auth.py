@@ -337,30 +337,27 @@ class UserStore:
 
     async def issue_api_token(self, name: str, label: str, *, actor: str) -> IssuedToken:
         """A long-lived token for a program acting as user ``name``."""
-        async with self.db.session() as s:
-            user = await s.scalar(select(User).where(User.name == name))
-            if user is None:
-                raise KeyError(name)
-            issued = await self._issue(s, user, "api", label, None)
-            self.audit.record(
-                s, actor=actor, action="token.issued", subject=f"user:{name}",
-                details={"token_id": issued.id, "label": label},
-            )
-            return issued
+        return await self._issue_audited(name, "api", label, None, actor=actor)
 
     async def relay_token(self, name: str, *, ttl_s: int, label: str) -> IssuedToken:
         """A short-lived token for commands this node relays to another on behalf of
-        ``name``, who authenticated here another way (the SSH console); audited."""
+        ``name``, who authenticated here another way (the SSH console); audited.
+        ``KeyError`` for an unknown or disabled user."""
+        return await self._issue_audited(name, "relay", label, ttl_s, actor=name,
+                                         enabled_only=True)
+
+    async def _issue_audited(self, name: str, kind: str, label: str, ttl_s: int | None, *,
+                             actor: str, enabled_only: bool = False) -> IssuedToken:
+        """Issue a ``kind`` token to user ``name`` with a ``token.issued`` audit row
+        (``KeyError`` if there is no such user, or it is disabled and ``enabled_only``)."""
         async with self.db.session() as s:
             user = await s.scalar(select(User).where(User.name == name))
-            if user is None or user.disabled:
+            if user is None or (enabled_only and user.disabled):
                 raise KeyError(name)
-            issued = await self._issue(s, user, "relay", label, ttl_s)
-            self.audit.record(
-                s, actor=name, action="token.issued", subject=f"user:{name}",
-                details={"token_id": issued.id, "label": label, "kind": "relay",
-                         "ttl_s": ttl_s},
-            )
+            issued = await self._issue(s, user, kind, label, ttl_s)
+            self.audit.record(s, actor=actor, action="token.issued", subject=f"user:{name}",
+                              details={"token_id": issued.id, "label": label, "kind": kind,
+                                       "ttl_s": ttl_s})
             return issued
 
     async def _issue(
