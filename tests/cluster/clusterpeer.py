@@ -7,6 +7,7 @@ a fresh one on the session's private PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.machinery
 import importlib.util
@@ -15,11 +16,13 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 import pytest
 from daemonproc import DaemonProcess
 
@@ -29,6 +32,39 @@ from smscpeer import PASSWORD  # noqa: E402
 
 SIPP_DIR = ROOT / "tests" / "b2bua" / "sipp"
 ENV = {"PYTHONPATH": str(ROOT), "TEST_SMSC_PASSWORD": PASSWORD}
+
+
+async def until(check: Any, what: Any, timeout: float = 90.0) -> Any:
+    """Re-check ``check()`` (sync or async) every 0.2 s until it returns something true.
+
+    ``what`` names it in the failure (a callable: called then, to show the state)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}"
+                                 f"; last: {result!r}")
+        await asyncio.sleep(0.2)
+
+
+async def approved_campaign(url: str, sup: dict[str, str], cmd: dict[str, str],
+                            prefix: str, recipients: int) -> str:
+    """Create an evacuation campaign through ``url`` (a supervisor) to ``recipients``
+    numbers ``+86<prefix><8 digits>`` and approve it (a commander); its id."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as h:
+        body = {"title": "台风 紧急转移", "recipients": [
+            {"msisdn": f"+86{prefix}{i:08d}", "text": f"【应急】台风来袭，请立即转移。编号{i}"}
+            for i in range(recipients)]}
+        r = await h.post("/api/v1/campaigns", json=body, headers=sup)
+        assert r.status_code == 201, r.text
+        cid = str(r.json()["id"])
+        r = await h.post(f"/api/v1/campaigns/{cid}/approve", headers=cmd)
+        assert r.status_code == 200, r.text
+    return cid
 
 
 def load_script() -> ModuleType:
@@ -79,6 +115,13 @@ class Cluster:
         if not any(e.get("msg") == "dispatchd ready" for e in proc.lines):
             proc.read_until(lambda e: e.get("msg") == "dispatchd ready", 60)
         return proc
+
+    async def taken_over(self, survivor: str, dead: str) -> None:
+        """Wait until ``survivor`` logs that it declared ``dead`` dead and took its work over."""
+        line = await asyncio.to_thread(
+            self.nodes[survivor].read_until,
+            lambda e: e.get("msg") == "cluster node is dead; its work was taken over", 60)
+        assert line is not None and line["dead_node"] == dead, line
 
     def drain(self, name: str) -> None:
         """Keep reading a node's log in a thread, so a full pipe never stalls it.

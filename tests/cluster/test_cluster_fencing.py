@@ -9,7 +9,6 @@ test_cluster_loopback.py::test_a_stalled_node_wakes_fenced_off.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import pgserver
 import pytest
 import pytest_asyncio
+from clusterpeer import until
 from sqlalchemy import select
 
 from dispatch.audit import AuditTrail
@@ -26,8 +26,6 @@ from dispatch.events import EventHub
 from dispatch.models import CampaignRecipientRow, ClusterLeaseRow, ClusterNodeRow
 from dispatch.services import ServiceManager, State
 from dispatch.storage import Database
-
-WAIT = 30.0
 
 
 class Clock:
@@ -186,16 +184,6 @@ async def test_a_stale_batch_does_not_overwrite_the_survivors_rows(pg: Database)
         await n2.stop()
 
 
-async def _until(check: Any, what: str) -> None:
-    """Re-check ``check()`` until it is true (the standby looks every heartbeat)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.usefixtures("reactor")
 async def test_a_node_that_lost_the_radios_stands_by_and_takes_them_back(
         pg: Database) -> None:
@@ -238,11 +226,11 @@ async def test_a_node_that_lost_the_radios_stands_by_and_takes_them_back(
         assert await n2.sweep() == ["b1"]
         w1.now += 12.0
         m1.now += 12.0
-        await _until(lambda: s2.states()["radio"] is State.RUNNING, "b2 to take the radios")
+        await until(lambda: s2.states()["radio"] is State.RUNNING, "b2 to take the radios")
         assert g2.running and l2.may_act()
 
         # b1, woken: fenced off, it lets go of the radios and stands by (not stopped).
-        await _until(lambda: n1.fenced == 1 and n1.may_act(), "b1 to be fenced and rejoin")
+        await until(lambda: n1.fenced == 1 and n1.may_act(), "b1 to be fenced and rejoin")
         assert not g1.running and g1.stops == 1 and l1.lost == 1
         assert s1.states()["radio"] is State.FAILED
         assert "standing by" in (s1.health()["services"]["radio"]["last_error"] or "")
@@ -254,13 +242,13 @@ async def test_a_node_that_lost_the_radios_stands_by_and_takes_them_back(
         assert await n1.sweep() == ["b2"]
         w2.now += 24.0
         m2.now += 24.0
-        await _until(lambda: s1.states()["radio"] is State.RUNNING, "b1 to take them back")
+        await until(lambda: s1.states()["radio"] is State.RUNNING, "b1 to take them back")
         assert g1.running and g1.starts == 2 and l1.may_act()
         async with pg.session() as s:
             lease = await s.get(ClusterLeaseRow, "radio")
         assert lease is not None and lease.owner == "b1" and lease.generation == 3
         # b2, if it was only stalled, finds out and lets go in turn: never two drivers.
-        await _until(lambda: not g2.running, "b2 to let go")
+        await until(lambda: not g2.running, "b2 to let go")
         assert s2.states()["radio"] is State.FAILED
     finally:
         for manager in managers:

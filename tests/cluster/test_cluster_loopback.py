@@ -15,14 +15,13 @@ import json
 import re
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import websockets
-from clusterpeer import SIPP_DIR, Cluster, free_port
+from clusterpeer import SIPP_DIR, Cluster, approved_campaign, free_port, until
 from smscpeer import SYSTEM_ID, SmscSim
 from sqlalchemy import select
 
@@ -32,18 +31,6 @@ from dispatch.storage import Database
 WAIT = 60.0
 PASSWORD = "agent-password-1"
 CARRIER = "127.0.0.2"  # the trunk "carrier" of scripts/cluster, known by this address
-
-
-async def until(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    """Re-check ``check`` (a coroutine function) until it returns something true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last: {result!r}")
-        await asyncio.sleep(0.2)
 
 
 def sipp(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
@@ -241,24 +228,13 @@ async def test_sigkill_a_node_under_call_load_and_mid_campaign_loses_nothing(
              "-timeout", "240s"], cwd=tmp_path, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         await sim.command(f"notify-at {KILL_AT}")
-        async with httpx.AsyncClient(base_url=c.url("n2"), timeout=60) as h:
-            body = {"title": "台风 紧急转移", "recipients": [
-                {"msisdn": f"+86139{i:08d}", "text": f"【应急】台风来袭，请立即转移。编号{i}"}
-                for i in range(RECIPIENTS)]}
-            r = await h.post("/api/v1/campaigns", json=body, headers=sup)
-            assert r.status_code == 201, r.text
-            cid = r.json()["id"]
-            r = await h.post(f"/api/v1/campaigns/{cid}/approve", headers=cmd)
-            assert r.status_code == 200, r.text
+        cid = await approved_campaign(c.url("n2"), sup, cmd, "139", RECIPIENTS)
         await sim.wait_for(lambda e: e.get("event") == "reached", timeout=120)
         n2 = c.nodes["n2"]
         n2.proc.send_signal(signal.SIGKILL)
         assert await asyncio.to_thread(n2.proc.wait, 30) == -signal.SIGKILL
         n1 = c.nodes["n1"]
-        dead = await asyncio.to_thread(
-            n1.read_until, lambda e: e.get("msg") == "cluster node is dead; its work was "
-            "taken over", 60)
-        assert dead is not None and dead["dead_node"] == "n2"
+        await c.taken_over("n1", "n2")
         completed = await asyncio.to_thread(
             n1.read_until, lambda e: e.get("msg") == "campaign completed", 300)
         assert completed is not None and completed["campaign"] == cid
@@ -343,24 +319,13 @@ async def test_a_node_stopped_past_dead_after_wakes_fenced_off_and_sends_nothing
     sup = await asyncio.to_thread(c.token, "sup", "supervisor")
     cmd = await asyncio.to_thread(c.token, "cmd", "commander")
     await sim.command(f"notify-at {KILL_AT}")
-    async with httpx.AsyncClient(base_url=c.url("n2"), timeout=60) as h:
-        body = {"title": "台风 紧急转移", "recipients": [
-            {"msisdn": f"+86137{i:08d}", "text": f"【应急】台风来袭，请立即转移。编号{i}"}
-            for i in range(RECIPIENTS)]}
-        r = await h.post("/api/v1/campaigns", json=body, headers=sup)
-        assert r.status_code == 201, r.text
-        cid = r.json()["id"]
-        r = await h.post(f"/api/v1/campaigns/{cid}/approve", headers=cmd)
-        assert r.status_code == 200, r.text
+    cid = await approved_campaign(c.url("n2"), sup, cmd, "137", RECIPIENTS)
     await sim.wait_for(lambda e: e.get("event") == "reached", timeout=120)
     n1, n2 = c.nodes["n1"], c.nodes["n2"]
     n2.proc.send_signal(signal.SIGSTOP)
     db = Database(c.layout.db_url)
     try:
-        dead = await asyncio.to_thread(
-            n1.read_until, lambda e: e.get("msg") == "cluster node is dead; its work was "
-            "taken over", 60)
-        assert dead is not None and dead["dead_node"] == "n2"
+        await c.taken_over("n1", "n2")
 
         async def completed() -> bool:
             async with db.session() as s:

@@ -21,8 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
-from clusterpeer import ROOT, Cluster
+from clusterpeer import ROOT, Cluster, approved_campaign, until
 
 from dispatch.models import CampaignRow
 from dispatch.storage import Database
@@ -32,7 +31,6 @@ from sms.pdu import SmsSubmit, decode_pdu
 
 sys.path.insert(0, str(ROOT / "tests" / "radio"))
 from radioharness import Plugged  # noqa: E402
-from test_cluster_radio_stall import until  # noqa: E402
 
 RECIPIENTS = 40
 MODEMS = """
@@ -71,27 +69,16 @@ async def test_a_node_stopped_mid_campaign_writes_no_cmgs_when_it_wakes(
         c: Cluster = await cluster_factory([], MODEMS.format(dir=tmp_path))
         sup = await asyncio.to_thread(c.token, "sup", "supervisor")
         cmd = await asyncio.to_thread(c.token, "cmd", "commander")
-        async with httpx.AsyncClient(base_url=c.url("n1"), timeout=60) as h:
-            body = {"title": "台风 紧急转移", "recipients": [
-                {"msisdn": f"+86136{i:08d}", "text": f"【应急】台风来袭，请立即转移。编号{i}"}
-                for i in range(RECIPIENTS)]}
-            r = await h.post("/api/v1/campaigns", json=body, headers=sup)
-            assert r.status_code == 201, r.text
-            cid = r.json()["id"]
-            r = await h.post(f"/api/v1/campaigns/{cid}/approve", headers=cmd)
-            assert r.status_code == 200, r.text
+        cid = await approved_campaign(c.url("n1"), sup, cmd, "136", RECIPIENTS)
         # One node claims the whole batch; stop it while its modem works through it.
         sender = await until(lambda: next((n for n, m in modems.items() if len(m.sent) >= 3),
                                           None), "a node to start sending")
         other = "n2" if sender == "n1" else "n1"
-        stalled, survivor = c.nodes[sender], c.nodes[other]
+        stalled = c.nodes[sender]
         stalled.proc.send_signal(signal.SIGSTOP)
         db = Database(c.layout.db_url)
         try:
-            dead = await asyncio.to_thread(
-                survivor.read_until, lambda e: e.get("msg") == "cluster node is dead; its "
-                "work was taken over", 60)
-            assert dead is not None and dead["dead_node"] == sender
+            await c.taken_over(other, sender)
             c.drain(other)
 
             async def completed() -> bool:

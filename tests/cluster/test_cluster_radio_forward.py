@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncssh
 import httpx
-from clusterpeer import ROOT, Cluster
+from clusterpeer import ROOT, Cluster, until
 from sqlalchemy import select
 
 from dispatch.models import AuditEntry
@@ -27,7 +27,6 @@ from dispatch.storage import Database
 
 sys.path.insert(0, str(ROOT / "tests" / "radio"))
 from radioharness import Plugged  # noqa: E402
-from test_cluster_radio_stall import until  # noqa: E402
 
 from hardware.emulators import TetraRadioEmulator  # noqa: E402
 

@@ -17,12 +17,11 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-from clusterpeer import ROOT, Cluster
+from clusterpeer import ROOT, Cluster, until
 
 sys.path.insert(0, str(ROOT / "tests" / "radio"))
 from radioharness import Plugged  # noqa: E402
@@ -43,23 +42,6 @@ gssi = "9001"
 gateway = "tetra1"
 """
 KEYING = ("ATD", "AT+CTXD")
-
-
-async def until(check: Any, what: Any, timeout: float = 90.0) -> Any:
-    """Re-check ``check()`` (sync or async) until it returns something true.
-
-    ``what`` names it in the failure (a callable: called then, to show the state)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}"
-                                 f"; last: {result!r}")
-        await asyncio.sleep(0.2)
 
 
 async def ptt(url: str, headers: dict[str, str], release: bool = False) -> httpx.Response:
@@ -102,10 +84,7 @@ async def test_a_stalled_node_never_keys_the_radio_its_survivor_drives(
         n1.proc.send_signal(signal.SIGSTOP)
         pressed: asyncio.Task[httpx.Response] | None = None
         try:
-            dead = await asyncio.to_thread(
-                n2.read_until, lambda e: e.get("msg") == "cluster node is dead; its work was "
-                "taken over", 60)
-            assert dead is not None and dead["dead_node"] == "n1"
+            await c.taken_over("n2", "n1")
             # n2's radio retry takes the lease; its first command hangs the call up.
             await until(lambda: "ATH" in radio.commands[before:], "n2 to take the radio")
             await until(lambda: radio.calls == {}, "the radio unkeyed")  # type: ignore[attr-defined]
