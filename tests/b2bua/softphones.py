@@ -41,67 +41,40 @@ class Baresip:
         registers over TLS, trusting ``cafile``."""
         self.dir = tmp / f"baresip-{user}"
         self.dir.mkdir()
-        self.wav = tone_wav(self.dir / "tone.wav", seconds, freq)
-        self.dumping = ["module sndfile.so", f"snd_path {self.dir}"] if dump else []
-        self.cafile = cafile
+        self.sip_port = free_port()
+        self.ctrl_port = free_port(socket.SOCK_STREAM)
+        wav = tone_wav(self.dir / "tone.wav", seconds, freq)
+        dumping = ["module sndfile.so", f"snd_path {self.dir}"] if dump else []
+        (self.dir / "config").write_text("\n".join([
+            f"sip_listen 127.0.0.1:{self.sip_port}", "net_interface 127.0.0.1",
+            f"audio_source aufile,{wav}", "audio_player aubridge,nil",
+            "module_path /usr/lib/baresip/modules",
+            "module g711.so", "module aufile.so", "module aubridge.so", *dumping,
+            *([f"sip_cafile {cafile}"] if cafile else []),
+            "module_app account.so", "module_app menu.so", "module_app ctrl_tcp.so",
+            f"ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}", ""]))
         (self.dir / "accounts").write_text(
             f"<sip:{user}@127.0.0.1:{registrar_port}"
             f"{'' if transport == 'udp' else f';transport={transport}'}>"
             f";auth_pass={password};regint=600;"
             "answermode=auto;audio_codecs=PCMU\n")
-        self.log = self.dir / "baresip.log"
-        self.launches = 0
-        self._launch()
+        self.proc = subprocess.Popen([need("baresip"), "-f", str(self.dir)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, cwd=self.dir)
         self.sock: socket.socket | None = None
         self.buffer = b""
         self.events: list[dict[str, Any]] = []
 
-    def _launch(self) -> None:
-        """Start baresip on two ports free a moment ago (its SIP and ctrl_tcp)."""
-        self.sip_port = free_port()
-        self.ctrl_port = free_port(socket.SOCK_STREAM)
-        (self.dir / "config").write_text("\n".join([
-            f"sip_listen 127.0.0.1:{self.sip_port}", "net_interface 127.0.0.1",
-            f"audio_source aufile,{self.wav}", "audio_player aubridge,nil",
-            "module_path /usr/lib/baresip/modules",
-            "module g711.so", "module aufile.so", "module aubridge.so", *self.dumping,
-            *([f"sip_cafile {self.cafile}"] if self.cafile else []),
-            "module_app account.so", "module_app menu.so", "module_app ctrl_tcp.so",
-            f"ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}", ""]))
-        self.launches += 1
-        self.log_from = self.log.stat().st_size if self.log.exists() else 0
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([need("baresip"), "-f", str(self.dir)],
-                                         stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, cwd=self.dir)
-
-    def _said(self) -> str:
-        """What this launch of baresip printed so far."""
-        with self.log.open("rb") as f:
-            f.seek(self.log_from)
-            return f.read().decode("utf-8", "replace")
-
-    def connect(self, timeout: float = 15.0, launches: int = 3) -> None:
-        """Open the ctrl_tcp connection (baresip listens once its modules are loaded).
-
-        A port picked free may be taken by another process before baresip binds it:
-        baresip then exits (its SIP port) or runs without ctrl_tcp.  It is started
-        again on fresh ports, up to ``launches`` times in all."""
+    def connect(self, timeout: float = 15.0) -> None:
+        """Open the ctrl_tcp connection (baresip listens once its modules are loaded)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
                 self.sock = socket.create_connection(("127.0.0.1", self.ctrl_port), 1)
                 return
-            except OSError as exc:
-                said = self._said()
-                if "Address already in use" in said and self.launches < launches:
-                    self._reap()
-                    self._launch()
-                    deadline = time.monotonic() + timeout
-                    continue
+            except OSError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise OSError(f"baresip ctrl_tcp on {self.ctrl_port}: {exc}; "
-                                  f"exit {self.proc.poll()}; it said: {said[-800:]}") from exc
+                    raise
                 time.sleep(0.1)
 
     def wait_event(self, kind: str, timeout: float = 20.0) -> dict[str, Any]:
@@ -151,9 +124,6 @@ class Baresip:
             with contextlib.suppress(OSError):
                 self.command("quit")
             self.sock.close()
-        self._reap()
-
-    def _reap(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -161,6 +131,8 @@ class Baresip:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 class PyVoipPhone:
